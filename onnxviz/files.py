@@ -1,0 +1,51 @@
+"""Writing results so that an interrupted run never leaves a half-written file."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import OutputError
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create `path` (and parents) or explain why it cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder '{path}': {exc.strerror}; choose another with -o") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder '{path}' is not writable; choose another with -o")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
+
+    On any error the temporary file is removed and `path`, if it existed, is untouched.
+    """
+    path = Path(path)
+    ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Atomically write `data` to `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
