@@ -10,6 +10,7 @@ Every file written by `onnxviz export` takes RGB pixels 0..255, float32, NHWC
 - `onnxviz.layers`: the exposed outputs in network order, `{name, op, shape, layout}`
 - `onnxviz.predictions`: the output holding class scores and whether they are probabilities
 - `onnxviz.labels`: class names, when known
+- `onnxviz.keras`: how to rebuild the Keras source, for files exported from Keras
 """
 from __future__ import annotations
 
@@ -79,6 +80,9 @@ class ModelInfo:
     prediction_output: str | None = None
     prediction_is_probability: bool = True
     labels: list[str] | None = None
+    # How to rebuild the source in Keras (bench --compare-keras, diff --against keras):
+    # {"application": "VGG16", "kwargs": {...}} or {"path": "model.keras"}; None for ONNX sources.
+    keras: dict[str, Any] | None = None
 
     @property
     def feature_maps(self) -> list[LayerInfo]:
@@ -106,6 +110,8 @@ class ModelInfo:
         }
         if self.labels is not None:
             props[PREFIX + "labels"] = json.dumps(self.labels)
+        if self.keras is not None:
+            props[PREFIX + "keras"] = json.dumps(self.keras)
         return props
 
     @classmethod
@@ -128,6 +134,7 @@ class ModelInfo:
                 prediction_output=pred.get("output"),
                 prediction_is_probability=bool(pred.get("probabilities", True)),
                 labels=labels,
+                keras=json.loads(props[PREFIX + "keras"]) if PREFIX + "keras" in props else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{where} has damaged onnxviz metadata ({exc}); export it again") from exc
