@@ -152,3 +152,22 @@ def write_info(model: Any, info: ModelInfo) -> None:
 def read_info(model: Any, where: str = "the model") -> ModelInfo:
     """The `ModelInfo` of an `onnx.ModelProto`."""
     return ModelInfo.from_props({p.key: p.value for p in model.metadata_props}, where)
+
+
+def load_info(path: Any) -> ModelInfo:
+    """The `ModelInfo` of an onnxviz file on disk (weights are parsed too: use a session's
+    `custom_metadata_map` where one is open anyway)."""
+    from pathlib import Path
+
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file '{path}' does not exist")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ModelError(f"'{path}' is not an ONNX model ({type(exc).__name__}); give a file written by 'onnxviz export'") from exc
+    if not model.graph.node:
+        raise ModelError(f"'{path}' is not an ONNX model (it has no graph); give a file written by 'onnxviz export'")
+    return read_info(model, str(path))

@@ -1,0 +1,169 @@
+"""The `onnxviz` command: each command parses its options, calls one library function
+and prints a summary. Bad input ends in one `error: ...` line and exit code 1."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from .errors import OnnxvizError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="See what a convolutional network sees: export a model with its feature maps "
+    "as outputs, then render them with ONNX Runtime.",
+)
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def handles_errors(fn: Callable) -> Callable:
+    """User errors print one line and exit 1; bugs keep their traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OnnxvizError as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            _err("interrupted; files already written are complete, nothing is half-written")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+class Progress:
+    """Step lines on stderr with the time each step took."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        _err(f"[{time.perf_counter() - self.started:6.1f}s] {message}")
+
+
+def _csv(values: Optional[str]) -> List[str]:
+    return [v.strip() for v in values.split(",") if v.strip()] if values else []
+
+
+def _floats(value: Optional[str], flag: str) -> Optional[List[float]]:
+    if value is None:
+        return None
+    try:
+        out = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise OnnxvizError(f"{flag} takes numbers separated by commas, e.g. 0.485,0.456,0.406; got '{value}'")
+    if len(out) == 1:
+        out = out * 3
+    if len(out) != 3:
+        raise OnnxvizError(f"{flag} takes 1 or 3 numbers, got {len(out)}")
+    return out
+
+
+@app.command()
+@handles_errors
+def export(
+    model: str = typer.Argument(..., help="keras.applications name (vgg16, resnet50, mobilenet, ...), a .keras/.h5 file, or an .onnx file"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write (default models/<name>.onnx)"),
+    weights: Optional[str] = typer.Option(None, help="imagenet (default for applications), none, or a weights file"),
+    input_size: Optional[int] = typer.Option(None, help="input height and width, where the model allows it"),
+    alpha: Optional[float] = typer.Option(None, help="width multiplier of MobileNet models"),
+    layers: List[str] = typer.Option([], "--layers", help="layers to expose (glob, repeatable), e.g. 'block*_conv*'"),
+    exclude: List[str] = typer.Option([], "--exclude", help="layers to leave out (glob, repeatable)"),
+    preprocess: Optional[str] = typer.Option(None, help="Keras model files: the preprocessing the model expects: caffe, tf, torch or none"),
+    tolerance: float = typer.Option(1e-4, help="largest error allowed, relative to each layer's range"),
+    op_types: Optional[str] = typer.Option(None, help="ONNX models: expose outputs of these op types, e.g. Conv,Relu,MaxPool,Concat"),
+    mean: Optional[str] = typer.Option(None, help="ONNX models: mean to subtract (after --scale), 1 or 3 numbers"),
+    std: Optional[str] = typer.Option(None, help="ONNX models: std to divide by, 1 or 3 numbers"),
+    scale: Optional[float] = typer.Option(None, help="ONNX models: factor applied to 0..255 pixels first, e.g. 0.00392157"),
+    bgr: bool = typer.Option(False, help="ONNX models: the network takes BGR"),
+    layout: Optional[str] = typer.Option(None, help="ONNX models: input layout nchw or nhwc (inferred when clear)"),
+    labels: Optional[Path] = typer.Option(None, help="class names, one per line or 'index,name'"),
+) -> None:
+    """Export a model to one ONNX file with its feature maps as outputs, checked output by output."""
+    progress = Progress()
+    if model.lower().endswith(".onnx"):
+        from .onnx_import import export_onnx
+
+        target = output or Path("models") / f"{Path(model).stem}.onnx"
+        result = export_onnx(
+            Path(model), target, layers=layers or None, exclude=exclude or None,
+            op_types=_csv(op_types) or None, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+            scale=scale, bgr=bgr, layout=layout, labels=labels, input_size=input_size, progress=progress,
+        )
+        info = result.info
+        typer.echo(f"wrote {result.output} ({result.size_bytes / 1e6:.1f} MB): "
+                   f"{len(info.layers)} outputs, {len(info.feature_maps)} feature maps")
+        return
+    from .keras_export import ExportOptions, export_keras
+
+    file_labels = _read_labels(labels) if labels else None
+    opts = ExportOptions(weights=weights, input_size=input_size, alpha=alpha, layers=layers,
+                         exclude=exclude, preprocess=preprocess, tolerance=tolerance)
+    result = export_keras(model, output, opts, progress=progress, labels=file_labels)
+    from .compare import layer_group
+
+    groups: dict[str, list] = {}
+    for d in result.diffs:
+        groups.setdefault(layer_group(d.name), []).append(d)
+    for group, diffs in groups.items():
+        worst = max(d.relative for d in diffs)
+        typer.echo(f"  {group:<24} {len(diffs):3d} outputs  max relative error {worst:.1e}")
+    info = result.info
+    typer.echo(
+        f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB) in {result.seconds:.0f}s: "
+        f"{len(info.layers)} outputs match Keras (max relative error {result.max_relative:.1e}, "
+        f"tolerance {tolerance:g}); input RGB 0..255 {info.height}x{info.width}, preprocessing "
+        f"'{info.preprocessing.mode}' folded in"
+    )
+
+
+def _read_labels(path: Path) -> List[str]:
+    from .onnx_import import read_labels
+
+    return read_labels(path)
+
+
+@app.command("layers")
+@handles_errors
+def layers_cmd(
+    model: Path = typer.Argument(..., help="an ONNX file written by onnxviz export"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON for programs"),
+) -> None:
+    """List the exposed layers in network order."""
+    from .metadata import load_info
+
+    info = load_info(model)
+    rows = [
+        {"index": i, "name": layer.name, "class": layer.op, "shape": layer.shape,
+         "channels": layer.channels, "layout": layer.layout}
+        for i, layer in enumerate(info.layers)
+    ]
+    if as_json:
+        typer.echo(json.dumps({"model": str(model), "source": info.source, "input": [info.height, info.width],
+                               "layers": rows}, indent=2))
+        return
+    width = max(len(r["name"]) for r in rows)
+    typer.echo(f"{model}: {info.source}, input {info.height}x{info.width} RGB, {len(rows)} outputs")
+    for r in rows:
+        shape = "x".join("N" if d is None else str(d) for d in r["shape"])
+        typer.echo(f"{r['index']:4d}  {r['name']:<{width}}  {r['class']:<24} {shape:<18} {r['channels'] or ''}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
