@@ -161,6 +161,86 @@ def layers_cmd(
         typer.echo(f"{r['index']:4d}  {r['name']:<{width}}  {r['class']:<24} {shape:<18} {r['channels'] or ''}")
 
 
+class Bar:
+    """A progress line on stderr: redrawn in place on a terminal, a line every 10% otherwise."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+        self.last = -1
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        width = 24
+        filled = int(width * done / max(total, 1))
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} images, {rate:.1f}/s  {name[:40]}"
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(100) + ("\n" if done == total else ""))
+            sys.stderr.flush()
+        elif total and (done * 10 // total != self.last or done == total):
+            self.last = done * 10 // total
+            _err(line)
+
+
+@app.command()
+@handles_errors
+def render(
+    model: Path = typer.Argument(..., help="an ONNX file written by onnxviz export"),
+    images: List[Path] = typer.Argument(..., help="image files and/or folders of images"),
+    output: Path = typer.Option(Path("onnxviz-out"), "-o", "--output", help="output folder; one subfolder per image"),
+    layers: List[str] = typer.Option([], "--layers", help="layers to draw (glob, repeatable); default all"),
+    max_channels: int = typer.Option(64, help="channels drawn per layer"),
+    channels: Optional[str] = typer.Option(None, help="channel range A:B to draw, e.g. 0:32"),
+    sort: str = typer.Option("index", help="channel order: index, mean or max (most active first)"),
+    norm: str = typer.Option("channel", help="channel: min-max per channel; layer: one scale per layer"),
+    colormap: str = typer.Option("viridis", help="viridis, gray, inferno, magma, plasma, jet, turbo, ..."),
+    fmt: str = typer.Option("jpg", "--format", help="jpg or png"),
+    quality: int = typer.Option(90, help="JPEG quality 1..100"),
+    top_k: int = typer.Option(5, help="predictions shown, when the model has class labels"),
+    resize: str = typer.Option("stretch", help="stretch (as Keras load_img), crop (centre) or pad"),
+    batch_size: int = typer.Option(8, help="images per inference batch"),
+    provider: str = typer.Option("auto", help="auto (CUDA when it really loads, else CPU), cuda or cpu"),
+) -> None:
+    """Draw every layer's feature maps, the predictions, the first-layer filters and a report per image."""
+    from .render import RenderOptions, parse_channels, render as run_render
+
+    opts = RenderOptions(layers=layers, max_channels=max_channels, channels=parse_channels(channels), sort=sort,
+                         norm=norm, colormap=colormap, fmt=fmt.lower().replace("jpeg", "jpg"), quality=quality,
+                         top_k=top_k, resize=resize, batch_size=batch_size, provider=provider)
+    result = run_render(model, images, output, opts, progress=Bar())
+    note = f" (CPU: {result.fallback})" if result.fallback and provider == "auto" else ""
+    typer.echo(f"ran on {result.provider}{note}")
+    for item in result.images:
+        best = f": {item.predictions[0]['label']} {item.predictions[0]['score'] * 100:.1f}%" if item.predictions else ""
+        typer.echo(f"  {item.folder}/index.html  {item.layers} layers{best}")
+    t = result.timings
+    typer.echo(f"rendered {len(result.images)} image(s) into {result.output} in {result.seconds:.1f}s "
+               f"({result.images_per_second:.1f} images/s; inference {t['infer']:.1f}s, drawing {t['draw']:.1f}s, "
+               f"writing {t['write']:.1f}s)")
+    for warning in result.failed:
+        _err(f"warning: {warning}")
+    if result.failed:
+        _err(f"error: {len(result.failed)} input(s) could not be rendered")
+        raise typer.Exit(1)
+    if not result.images:
+        _err("error: no images to render; give image files or folders (JPEG, PNG, BMP, WebP, TIFF)")
+        raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def filters(
+    model: Path = typer.Argument(..., help="any ONNX file"),
+    output: Path = typer.Option(Path("filters.jpg"), "-o", "--output", help="image to write (.jpg or .png)"),
+) -> None:
+    """Draw the first convolution's learned filters."""
+    from .filters import write_filters
+
+    fmt = output.suffix.lower().lstrip(".").replace("jpeg", "jpg") or "jpg"
+    result = write_filters(model, output, fmt)
+    typer.echo(f"wrote {output}: {result.kernel} of '{result.layer}' ({result.channel_order} input)")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,67 @@
+"""The first convolution's learned filters, read from the ONNX weights (`onnxviz filters`)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .drawing import draw_filters, encode
+from .errors import ModelError
+from .files import write_bytes
+from .metadata import PREFIX
+
+
+@dataclass
+class Filters:
+    """The first Conv of a model and its kernels drawn as colour patches (BGR)."""
+
+    layer: str
+    weights_shape: list[int]
+    channel_order: str
+    image: np.ndarray
+
+    @property
+    def kernel(self) -> str:
+        o, i, kh, kw = self.weights_shape
+        return f"{o} filters of {kh}x{kw}x{i}"
+
+
+def load_filters(model_path: Path) -> Filters | None:
+    """Read the first convolution of any ONNX file; None when it has none.
+
+    Colours follow the network's input channel order: files exported from models that
+    take BGR (Keras 'caffe' models, `--bgr` ONNX models) say so in their metadata.
+    """
+    import onnx
+
+    from .graph import first_conv_weights
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelError(f"model file '{path}' does not exist")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise ModelError(f"'{path}' is not an ONNX model ({type(exc).__name__})") from exc
+    found = first_conv_weights(model)
+    if found is None:
+        return None
+    name, weights = found
+    props = {p.key: p.value for p in model.metadata_props}
+    try:
+        bgr = bool(json.loads(props.get(PREFIX + "preprocessing", "{}")).get("bgr"))
+    except (ValueError, AttributeError):
+        bgr = False
+    order = "BGR" if bgr else "RGB"
+    return Filters(name, list(weights.shape), order, draw_filters(weights, channel_order=order))
+
+
+def write_filters(model_path: Path, output: Path, fmt: str = "jpg") -> Filters:
+    """`onnxviz filters`: draw the first convolution's filters into `output`."""
+    filters = load_filters(model_path)
+    if filters is None:
+        raise ModelError(f"'{model_path}' has no 2-D convolution reachable from its input; there are no filters to draw")
+    write_bytes(output, encode(filters.image, fmt))
+    return filters
