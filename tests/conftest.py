@@ -26,3 +26,25 @@ needs_tensorflow = pytest.mark.skipif(
     importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tf2onnx") is None,
     reason="TensorFlow/tf2onnx not installed (pip install 'onnxviz[export]')",
 )
+
+
+@pytest.fixture(scope="session")
+def mobilenet_onnx(shared_data, tmp_path_factory):
+    """`onnxviz export mobilenet --alpha 0.25 --input-size 128` with the real ImageNet weights,
+    through the CLI in a new process (KERAS_HOME must be set before Keras is imported)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("TensorFlow not installed (pip install 'onnxviz[export]')")
+    tmp = tmp_path_factory.mktemp("mobilenet")
+    home = tmp / "keras_home"
+    shutil.copytree(shared_data / "keras_home", home)
+    out = tmp / "mobilenet.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxviz", "export", "mobilenet", "--alpha", "0.25", "--input-size", "128", "-o", str(out)],
+        env=dict(os.environ, KERAS_HOME=str(home)), capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc

@@ -131,20 +131,12 @@ def test_layer_globs_select_and_bad_glob_lists_layers(tmp_path, keras):
     assert not (tmp_path / "bad.onnx").exists()
 
 
-def test_real_mobilenet_imagenet_export_predicts_espresso(tmp_path, shared_data):
+def test_real_mobilenet_imagenet_export_predicts_espresso(mobilenet_onnx, shared_data):
     """The real keras.applications path through the CLI, weights from a Keras cache copied
-    from the shared data (KERAS_HOME must be set before Keras is imported: a new process)."""
+    from the shared data."""
     import cv2
 
-    home = tmp_path / "keras_home"
-    shutil.copytree(shared_data / "keras_home", home)
-    out = tmp_path / "mobilenet.onnx"
-    env = dict(os.environ, KERAS_HOME=str(home))
-    proc = subprocess.run(
-        [sys.executable, "-m", "onnxviz", "export", "mobilenet", "--alpha", "0.25", "--input-size", "128", "-o", str(out)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    out, proc = mobilenet_onnx
     assert "outputs match Keras" in proc.stdout
     from onnxviz.metadata import load_info
 

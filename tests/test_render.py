@@ -1,0 +1,226 @@
+"""`onnxviz render` end to end through the CLI, on a tiny model built here and the real MobileNet."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+from onnxviz.cli import app
+from onnxviz.metadata import KERAS_MODES, LayerInfo, ModelInfo, write_info
+
+runner = CliRunner()
+SIZE = 16
+RNG = np.random.default_rng(7)
+W = RNG.normal(0, 0.5, (6, 3, 3, 3)).astype(np.float32)
+B = RNG.normal(0, 0.1, 6).astype(np.float32)
+FC = RNG.normal(0, 0.5, (6, 4)).astype(np.float32)
+
+
+def tiny_model() -> onnx.ModelProto:
+    """NHWC RGB 0..255 -> /255 -> Conv(6) -> Relu -> MaxPool -> GlobalAveragePool -> Dense(4) -> Softmax."""
+    nodes = [
+        helper.make_node("Mul", ["image", "k"], ["scaled"]),
+        helper.make_node("Transpose", ["scaled"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "W", "B"], ["conv"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["pool"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "FC"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["predictions"], axis=-1),
+    ]
+    inits = [numpy_helper.from_array(np.array(1 / 255, np.float32), "k"), numpy_helper.from_array(W, "W"),
+             numpy_helper.from_array(B, "B"), numpy_helper.from_array(FC, "FC")]
+    outs = [helper.make_tensor_value_info("conv", TensorProto.FLOAT, ["N", 6, SIZE, SIZE]),
+            helper.make_tensor_value_info("relu", TensorProto.FLOAT, ["N", 6, SIZE, SIZE]),
+            helper.make_tensor_value_info("pool", TensorProto.FLOAT, ["N", 6, SIZE // 2, SIZE // 2]),
+            helper.make_tensor_value_info("predictions", TensorProto.FLOAT, ["N", 4])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
+                              outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    info = ModelInfo(
+        input_name="image", height=SIZE, width=SIZE,
+        layers=[LayerInfo("conv", "Conv2D", [None, 6, SIZE, SIZE], "NCHW"),
+                LayerInfo("relu", "ReLU", [None, 6, SIZE, SIZE], "NCHW"),
+                LayerInfo("pool", "MaxPooling2D", [None, 6, SIZE // 2, SIZE // 2], "NCHW"),
+                LayerInfo("predictions", "Dense", [None, 4], "NC")],
+        preprocessing=KERAS_MODES["none"], source="tiny", version="test",
+        prediction_output="predictions", labels=["apple", "bean", "cherry", "date"],
+    )
+    write_info(model, info)
+    return model
+
+
+def numpy_conv(rgb: np.ndarray) -> np.ndarray:
+    """The tiny model's conv output for one HxWx3 image, computed independently."""
+    x = np.pad(rgb.astype(np.float64) / 255, ((1, 1), (1, 1), (0, 0)))
+    out = np.zeros((6, SIZE, SIZE))
+    for dy in range(3):
+        for dx in range(3):
+            out += np.einsum("hwc,oc->ohw", x[dy:dy + SIZE, dx:dx + SIZE], W[:, :, dy, dx])
+    return out + B[:, None, None]
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), path)
+    return path
+
+
+def write_image(path, seed=0, size=SIZE):
+    img = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    cv2.imwrite(str(path), img)
+    return img[..., ::-1]  # RGB
+
+
+def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path):
+    rgb = write_image(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "photo.png"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    folder = out / "photo"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["0.conv_0-6.jpg", "1.relu_0-6.jpg", "2.pool_0-6.jpg", "filters.jpg", "index.html",
+                     "original.jpg", "summary.json"]
+    summary = json.loads((folder / "summary.json").read_text())
+    conv = numpy_conv(rgb)
+    layer = summary["layers"][0]
+    assert layer["name"] == "conv" and layer["shape"] == [None, 6, SIZE, SIZE] and layer["file"] == "0.conv_0-6.jpg"
+    assert layer["channels_shown"] == 6 and layer["channels_total"] == 6
+    assert layer["stats"]["mean"] == pytest.approx(conv.mean(), rel=1e-4, abs=1e-5)
+    relu = summary["layers"][1]["stats"]
+    assert relu["zero_fraction"] == pytest.approx((np.maximum(conv, 0) == 0).mean(), abs=1e-6)
+    # the grid's first tile is channel 0's map, min-max normalised and coloured with viridis
+    grid = cv2.imread(str(folder / "0.conv_0-6.jpg"))
+    scale = 2  # 16x16 maps are enlarged to the 32 px minimum tile
+    tile = cv2.resize(grid[: SIZE * scale, : SIZE * scale], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    c0 = conv[0]
+    want = cv2.applyColorMap(np.round((c0 - c0.min()) / (c0.max() - c0.min()) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+    assert np.abs(tile.astype(int) - want.astype(int)).mean() < 12  # JPEG
+    # predictions are the softmax of the model, best first, with labels
+    logits = np.maximum(conv, 0).reshape(6, SIZE // 2, 2, SIZE // 2, 2).max(axis=(2, 4)).mean(axis=(1, 2)) @ FC
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert [p["label"] for p in summary["predictions"]] == [["apple", "bean", "cherry", "date"][i] for i in np.argsort(-probs)]
+    assert summary["predictions"][0]["score"] == pytest.approx(probs.max(), rel=1e-4)
+    assert summary["provider"] == "cpu"
+    html = (folder / "index.html").read_text()
+    assert "0.conv_0-6.jpg" in html and "apple" in html and "channels shown 6 of 6" in html
+    assert not [p for p in out.rglob("*.part*")]
+
+
+def test_options_choose_layers_channels_sort_and_format(tmp_path, model_path):
+    write_image(tmp_path / "a.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(out), "--layers", "re*",
+                                 "--channels", "2:5", "--format", "png", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "a" / "summary.json").read_text())
+    assert [(x["name"], x["file"], x["channels"]) for x in summary["layers"]] == [("relu", "1.relu_2-5.png", [2, 3, 4])]
+    assert len(summary["predictions"]) == 2
+    result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(out), "--layers", "conv",
+                                 "--sort", "max", "--max-channels", "3"])
+    assert result.exit_code == 0, result.output
+    assert (out / "a" / "0.conv_top3-by-max.jpg").is_file()
+    assert (out / "a" / "1.relu_2-5.png").is_file()  # files of the earlier run are kept
+
+
+def test_a_bad_image_among_many_is_skipped_with_a_warning_and_exit_1(tmp_path, model_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_image(src / "good1.png", 1)
+    write_image(src / "good2.jpg", 2)
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (src / "empty.png").write_bytes(b"")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(model_path), str(src), "-o", str(out)])
+    assert result.exit_code == 1
+    assert (out / "good1" / "index.html").is_file() and (out / "good2" / "index.html").is_file()
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2 and any("broken.jpg" in w for w in warnings) and any("empty.png" in w for w in warnings)
+    assert "error: 2 input(s) could not be rendered" in result.stderr
+    assert not (out / "broken").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layers", "conv_9"], "error: layer 'conv_9' is not in {model}; it has 3: conv, relu, pool. Run 'onnxviz layers {model}'"),
+    (["--sort", "loud"], "error: --sort 'loud' is not valid; choose one of index, mean, max"),
+    (["--colormap", "rainbow2"], "error: --colormap 'rainbow2' is not valid; choose one of"),
+    (["--provider", "tpu"], "error: unknown provider 'tpu'"),
+    (["--channels", "5:2"], "error: --channels 5:2 is empty; B must be larger than A"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, model_path, args, message):
+    write_image(tmp_path / "a.png")
+    result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), *args])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message.format(model=model_path)), result.stderr
+    assert not (tmp_path / "o" / "a").exists()
+
+
+def test_models_that_are_not_onnxviz_files(tmp_path):
+    write_image(tmp_path / "a.png")
+    text = tmp_path / "notes.onnx"
+    text.write_text("hello")
+    result = runner.invoke(app, ["render", str(text), str(tmp_path / "a.png"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "is not an ONNX model" in result.stderr
+    plain = tiny_model()
+    del plain.metadata_props[:]
+    onnx.save(plain, tmp_path / "plain.onnx")
+    result = runner.invoke(app, ["render", str(tmp_path / "plain.onnx"), str(tmp_path / "a.png"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "was not written by 'onnxviz export'" in result.stderr and "onnxviz export" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_folder(tmp_path, model_path):
+    write_image(tmp_path / "a.png")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(locked / "out")])
+    assert result.exit_code == 1 and "cannot create output folder" in result.stderr
+
+
+def test_output_path_that_is_a_file(tmp_path, model_path):
+    write_image(tmp_path / "a.png")
+    (tmp_path / "taken").write_text("keep me")
+    result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(tmp_path / "taken")])
+    assert result.exit_code == 1 and "cannot create output folder" in result.stderr
+    assert (tmp_path / "taken").read_text() == "keep me"
+
+
+def test_render_never_imports_tensorflow(tmp_path, model_path):
+    write_image(tmp_path / "a.png")
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom onnxviz.cli import app\n"
+        f"r = CliRunner().invoke(app, ['render', {str(model_path)!r}, {str(tmp_path / 'a.png')!r}, '-o', {str(tmp_path / 'o')!r}])\n"
+        "r2 = CliRunner().invoke(app, ['layers', " + repr(str(model_path)) + "])\n"
+        "assert r.exit_code == 0 and r2.exit_code == 0, r.output + r2.output\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules]\n"
+        "assert not heavy, heavy\nprint('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_real_mobilenet_render_top1_is_espresso(tmp_path, mobilenet_onnx, shared_data):
+    model, _ = mobilenet_onnx
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(model), str(shared_data / "images" / "coffee.png"),
+                                 str(shared_data / "images" / "chelsea.png"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "coffee" / "summary.json").read_text())
+    assert summary["predictions"][0]["label"] == "espresso" and summary["predictions"][0]["score"] > 0.9
+    assert len(summary["layers"]) == 88 and summary["layers"][0]["name"] == "conv1"
+    assert summary["filters"]["count"] == 8 and (out / "coffee" / "filters.jpg").is_file()
+    for layer in summary["layers"]:
+        assert (out / "coffee" / layer["file"]).is_file()
