@@ -141,21 +141,32 @@ def layers_cmd(
     model: Path = typer.Argument(..., help="an ONNX file written by onnxviz export"),
     as_json: bool = typer.Option(False, "--json", help="print JSON for programs"),
 ) -> None:
-    """List the exposed layers in network order."""
+    """List the exposed layers in network order (for other ONNX files: the 4-D maps export would pick from)."""
+    from .errors import ModelError
     from .metadata import load_info
 
-    info = load_info(model)
-    rows = [
-        {"index": i, "name": layer.name, "class": layer.op, "shape": layer.shape,
-         "channels": layer.channels, "layout": layer.layout}
-        for i, layer in enumerate(info.layers)
-    ]
+    try:
+        info = load_info(model)
+        source, size = info.source, f"{info.height}x{info.width} RGB 0..255"
+        rows = [{"index": i, "name": layer.name, "class": layer.op, "shape": layer.shape,
+                 "channels": layer.channels, "layout": layer.layout} for i, layer in enumerate(info.layers)]
+        title = f"{len(rows)} outputs"
+    except ModelError as exc:
+        if "not written by 'onnxviz export'" not in str(exc):
+            raise
+        from .onnx_import import inspect_onnx
+
+        seen = inspect_onnx(model)
+        source, size = f"ONNX model not written by onnxviz ({seen.layout} input)", f"{seen.height}x{seen.width}"
+        rows = [{"index": i, "name": layer.name, "class": layer.op, "shape": [None, *layer.shape[1:]],
+                 "channels": layer.shape[1], "layout": "NCHW", "default": layer.default}
+                for i, layer in enumerate(seen.layers)]
+        title = f"{len(rows)} feature maps that 'onnxviz export {model}' can expose"
     if as_json:
-        typer.echo(json.dumps({"model": str(model), "source": info.source, "input": [info.height, info.width],
-                               "layers": rows}, indent=2))
+        typer.echo(json.dumps({"model": str(model), "source": source, "input": size, "layers": rows}, indent=2))
         return
-    width = max(len(r["name"]) for r in rows)
-    typer.echo(f"{model}: {info.source}, input {info.height}x{info.width} RGB, {len(rows)} outputs")
+    width = max([len(r["name"]) for r in rows] + [4])
+    typer.echo(f"{model}: {source}, input {size}, {title}")
     for r in rows:
         shape = "x".join("N" if d is None else str(d) for d in r["shape"])
         typer.echo(f"{r['index']:4d}  {r['name']:<{width}}  {r['class']:<24} {shape:<18} {r['channels'] or ''}")
