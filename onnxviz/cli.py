@@ -79,6 +79,7 @@ def export(
     weights: Optional[str] = typer.Option(None, help="imagenet (default for applications), none, or a weights file"),
     input_size: Optional[int] = typer.Option(None, help="input height and width, where the model allows it"),
     alpha: Optional[float] = typer.Option(None, help="width multiplier of MobileNet models"),
+    top: bool = typer.Option(True, "--top/--no-top", help="keras.applications: keep the classifier (--no-top: convolutional part only)"),
     layers: List[str] = typer.Option([], "--layers", help="layers to expose (glob, repeatable), e.g. 'block*_conv*'"),
     exclude: List[str] = typer.Option([], "--exclude", help="layers to leave out (glob, repeatable)"),
     preprocess: Optional[str] = typer.Option(None, help="Keras model files: the preprocessing the model expects: caffe, tf, torch or none"),
@@ -110,7 +111,7 @@ def export(
 
     file_labels = _read_labels(labels) if labels else None
     opts = ExportOptions(weights=weights, input_size=input_size, alpha=alpha, layers=layers,
-                         exclude=exclude, preprocess=preprocess, tolerance=tolerance)
+                         exclude=exclude, preprocess=preprocess, tolerance=tolerance, include_top=top)
     result = export_keras(model, output, opts, progress=progress, labels=file_labels)
     from .compare import layer_group
 

@@ -44,31 +44,32 @@ class Application:
     module: str
     mode: str
     alpha: bool = False
+    size: int = 224  # Keras' default input size
 
 
 def _apps() -> dict[str, Application]:
     table: dict[str, Application] = {
         "vgg16": Application("VGG16", "vgg16", "caffe"),
         "vgg19": Application("VGG19", "vgg19", "caffe"),
-        "inceptionv3": Application("InceptionV3", "inception_v3", "tf"),
-        "inceptionresnetv2": Application("InceptionResNetV2", "inception_resnet_v2", "tf"),
-        "xception": Application("Xception", "xception", "tf"),
+        "inceptionv3": Application("InceptionV3", "inception_v3", "tf", size=299),
+        "inceptionresnetv2": Application("InceptionResNetV2", "inception_resnet_v2", "tf", size=299),
+        "xception": Application("Xception", "xception", "tf", size=299),
         "mobilenet": Application("MobileNet", "mobilenet", "tf", alpha=True),
         "mobilenetv2": Application("MobileNetV2", "mobilenet_v2", "tf", alpha=True),
         "mobilenetv3small": Application("MobileNetV3Small", "mobilenet_v3", "none", alpha=True),
         "mobilenetv3large": Application("MobileNetV3Large", "mobilenet_v3", "none", alpha=True),
         "nasnetmobile": Application("NASNetMobile", "nasnet", "tf"),
-        "nasnetlarge": Application("NASNetLarge", "nasnet", "tf"),
+        "nasnetlarge": Application("NASNetLarge", "nasnet", "tf", size=331),
     }
     for depth in (50, 101, 152):
         table[f"resnet{depth}"] = Application(f"ResNet{depth}", "resnet", "caffe")
         table[f"resnet{depth}v2"] = Application(f"ResNet{depth}V2", "resnet_v2", "tf")
     for depth in (121, 169, 201):
         table[f"densenet{depth}"] = Application(f"DenseNet{depth}", "densenet", "torch")
-    for b in range(8):
-        table[f"efficientnetb{b}"] = Application(f"EfficientNetB{b}", "efficientnet", "none")
-    for v in ("b0", "b1", "b2", "b3", "s", "m", "l"):
-        table[f"efficientnetv2{v}"] = Application(f"EfficientNetV2{v.upper()}", "efficientnet_v2", "none")
+    for b, size in enumerate((224, 240, 260, 300, 380, 456, 528, 600)):
+        table[f"efficientnetb{b}"] = Application(f"EfficientNetB{b}", "efficientnet", "none", size=size)
+    for v, size in zip(("b0", "b1", "b2", "b3", "s", "m", "l"), (224, 240, 260, 300, 384, 480, 480)):
+        table[f"efficientnetv2{v}"] = Application(f"EfficientNetV2{v.upper()}", "efficientnet_v2", "none", size=size)
     for size in ("tiny", "small", "base", "large", "xlarge"):
         table[f"convnext{size}"] = Application(f"ConvNeXt{size.capitalize()}", "convnext", "none")
     return table
@@ -86,6 +87,7 @@ class ExportOptions:
     layers: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     preprocess: str | None = None  # for model files: caffe | tf | torch | none
+    include_top: bool = True  # applications: keep the classifier
     tolerance: float = DEFAULT_TOLERANCE
     probes: int = 2
 
@@ -191,8 +193,11 @@ def build_application(app: Application, opts: ExportOptions):
     """The keras.applications model with the requested weights, size and alpha."""
     _, keras = _import_keras()
     kwargs: dict[str, Any] = {}
-    if opts.input_size is not None:
-        kwargs["input_shape"] = (opts.input_size, opts.input_size, 3)
+    if not opts.include_top:
+        kwargs["include_top"] = False
+    if opts.input_size is not None or not opts.include_top:
+        size = opts.input_size or app.size  # without the classifier Keras would leave the size open
+        kwargs["input_shape"] = (size, size, 3)
     if opts.alpha is not None:
         if not app.alpha:
             with_alpha = sorted(n for n, a in APPLICATIONS.items() if a.alpha)

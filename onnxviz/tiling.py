@@ -1,0 +1,397 @@
+"""Feature maps to pictures: pick channels, normalise, colour and tile them into one grid.
+
+Pure numpy + OpenCV, arrays in, arrays out. A layer's maps for one image arrive as
+float `[C, H, W]` (channel-first; the caller converts layouts). Everything is
+vectorised over channels: a VGG block of 512 x 112 x 112 costs milliseconds, far
+less than running the network.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import OnnxvizError
+
+# Name -> OpenCV colormap id; None draws plain gray. The first entry is the default.
+COLORMAPS: dict[str, int | None] = {
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "gray": None,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "magma": cv2.COLORMAP_MAGMA,
+    "plasma": cv2.COLORMAP_PLASMA,
+    "cividis": cv2.COLORMAP_CIVIDIS,
+    "turbo": cv2.COLORMAP_TURBO,
+    "jet": cv2.COLORMAP_JET,
+    "hot": cv2.COLORMAP_HOT,
+    "bone": cv2.COLORMAP_BONE,
+    "parula": cv2.COLORMAP_PARULA,
+    "twilight": cv2.COLORMAP_TWILIGHT,
+    "ocean": cv2.COLORMAP_OCEAN,
+    "rainbow": cv2.COLORMAP_RAINBOW,
+    "hsv": cv2.COLORMAP_HSV,
+    "pink": cv2.COLORMAP_PINK,
+    "cool": cv2.COLORMAP_COOL,
+    "spring": cv2.COLORMAP_SPRING,
+    "summer": cv2.COLORMAP_SUMMER,
+    "autumn": cv2.COLORMAP_AUTUMN,
+    "winter": cv2.COLORMAP_WINTER,
+    "deepgreen": cv2.COLORMAP_DEEPGREEN,
+}
+SORTS: tuple[str, ...] = ("index", "mean", "max")
+NORMS: tuple[str, ...] = ("channel", "layer")
+
+DEFAULT_MIN_TILE = 32
+# Enlarging never makes a tile's long side exceed this (a 1 x 500 map stays usable).
+MAX_ENLARGED_SIDE = 512
+GAP_COLOR: tuple[int, int, int] = (255, 255, 255)  # white separators (BGR)
+# A channel whose max - min is within this fraction of the layer's scale (the larger
+# of its range and its largest magnitude) is constant: float32 rounding, not signal.
+CONSTANT_RTOL = 1e-5
+
+
+@dataclass(frozen=True)
+class Box:
+    """Pixel box of one tile in a grid image: rows y0:y1, columns x0:x1."""
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+
+@dataclass
+class Grid:
+    """One layer drawn as a grid: `image` BGR uint8; tile i shows channel `channels[i]`."""
+
+    image: np.ndarray
+    channels: list[int]
+    columns: int
+    rows: int
+    tile_height: int  # after enlargement
+    tile_width: int
+    scale: int  # integer nearest-neighbour enlargement of each map
+    gap: int
+
+    def box(self, position: int) -> Box:
+        """Where tile `position` (0-based, row-major) lies in `image`."""
+        return tile_box(position, self.columns, self.tile_height, self.tile_width, self.gap)
+
+
+@dataclass
+class LayerStats:
+    """Summary numbers of one layer's activations for one image (non-finite values count as 0)."""
+
+    shape: tuple[int, ...]
+    channels: int
+    mean: float
+    zero_fraction: float  # share of values exactly 0 (ReLU sparsity)
+    dead_channels: int | None  # channels constant over the image; None for a 1-D vector
+    min: float
+    max: float
+    nonfinite: int  # NaN / inf values found (a broken export shows here)
+
+
+def _check_maps(maps: np.ndarray) -> np.ndarray:
+    maps = np.asarray(maps)
+    if maps.ndim != 3 or maps.size == 0:
+        raise OnnxvizError(
+            f"feature maps must be one image's [C, H, W] array; got shape {tuple(maps.shape)}; "
+            f"take one image (maps[0]) and convert NHWC to channel-first first"
+        )
+    if not np.issubdtype(maps.dtype, np.number) or np.issubdtype(maps.dtype, np.complexfloating):
+        raise OnnxvizError(f"feature maps must be real numbers; got dtype {maps.dtype}")
+    return maps
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    """`x` as float32 with NaN and +-inf replaced by 0 (copies only when needed)."""
+    x = np.asarray(x, dtype=np.float32)
+    if np.isfinite(x).all():
+        return x
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _constant_tolerance(lo: float, hi: float) -> float:
+    return CONSTANT_RTOL * max(hi - lo, abs(lo), abs(hi))
+
+
+def _value_range(maps: np.ndarray) -> tuple[float, float]:
+    x = _finite(maps)
+    return float(x.min()), float(x.max())
+
+
+def select_channels(
+    maps: np.ndarray,
+    max_channels: int | None = 64,
+    channels: tuple[int, int] | None = None,
+    sort: str = "index",
+) -> np.ndarray:
+    """Indices (into the layer's C) of the channels to draw, in drawing order.
+
+    `channels=(a, b)` keeps a:b (half-open, b clipped to C); `sort` orders them by index,
+    or most active first by per-channel mean or max; then the first `max_channels`
+    (None: all) are kept.
+    """
+    maps = _check_maps(maps)
+    n = maps.shape[0]
+    if sort not in SORTS:
+        raise OnnxvizError(f"unknown channel sort '{sort}'; valid: {', '.join(SORTS)}")
+    if max_channels is not None and max_channels < 1:
+        raise OnnxvizError(f"max_channels must be at least 1 (or None for all); got {max_channels}")
+    start, stop = 0, n
+    if channels is not None:
+        try:
+            start, stop = (int(c) for c in channels)
+        except (TypeError, ValueError):
+            raise OnnxvizError(f"channels must be two integers a:b; got {channels!r}") from None
+        if start < 0 or stop <= start or start >= n:
+            raise OnnxvizError(
+                f"channels {start}:{stop} select nothing in a layer with {n} channels; "
+                f"use a:b with 0 <= a < b and a < {n}"
+            )
+        stop = min(stop, n)
+    index = np.arange(start, stop)
+    if sort != "index":
+        part = _finite(maps[start:stop]).reshape(stop - start, -1)
+        score = part.mean(axis=1, dtype=np.float64) if sort == "mean" else part.max(axis=1)
+        index = index[np.argsort(-score, kind="stable")]
+    return index if max_channels is None else index[:max_channels]
+
+
+def normalize(
+    maps: np.ndarray,
+    mode: str = "channel",
+    value_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Float `[C, H, W]` -> uint8 `[C, H, W]` in 0..255.
+
+    - `channel`: each channel min-max to 0..255, to show every channel's pattern.
+    - `layer`: one min-max for all channels, so relative strength shows.
+    Constant channels (max - min within CONSTANT_RTOL of the layer's scale) stay flat,
+    0 in channel mode, never stretched into rounding noise. NaN and inf count as 0.
+    `value_range` is the (min, max) of the whole layer when `maps` holds only some of
+    its channels: layer mode maps it to 0..255, and both modes judge constancy by it.
+    """
+    maps = _check_maps(maps)
+    if mode not in NORMS:
+        raise OnnxvizError(f"unknown normalisation '{mode}'; valid: {', '.join(NORMS)}")
+    x = _finite(maps)
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    if value_range is None:
+        value_range = (float(flat.min()), float(flat.max()))
+    lo_all, hi_all = float(value_range[0]), float(value_range[1])
+    tol = _constant_tolerance(lo_all, hi_all)
+    if mode == "layer":
+        span = hi_all - lo_all
+        if span <= tol:
+            return np.zeros(x.shape, dtype=np.uint8)
+        lo = np.float32(lo_all)
+        scale = np.float32(255.0 / span)
+    else:
+        lo = flat.min(axis=1)
+        span = flat.max(axis=1).astype(np.float64) - lo
+        with np.errstate(divide="ignore"):
+            scale = np.where(span > tol, np.minimum(255.0 / span, np.finfo(np.float32).max), 0.0)
+        lo = lo[:, None, None]
+        scale = scale.astype(np.float32)[:, None, None]
+    out = np.subtract(x, lo, dtype=np.float32)
+    out *= scale
+    out += 0.5
+    np.clip(out, 0.0, 255.0, out=out)
+    return out.astype(np.uint8)
+
+
+def colorize(gray_u8: np.ndarray, colormap: str = "viridis") -> np.ndarray:
+    """uint8 `[..., H, W]` -> BGR uint8 `[..., H, W, 3]` through a named colormap.
+
+    One OpenCV call on a 2-D view, whatever the leading dimensions.
+    """
+    if colormap not in COLORMAPS:
+        raise OnnxvizError(f"unknown colormap '{colormap}'; valid: {', '.join(COLORMAPS)}")
+    gray = np.asarray(gray_u8)
+    if gray.dtype != np.uint8 or gray.ndim < 2 or gray.size == 0:
+        raise OnnxvizError(
+            f"colorize takes uint8 [..., H, W]; got {gray.dtype} of shape {tuple(gray.shape)}; normalize() it first"
+        )
+    flat = np.ascontiguousarray(gray).reshape(-1, gray.shape[-1])
+    cmap = COLORMAPS[colormap]
+    bgr = cv2.cvtColor(flat, cv2.COLOR_GRAY2BGR) if cmap is None else cv2.applyColorMap(flat, cmap)
+    return bgr.reshape(*gray.shape, 3)
+
+
+def enlargement(height: int, width: int, min_tile: int | None = DEFAULT_MIN_TILE) -> int:
+    """Integer factor that makes an `height x width` map at least `min_tile` on its short side.
+
+    1 when it already is (no downscaling, ever); capped so the long side stays within
+    MAX_ENLARGED_SIDE. 7x7 with min_tile 32 -> 5 (35x35).
+    """
+    if not min_tile or min(height, width) >= min_tile:
+        return 1
+    factor = math.ceil(min_tile / min(height, width))
+    return max(1, min(factor, MAX_ENLARGED_SIDE // max(height, width)))
+
+
+def grid_columns(count: int, columns: int | None = None) -> int:
+    """Columns of a grid of `count` tiles: near-square by default, never more than `count`."""
+    if columns is not None and columns < 1:
+        raise OnnxvizError(f"columns must be at least 1; got {columns}")
+    return max(1, min(columns or math.ceil(math.sqrt(count)), count))
+
+
+def _enlarge(tiles: np.ndarray, f: int) -> np.ndarray:
+    """`[C, h, w, (3)]` -> `[C, h*f, w*f, (3)]`, each pixel an f x f block.
+
+    Rows: np.repeat copies whole pixel rows. Columns: one cv2.resize of all tiles
+    stacked into a tall image, rows unscaled; INTER_NEAREST_EXACT maps column x to
+    x // f exactly for every width tile() enlarges (plain INTER_NEAREST does not: its
+    float step misses some, e.g. x = 3k with f = 3), which a test checks.
+    """
+    count, h, w = tiles.shape[:3]
+    tall = np.repeat(tiles, f, axis=1)
+    if tiles.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):  # beyond cv2.resize
+        return np.repeat(tall, f, axis=2)
+    tall = tall.reshape((count * h * f, w) + tiles.shape[3:])
+    wide = cv2.resize(tall, (w * f, count * h * f), interpolation=cv2.INTER_NEAREST_EXACT)
+    return wide.reshape((count, h * f, w * f) + tiles.shape[3:])
+
+
+def tile_box(position: int, columns: int, tile_height: int, tile_width: int, gap: int = 1) -> Box:
+    """Pixel box of tile `position` (row-major) in a grid built by `tile`."""
+    row, col = divmod(position, columns)
+    y0, x0 = row * (tile_height + gap), col * (tile_width + gap)
+    return Box(y0, x0, y0 + tile_height, x0 + tile_width)
+
+
+def tile(
+    tiles: np.ndarray,
+    columns: int | None = None,
+    gap: int = 1,
+    gap_value: int | tuple[int, int, int] = 255,
+    min_tile: int | None = DEFAULT_MIN_TILE,
+) -> np.ndarray:
+    """Tiles `[C, h, w]` or `[C, h, w, 3]` -> one grid image, row-major.
+
+    Tile i goes to row i // columns, column i % columns (`columns` defaults to
+    ceil(sqrt(C))). Separators of `gap` px lie between tiles only, no outer margin;
+    unused cells of the last row take the separator colour. Maps smaller than
+    `min_tile` on their short side are enlarged by an integer nearest-neighbour factor
+    (see `enlargement`). One resize and one strided write, no loop over tiles.
+    """
+    tiles = np.asarray(tiles)
+    if tiles.ndim not in (3, 4) or (tiles.ndim == 4 and tiles.shape[3] != 3) or 0 in tiles.shape:
+        raise OnnxvizError(f"tile takes [C, h, w] or [C, h, w, 3] with C >= 1; got shape {tuple(tiles.shape)}")
+    if gap < 0:
+        raise OnnxvizError(f"gap must be 0 or more pixels; got {gap}")
+    count, h, w = tiles.shape[:3]
+    extra = tiles.shape[3:]
+    cols = grid_columns(count, columns)
+    rows = math.ceil(count / cols)
+    f = enlargement(h, w, min_tile)
+    th, tw = h * f, w * f
+    fill = np.asarray(gap_value, dtype=tiles.dtype)
+    if fill.shape not in ((), extra):
+        raise OnnxvizError(
+            f"gap_value {gap_value!r} does not fit tiles of shape {tuple(tiles.shape)}; "
+            f"give one number for gray tiles, one or three (B, G, R) for colour tiles"
+        )
+    depth = int(np.prod(extra, dtype=int))  # 1 for gray, 3 for BGR
+    height, width = rows * (th + gap) - gap, cols * (tw + gap) - gap
+    image = np.empty((height, width * depth), dtype=tiles.dtype)  # 2-D: pixel rows as flat runs
+    image[:] = np.broadcast_to(fill, (width,) + extra).reshape(1, -1)  # one pattern row, copied down
+
+    if f > 1:
+        tiles = _enlarge(tiles, f)
+    runs = np.ascontiguousarray(tiles).reshape(count, th, tw * depth)
+
+    # A writeable view of the cells as [row, y, col, run]: every index lands inside
+    # `image` and no two overlap, so one assignment places all full rows of tiles.
+    sy, sx = image.strides
+    cells = np.lib.stride_tricks.as_strided(
+        image, shape=(rows, th, cols, tw * depth), strides=((th + gap) * sy, sy, (tw + gap) * depth * sx, sx),
+        writeable=True,
+    )
+    full = count // cols
+    if full:
+        cells[:full] = runs[: full * cols].reshape(full, cols, th, tw * depth).swapaxes(1, 2)
+    rest = count - full * cols
+    if rest:
+        cells[full, :, :rest] = runs[full * cols:].swapaxes(0, 1)
+    return image.reshape((height, width) + extra)
+
+
+def layer_grid(
+    maps: np.ndarray,
+    *,
+    max_channels: int | None = 64,
+    channels: tuple[int, int] | None = None,
+    sort: str = "index",
+    norm: str = "channel",
+    colormap: str = "viridis",
+    min_tile: int | None = DEFAULT_MIN_TILE,
+    columns: int | None = None,
+    gap: int = 1,
+) -> Grid:
+    """Draw one layer's `[C, H, W]` maps as a BGR grid: select, normalise, colour, tile.
+
+    Only the selected channels are normalised and coloured; layer normalisation still
+    uses the whole layer's range, so the picture does not change with the selection.
+    """
+    maps = _check_maps(maps)
+    if norm not in NORMS:
+        raise OnnxvizError(f"unknown normalisation '{norm}'; valid: {', '.join(NORMS)}")
+    if colormap not in COLORMAPS:
+        raise OnnxvizError(f"unknown colormap '{colormap}'; valid: {', '.join(COLORMAPS)}")
+    index = select_channels(maps, max_channels=max_channels, channels=channels, sort=sort)
+    gray = normalize(maps[index], norm, value_range=_value_range(maps))
+    image = tile(colorize(gray, colormap), columns=columns, gap=gap, gap_value=GAP_COLOR, min_tile=min_tile)
+    h, w = maps.shape[1:]
+    f = enlargement(h, w, min_tile)
+    cols = grid_columns(len(index), columns)
+    return Grid(
+        image=image, channels=[int(i) for i in index], columns=cols, rows=math.ceil(len(index) / cols),
+        tile_height=h * f, tile_width=w * f, scale=f, gap=gap,
+    )
+
+
+def layer_stats(maps: np.ndarray) -> LayerStats:
+    """Mean, sparsity, dead channels and range of one image's activations.
+
+    `[C, ...]` channel-first maps (e.g. `[C, H, W]`), or a 1-D vector such as a
+    classifier's output, for which dead channels are not defined (None).
+    """
+    arr = np.asarray(maps)
+    if arr.size == 0 or arr.ndim == 0:
+        raise OnnxvizError(f"layer_stats takes a non-empty [C, H, W] or [C] array; got shape {tuple(arr.shape)}")
+    raw = np.asarray(arr, dtype=np.float32)
+    nonfinite = 0
+    x = raw
+    if not np.isfinite(raw).all():
+        finite = np.isfinite(raw)
+        nonfinite = int(raw.size - np.count_nonzero(finite))
+        x = np.where(finite, raw, np.float32(0))
+    dead: int | None = None
+    if x.ndim >= 2:  # per-channel extremes once; the layer's follow from them
+        flat = x.reshape(x.shape[0], -1)
+        cmin, cmax = flat.min(axis=1), flat.max(axis=1)
+        lo, hi = float(cmin.min()), float(cmax.max())
+        dead = int(np.count_nonzero(cmax - cmin <= _constant_tolerance(lo, hi)))
+    else:
+        lo, hi = float(x.min()), float(x.max())
+    return LayerStats(
+        shape=tuple(int(s) for s in arr.shape),
+        channels=int(arr.shape[0]),
+        mean=float(x.mean(dtype=np.float64)),
+        zero_fraction=float(1.0 - np.count_nonzero(x) / x.size),
+        dead_channels=dead,
+        min=lo,
+        max=hi,
+        nonfinite=nonfinite,
+    )

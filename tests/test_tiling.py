@@ -1,0 +1,357 @@
+"""onnxviz.tiling: channel selection, normalisation, colormaps, grids and layer stats."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from onnxviz.errors import OnnxvizError
+from onnxviz.tiling import (
+    COLORMAPS,
+    GAP_COLOR,
+    MAX_ENLARGED_SIDE,
+    Box,
+    colorize,
+    enlargement,
+    grid_columns,
+    layer_grid,
+    layer_stats,
+    normalize,
+    select_channels,
+    tile,
+    tile_box,
+)
+
+
+def numbered_tiles(count: int, h: int, w: int) -> np.ndarray:
+    """uint8 tiles whose pixels are all different (mod 250) and never the gap value 255."""
+    return (np.arange(count * h * w) % 250).astype(np.uint8).reshape(count, h, w)
+
+
+# --- tile -------------------------------------------------------------------------
+
+def test_tile_places_channel_i_at_row_i_div_columns_and_column_i_mod_columns():
+    tiles = numbered_tiles(5, 2, 3)
+    img = tile(tiles, columns=None, gap=1, gap_value=255, min_tile=None)
+    assert img.shape == (2 * 2 + 1, 3 * 3 + 2)  # ceil(sqrt(5)) = 3 columns, 2 rows, no outer margin
+    for i in range(5):
+        box = tile_box(i, 3, 2, 3, gap=1)
+        assert box == Box(y0=(i // 3) * 3, x0=(i % 3) * 4, y1=(i // 3) * 3 + 2, x1=(i % 3) * 4 + 3)
+        assert np.array_equal(img[box.slices], tiles[i])
+
+
+def test_tile_separators_are_gap_pixels_between_tiles_only():
+    img = tile(numbered_tiles(9, 4, 5), columns=3, gap=2, gap_value=255, min_tile=None)
+    assert img.shape == (3 * 4 + 2 * 2, 3 * 5 + 2 * 2)
+    for y in (4, 5, 10, 11):
+        assert (img[y] == 255).all()
+    for x in (5, 6, 12, 13):
+        assert (img[:, x] == 255).all()
+    # Outside the separators no pixel is the gap value: no outer margin.
+    inside = np.ones(img.shape, bool)
+    inside[[4, 5, 10, 11]] = False
+    inside[:, [5, 6, 12, 13]] = False
+    assert (img[inside] != 255).all()
+
+
+def test_tile_fills_unused_cells_of_last_row_with_separator_colour():
+    tiles = numbered_tiles(5, 2, 3)
+    img = tile(tiles, columns=3, gap=1, gap_value=255, min_tile=None)
+    last = tile_box(5, 3, 2, 3, gap=1)
+    assert (img[last.slices] == 255).all()
+    assert (img[last.y0:, last.x0:] == 255).all()
+
+
+def test_tile_colour_tiles_get_bgr_separators():
+    tiles = np.stack([numbered_tiles(3, 2, 2)] * 3, axis=-1)
+    img = tile(tiles, columns=2, gap=1, gap_value=(7, 8, 9), min_tile=None)
+    assert img.shape == (5, 5, 3)
+    assert (img[2] == (7, 8, 9)).all() and (img[:, 2] == (7, 8, 9)).all()
+    assert (img[3:, 3:] == (7, 8, 9)).all()  # empty 4th cell
+    assert np.array_equal(img[3:5, 0:2], tiles[2])
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 10, 16, 17, 64, 100, 512])
+def test_default_columns_are_near_square(count):
+    cols = grid_columns(count)
+    rows = math.ceil(count / cols)
+    assert cols == math.ceil(math.sqrt(count))
+    assert rows <= cols and cols * rows >= count and (rows - 1) * cols < count
+
+
+def test_columns_are_never_more_than_tiles_and_zero_is_refused():
+    assert grid_columns(3, columns=10) == 3
+    with pytest.raises(OnnxvizError, match="columns must be at least 1; got 0"):
+        grid_columns(3, columns=0)
+
+
+def test_tile_enlarges_7x7_maps_to_35x35_by_nearest_neighbour():
+    tiles = numbered_tiles(4, 7, 7)
+    img = tile(tiles, gap=1, gap_value=255, min_tile=32)
+    assert enlargement(7, 7, 32) == 5
+    assert img.shape == (2 * 35 + 1, 2 * 35 + 1)
+    for i in range(4):
+        box = tile_box(i, 2, 35, 35, gap=1)
+        assert np.array_equal(img[box.slices], np.kron(tiles[i], np.ones((5, 5), np.uint8)))
+
+
+def test_tile_keeps_native_resolution_when_maps_are_big_enough():
+    tiles = numbered_tiles(2, 56, 40)
+    assert enlargement(56, 40, 32) == 1
+    img = tile(tiles, columns=2, gap=0, min_tile=32)
+    assert np.array_equal(img, np.concatenate(list(tiles), axis=1))
+
+
+def test_enlargement_never_shrinks_and_caps_long_side():
+    assert enlargement(112, 112, 32) == 1
+    assert enlargement(3, 3, 24) == 8
+    assert enlargement(2, 100, 32) == MAX_ENLARGED_SIDE // 100  # 16 would make 1600 px
+    assert enlargement(1, 600, 32) == 1
+    assert enlargement(7, 7, None) == 1
+
+
+def test_opencv_nearest_exact_maps_columns_exactly_over_the_enlargement_domain():
+    # tile() relies on this for its column enlargement; plain INTER_NEAREST fails it.
+    for w in range(1, MAX_ENLARGED_SIDE // 2 + 1):
+        row = np.arange(w, dtype=np.uint16)[None, :].repeat(2, axis=0)
+        for f in range(2, MAX_ENLARGED_SIDE // w + 1):
+            out = cv2.resize(row, (w * f, 2), interpolation=cv2.INTER_NEAREST_EXACT)
+            assert np.array_equal(out[0], np.arange(w * f) // f), (w, f)
+
+
+def test_tile_enlarges_thousands_of_colour_tiles_exactly():
+    rng = np.random.default_rng(3)
+    tiles = rng.integers(0, 255, size=(2048, 5, 6, 3), dtype=np.uint8)
+    img = tile(tiles, gap=1, min_tile=32)
+    f = enlargement(5, 6, 32)
+    assert f == 7
+    for i in (0, 1, 45, 2047):
+        box = tile_box(i, 46, 35, 42, gap=1)
+        expected = np.repeat(np.repeat(tiles[i], f, axis=0), f, axis=1)
+        assert np.array_equal(img[box.slices], expected)
+
+
+def test_tile_refuses_bad_shapes_and_gap_values():
+    with pytest.raises(OnnxvizError, match=r"tile takes \[C, h, w\] or \[C, h, w, 3\] with C >= 1; got shape \(4, 4\)"):
+        tile(np.zeros((4, 4), np.uint8))
+    with pytest.raises(OnnxvizError, match="got shape \\(0, 4, 4\\)"):
+        tile(np.zeros((0, 4, 4), np.uint8))
+    with pytest.raises(OnnxvizError, match=r"gap_value \(1, 2, 3\) does not fit tiles of shape \(2, 4, 4\)"):
+        tile(np.zeros((2, 4, 4), np.uint8), gap_value=(1, 2, 3))
+    with pytest.raises(OnnxvizError, match="gap must be 0 or more pixels; got -1"):
+        tile(np.zeros((2, 4, 4), np.uint8), gap=-1)
+
+
+# --- normalize --------------------------------------------------------------------
+
+def test_channel_normalisation_stretches_each_channel_to_0_255():
+    ramp = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    maps = np.stack([ramp, ramp * 10 - 3, ramp * 0.001])
+    out = normalize(maps, "channel")
+    assert out.dtype == np.uint8 and out.shape == maps.shape
+    for c in range(3):
+        assert out[c].min() == 0 and out[c].max() == 255
+        assert np.array_equal(out[c], out[0])
+
+
+def test_layer_normalisation_keeps_relative_strength():
+    ramp = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
+    maps = np.stack([ramp, ramp * 10])
+    out = normalize(maps, "layer")
+    assert out[1].max() == 255 and out[1].min() == 0
+    assert out[0].max() == round(255 / 10)  # 25.5 -> 26: ten times weaker shows ten times darker
+
+
+def test_layer_normalisation_uses_given_value_range():
+    maps = np.full((1, 4, 4), 5.0, np.float32)
+    assert (normalize(maps, "layer", value_range=(0.0, 10.0)) == 128).all()
+
+
+def test_constant_channels_are_flat_never_stretched_noise():
+    rng = np.random.default_rng(0)
+    maps = np.empty((3, 8, 8), np.float32)
+    maps[0] = rng.uniform(0, 100, (8, 8))
+    maps[1] = 42.0
+    maps[2] = np.float32(3.0) + rng.normal(0, 1e-6, (8, 8)).astype(np.float32)  # float32 rounding noise
+    out = normalize(maps, "channel")
+    assert (out[1] == 0).all() and (out[2] == 0).all()
+    assert out[0].max() == 255
+    layer = normalize(maps, "layer")
+    assert len(np.unique(layer[1])) == 1 and len(np.unique(layer[2])) == 1
+
+
+def test_all_zero_layer_is_black_in_both_modes():
+    maps = np.zeros((4, 5, 5), np.float32)
+    assert (normalize(maps, "channel") == 0).all()
+    assert (normalize(maps, "layer") == 0).all()
+
+
+def test_nan_and_inf_count_as_zero_without_warnings():
+    maps = np.ones((2, 4, 4), np.float32)
+    maps[0, 0, 0] = np.nan
+    maps[0, 0, 1] = np.inf
+    maps[1, 1, 1] = -np.inf
+    maps[1, 2, 2] = 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chan = normalize(maps, "channel")
+        layer = normalize(maps, "layer")
+    assert chan[0, 0, 0] == 0 and chan[0, 0, 1] == 0 and chan[0, 3, 3] == 255
+    assert chan[1, 1, 1] == 0 and chan[1, 2, 2] == 255
+    assert layer[1, 2, 2] == 255 and layer[0, 3, 3] == 128
+
+
+def test_normalize_rejects_unknown_mode_and_wrong_shape():
+    with pytest.raises(OnnxvizError, match="unknown normalisation 'global'; valid: channel, layer"):
+        normalize(np.zeros((1, 2, 2), np.float32), "global")
+    with pytest.raises(OnnxvizError, match=r"one image's \[C, H, W\] array; got shape \(1, 2, 2, 2\)"):
+        normalize(np.zeros((1, 2, 2, 2), np.float32))
+
+
+# --- select_channels --------------------------------------------------------------
+
+def test_select_keeps_first_max_channels_in_index_order():
+    maps = np.zeros((100, 2, 2), np.float32)
+    assert np.array_equal(select_channels(maps), np.arange(64))
+    assert np.array_equal(select_channels(maps, max_channels=None), np.arange(100))
+    assert np.array_equal(select_channels(maps, max_channels=5), np.arange(5))
+
+
+def test_select_sorts_by_mean_or_max_most_active_first():
+    maps = np.zeros((4, 4, 4), np.float32)
+    maps[0] = 1.0            # mean 1, max 1
+    maps[1, 0, 0] = 10.0     # mean 0.625, max 10
+    maps[2] = 2.0            # mean 2, max 2
+    maps[3] = -1.0           # mean -1, max -1
+    assert select_channels(maps, sort="mean").tolist() == [2, 0, 1, 3]
+    assert select_channels(maps, sort="max").tolist() == [1, 2, 0, 3]
+    assert select_channels(maps, max_channels=2, sort="max").tolist() == [1, 2]
+
+
+def test_channels_slice_is_half_open_and_clipped_to_the_layer():
+    maps = np.zeros((512, 2, 2), np.float32)
+    assert select_channels(maps, channels=(10, 20)).tolist() == list(range(10, 20))
+    assert select_channels(maps, channels=(500, 600), max_channels=None).tolist() == list(range(500, 512))
+    maps[15] = 5.0
+    assert select_channels(maps, channels=(10, 20), sort="max")[0] == 15  # indices stay absolute
+
+
+@pytest.mark.parametrize("bad", [(20, 10), (600, 700), (-1, 5), (3, 3)])
+def test_channels_slice_that_selects_nothing_is_refused(bad):
+    with pytest.raises(OnnxvizError, match=rf"channels {bad[0]}:{bad[1]} select nothing in a layer with 512 channels; use a:b with 0 <= a < b and a < 512"):
+        select_channels(np.zeros((512, 2, 2), np.float32), channels=bad)
+
+
+def test_select_rejects_unknown_sort_and_zero_max_channels():
+    maps = np.zeros((4, 2, 2), np.float32)
+    with pytest.raises(OnnxvizError, match="unknown channel sort 'std'; valid: index, mean, max"):
+        select_channels(maps, sort="std")
+    with pytest.raises(OnnxvizError, match=r"max_channels must be at least 1 \(or None for all\); got 0"):
+        select_channels(maps, max_channels=0)
+
+
+# --- colorize ---------------------------------------------------------------------
+
+def test_colorize_maps_any_leading_shape_in_one_call():
+    gray = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5) * 4
+    out = colorize(gray, "viridis")
+    assert out.shape == (3, 4, 5, 3) and out.dtype == np.uint8
+    for c in range(3):
+        assert np.array_equal(out[c], cv2.applyColorMap(gray[c], cv2.COLORMAP_VIRIDIS))
+    assert colorize(gray[0], "turbo").shape == (4, 5, 3)
+
+
+def test_gray_colormap_repeats_the_value_and_viridis_is_default():
+    gray = np.array([[0, 128, 255]], np.uint8)
+    assert np.array_equal(colorize(gray, "gray")[0], [[0, 0, 0], [128, 128, 128], [255, 255, 255]])
+    assert next(iter(COLORMAPS)) == "viridis"
+    dark, bright = colorize(np.array([[0, 255]], np.uint8))[0]
+    assert dark.sum() < bright.sum() and bright[2] > 200 and bright[0] < 100  # purple -> yellow (BGR)
+
+
+def test_colorize_rejects_unknown_names_and_float_input():
+    with pytest.raises(OnnxvizError, match="unknown colormap 'rainbowz'; valid: viridis, gray, inferno, magma, plasma"):
+        colorize(np.zeros((2, 2), np.uint8), "rainbowz")
+    with pytest.raises(OnnxvizError, match=r"colorize takes uint8 \[..., H, W\]; got float32 of shape \(2, 2\); normalize\(\) it first"):
+        colorize(np.zeros((2, 2), np.float32))
+
+
+# --- layer_grid -------------------------------------------------------------------
+
+def test_layer_grid_of_512_small_maps():
+    rng = np.random.default_rng(1)
+    maps = rng.normal(size=(512, 14, 14)).astype(np.float32)
+    grid = layer_grid(maps, max_channels=None)
+    assert grid.columns == 23 and grid.rows == 23
+    assert grid.tile_height == grid.tile_width == 42 and grid.scale == 3
+    assert grid.image.shape == (23 * 43 - 1, 23 * 43 - 1, 3) and grid.image.dtype == np.uint8
+    assert grid.channels == list(range(512))
+    assert (grid.image[grid.box(512).slices] == GAP_COLOR).all()
+
+
+def test_layer_grid_tile_i_shows_channel_i_of_the_selection():
+    rng = np.random.default_rng(2)
+    maps = rng.uniform(0, 1, size=(10, 7, 7)).astype(np.float32)
+    maps[6] *= 9.0
+    grid = layer_grid(maps, max_channels=3, sort="max", colormap="gray", norm="channel")
+    assert grid.channels[0] == 6
+    for i, ch in enumerate(grid.channels):
+        expected = np.kron(normalize(maps[ch:ch + 1])[0], np.ones((5, 5), np.uint8))
+        assert np.array_equal(grid.image[grid.box(i).slices][..., 0], expected)
+
+
+def test_layer_grid_layer_norm_uses_the_whole_layer_range():
+    maps = np.zeros((2, 8, 8), np.float32)
+    maps[0, 0, 0] = 1.0
+    maps[1, 0, 0] = 10.0
+    grid = layer_grid(maps, channels=(0, 1), norm="layer", colormap="gray")
+    assert grid.channels == [0]
+    assert grid.image.max() == 26  # 1/10 of the layer's max, not stretched to 255
+
+
+def test_layer_grid_checks_options_before_work():
+    maps = np.zeros((2, 4, 4), np.float32)
+    with pytest.raises(OnnxvizError, match="unknown colormap 'nope'"):
+        layer_grid(maps, colormap="nope")
+    with pytest.raises(OnnxvizError, match="unknown normalisation 'nope'"):
+        layer_grid(maps, norm="nope")
+    with pytest.raises(OnnxvizError, match=r"got shape \(1, 2, 4, 4\); take one image \(maps\[0\]\)"):
+        layer_grid(maps[None])
+
+
+# --- layer_stats ------------------------------------------------------------------
+
+def test_layer_stats_of_feature_maps():
+    maps = np.zeros((4, 5, 5), np.float32)
+    maps[0] = np.arange(25, dtype=np.float32).reshape(5, 5)  # one zero, varies
+    maps[1] = 3.0                                            # dead (constant)
+    # maps[2] all zero: dead
+    maps[3, 0, 0] = -2.0
+    stats = layer_stats(maps)
+    assert stats.shape == (4, 5, 5) and stats.channels == 4
+    assert stats.dead_channels == 2
+    assert stats.min == -2.0 and stats.max == 24.0
+    assert stats.mean == pytest.approx((300 + 75 - 2) / 100)
+    assert stats.zero_fraction == pytest.approx((1 + 25 + 24) / 100)
+    assert stats.nonfinite == 0
+
+
+def test_layer_stats_of_a_vector_has_no_dead_channels():
+    stats = layer_stats(np.array([0.0, 0.5, 0.5, 0.0], np.float32))
+    assert stats.channels == 4 and stats.dead_channels is None
+    assert stats.zero_fraction == 0.5 and stats.mean == 0.25
+
+
+def test_layer_stats_counts_nonfinite_values_as_zero():
+    maps = np.ones((2, 2, 2), np.float32)
+    maps[0, 0, 0] = np.nan
+    stats = layer_stats(maps)
+    assert stats.nonfinite == 1 and stats.zero_fraction == 1 / 8 and stats.max == 1.0
+
+
+def test_layer_stats_refuses_empty_arrays():
+    with pytest.raises(OnnxvizError, match=r"layer_stats takes a non-empty \[C, H, W\] or \[C\] array; got shape \(0,\)"):
+        layer_stats(np.zeros(0, np.float32))
