@@ -1,17 +1,18 @@
 """Which ONNX Runtime session options make an onnxviz file (all feature maps exposed) fastest.
 
-    python benchmarks/session_options.py models/vgg16.onnx --batch-sizes 1,4 --runs 10
+    python benchmarks/session_options.py models/vgg16.onnx --batch-sizes 1,4 --rounds 4 --block 3
 
-Each group of variants is timed round-robin (variant A, B, C, A, B, C, ...) so that
-load from other work on the machine falls on all of them alike; the table gives each
-variant's median and its ratio to the options onnxviz uses (`runtime.session_options`).
-Prints a table, then one JSON line. Timings only: nothing here fails on a number.
+The variants of a group are timed in blocks, A B C then C B A and so on: each block
+starts with one untimed run (so threads another session left spinning, and caches,
+settle) and then times `--block` runs. Load from other work on the machine thus falls
+on all variants alike. The table gives each variant's median and its ratio to the
+options onnxviz uses (`onnxviz.runtime.session_options`). Prints a table, then one JSON
+line. Timings only: nothing here fails on a number.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -23,9 +24,11 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from onnxviz import runtime  # noqa: E402
+from onnxviz.bench import machine_info  # noqa: E402
 from onnxviz.metadata import ModelInfo  # noqa: E402
 
 Level = ort.GraphOptimizationLevel
+ort.set_default_logger_severity(3)  # not "config entry overwritten" for every variant
 
 
 def make(path: Path, tweak: Callable[[ort.SessionOptions], None] | None = None) -> ort.InferenceSession:
@@ -98,6 +101,10 @@ def groups(path: Path, cores: int):
             ("1 thread", setter(intra_op_num_threads=1), plain_run),
             (f"{cores} (physical cores)", setter(intra_op_num_threads=cores), plain_run),
             ("0 (ORT's default)", setter(intra_op_num_threads=0), plain_run),
+            base,
+        ],
+        "spinning": [
+            ("spinning on (ORT's default)", setter(allow_spinning="1"), plain_run),
             ("spinning off", setter(allow_spinning="0"), plain_run),
             base,
         ],
@@ -122,7 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,4")
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=4, help="blocks per variant")
+    parser.add_argument("--block", type=int, default=3, help="timed runs per block")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--groups", default="", help="comma-separated subset of the groups")
     args = parser.parse_args()
@@ -133,9 +141,8 @@ def main() -> None:
     cores = runtime.physical_cores()
     wanted = [g.strip() for g in args.groups.split(",") if g.strip()]
     report = {"model": str(args.model), "source": info.source, "outputs": len(info.layers),
-              "machine": {"cpu": platform.processor() or platform.machine(), "physical_cores": cores,
-                          "python": platform.python_version(), **runtime.ort_versions()},
-              "runs": args.runs, "warmup": args.warmup, "groups": {}}
+              "machine": machine_info(cores),
+              "rounds": args.rounds, "block": args.block, "warmup": args.warmup, "groups": {}}
     rng = np.random.default_rng(0)
     for group, variants in groups(args.model, cores).items():
         if wanted and group not in wanted:
@@ -149,21 +156,23 @@ def main() -> None:
                 for _, call in calls:
                     call()
             times: dict[str, list[float]] = {name: [] for name, _ in calls}
-            for _ in range(args.runs):
-                for name, call in calls:
-                    start = time.perf_counter()
-                    call()
-                    times[name].append((time.perf_counter() - start) * 1e3)
+            for r in range(args.rounds):
+                for name, call in (calls if r % 2 == 0 else calls[::-1]):
+                    call()  # settle after the switch, untimed
+                    for _ in range(args.block):
+                        start = time.perf_counter()
+                        call()
+                        times[name].append((time.perf_counter() - start) * 1e3)
             base = statistics.median(times["onnxviz default"])
             rows = {name: {"median_ms": round(statistics.median(t), 2),
                            "p90_ms": round(float(np.percentile(t, 90)), 2),
                            "ratio_to_default": round(statistics.median(t) / base, 3)} for name, t in times.items()}
             report["groups"].setdefault(group, {})[str(batch)] = rows
-            print(f"\n{group}, batch {batch} ({args.runs} runs each, round-robin)")
+            print(f"\n{group}, batch {batch} ({args.rounds} x {args.block} runs each, in alternating blocks)", flush=True)
             for name, row in rows.items():
                 print(f"  {name:32s} {row['median_ms']:10.2f} ms  p90 {row['p90_ms']:10.2f}  x{row['ratio_to_default']:.3f}")
             del calls
-    print(json.dumps(report))
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

@@ -230,7 +230,8 @@ def _time_alternately(first: Callable[[], Any], second: Callable[[], Any] | None
     return a, b
 
 
-def _machine(threads: int) -> dict[str, Any]:
+def machine_info(threads: int) -> dict[str, Any]:
+    """What a timing depends on: CPU, cores, memory, versions."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -290,7 +291,7 @@ def run_bench(model: Path, providers: Sequence[str] | None = None, batch_sizes: 
     result = BenchResult(model=str(model), source=info.source, runs=runs, warmup=warmup, batch_sizes=sizes,
                          outputs=outputs, feature_maps=len(feature_names), feature_bytes_per_image=feature_bytes,
                          floor_output=final if has_intermediates else None, threads=first.threads,
-                         skipped=skipped, machine=_machine(first.threads))
+                         skipped=skipped, machine=machine_info(first.threads))
     if not has_intermediates:
         result.notes.append(f"'{model.name}' has no intermediate outputs (only '{final}'): it is its own floor, "
                             f"so no extraction ratio")

@@ -253,6 +253,31 @@ def filters(
     typer.echo(f"wrote {output}: {result.kernel} of '{result.layer}' ({result.channel_order} input)")
 
 
+@app.command()
+@handles_errors
+def diff(
+    model: Path = typer.Argument(..., help="an ONNX file written by onnxviz export"),
+    image: Path = typer.Argument(..., help="one image"),
+    providers: str = typer.Option("cpu,cuda", help="two execution providers to compare: reference,candidate"),
+    against: Optional[str] = typer.Option(None, help="keras: compare ONNX Runtime CPU with the Keras model it came from"),
+    tolerance: float = typer.Option(1e-3, help="largest error allowed, relative to each layer's range"),
+    maps: Optional[Path] = typer.Option(None, help="folder for per-layer difference grids"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON"),
+) -> None:
+    """Compare every layer between two providers (or against Keras) and mark the first that diverges."""
+    from .diff import diff_model
+    from .files import write_text
+
+    names = _csv(providers)
+    result = diff_model(model, image, tuple(names), against, tolerance, maps)  # type: ignore[arg-type]
+    typer.echo(result.table())
+    if json_out:
+        write_text(json_out, json.dumps(result.to_dict(), indent=2))
+        typer.echo(f"wrote {json_out}")
+    if result.maps:
+        typer.echo(f"wrote {len(result.maps)} difference grids into {maps}")
+
+
 def main() -> None:
     app()
 

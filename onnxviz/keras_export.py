@@ -225,7 +225,8 @@ def build_application(app: Application, opts: ExportOptions):
         if isinstance(exc, (OSError,)) and weights_arg not in (None, "imagenet"):
             raise OnnxvizError(f"cannot load weights '{weights}' into {app.constructor}: {exc}") from exc
         raise
-    record = {"application": app.constructor, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+    record = {"application": app.constructor, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
+              "weights": weights_arg if weights_arg in (None, "imagenet") else str(Path(weights_arg).resolve())}
     return model, record
 
 
@@ -249,7 +250,8 @@ def load_model_file(path: Path, opts: ExportOptions):
             model.load_weights(opts.weights)
         except Exception as exc:
             raise OnnxvizError(f"cannot load weights '{opts.weights}' into '{path}': {str(exc).splitlines()[0]}") from exc
-    return model, {"path": str(path.resolve())}
+    weights = opts.weights if opts.weights and opts.weights.lower() not in ("imagenet", "none") else None
+    return model, {"path": str(path.resolve()), "weights": str(Path(weights).resolve()) if weights else None}
 
 
 # ---------------------------------------------------------------- flattening
@@ -605,3 +607,41 @@ def _ort_outputs(data: bytes, input_name: str, probes: np.ndarray) -> dict[str, 
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, {input_name: probes})))
+
+
+def keras_outputs(info: ModelInfo, images: np.ndarray) -> dict[str, np.ndarray]:
+    """The exposed layers of an exported file computed by Keras itself, for RGB 0..255
+    NHWC `images` (4-D maps as NCHW): the model is rebuilt from the file's metadata."""
+    record = info.keras
+    if not record:
+        raise OnnxvizError(f"'{info.source}' was not exported from Keras; compare providers instead (--providers cpu,cuda)")
+    opts = ExportOptions(weights=record.get("weights") or "none")
+    if "weights" not in record:
+        raise OnnxvizError("this file does not record which weights it was exported with; export it again")
+    if "application" in record:
+        if record.get("weights") is None:
+            raise OnnxvizError("this file was exported with --weights none: its random weights cannot be rebuilt in Keras")
+        _, keras = _import_keras()
+        kwargs = dict(record.get("kwargs", {}))
+        if "input_shape" in kwargs:
+            kwargs["input_shape"] = tuple(kwargs["input_shape"])
+        try:
+            model = getattr(keras.applications, record["application"])(weights=record["weights"], **kwargs)
+        except Exception as exc:
+            err = _download_error(exc, f"ImageNet weights for {record['application']}")
+            raise (err or OnnxvizError(f"cannot rebuild {record['application']} in Keras: {exc}")) from exc
+    else:
+        path = Path(record["path"])
+        if not path.is_file():
+            raise OnnxvizError(f"the Keras model this file came from, '{path}', is no longer there")
+        model, _ = load_model_file(path, opts)
+    tf, keras = _import_keras()
+    inp, finals, traced = flatten_model(model, (info.height, info.width, 3))
+    by_name = {t.name: t for t in traced}
+    missing = [layer.name for layer in info.layers if layer.name not in by_name]
+    if missing:
+        raise OnnxvizError(f"the rebuilt Keras model has no layer {missing[0]!r}; has the source model changed?")
+    chosen = [by_name[layer.name] for layer in info.layers]
+    flat = keras.Model(inp, [t.tensor for t in chosen])
+    four_d = [len(t.tensor.shape) == 4 for t in chosen]
+    return _keras_reference(keras, model, flat, finals, chosen, four_d, info.preprocessing, record, images)

@@ -34,6 +34,9 @@ REQUESTS = ("auto", *PROVIDERS)
 GRAPH_OPTIMIZATION = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 ENABLE_CPU_MEM_ARENA = True
 ENABLE_MEM_PATTERN = True
+# Idle intra-op threads sleep instead of spinning: spinning keeps cores busy after a run,
+# when render draws with numpy/OpenCV, and on a shared machine it was slower.
+ALLOW_SPINNING = False
 LOG_ERRORS_ONLY = 3  # ORT's severity: 0 verbose .. 3 error, 4 fatal
 LOG_FATAL_ONLY = 4
 
@@ -209,6 +212,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.enable_cpu_mem_arena = ENABLE_CPU_MEM_ARENA
     options.enable_mem_pattern = ENABLE_MEM_PATTERN
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ALLOW_SPINNING else "0")
     # ORT's own "falling back to CPU" warnings: we compare get_providers() and say so ourselves.
     options.log_severity_level = LOG_ERRORS_ONLY
     return options

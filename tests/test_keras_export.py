@@ -149,7 +149,7 @@ def test_real_mobilenet_imagenet_export_predicts_espresso(mobilenet_onnx, shared
     probs = _run_onnx(out, rgb[None])[info.prediction_output][0]
     assert info.labels[int(np.argmax(probs))] == "espresso" and probs.max() > 0.9
     props = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
-    assert json.loads(props["onnxviz.keras"]) == {"application": "MobileNet", "kwargs": {"input_shape": [128, 128, 3], "alpha": 0.25}}
+    assert json.loads(props["onnxviz.keras"]) == {"application": "MobileNet", "kwargs": {"input_shape": [128, 128, 3], "alpha": 0.25}, "weights": "imagenet"}
 
 
 def test_missing_weights_offline_says_which_file_and_where(tmp_path):
