@@ -191,7 +191,6 @@ def _download_error(exc: Exception, what: str) -> OnnxvizError | None:
 
 def build_application(app: Application, opts: ExportOptions):
     """The keras.applications model with the requested weights, size and alpha."""
-    _, keras = _import_keras()
     kwargs: dict[str, Any] = {}
     if not opts.include_top:
         kwargs["include_top"] = False
@@ -213,6 +212,7 @@ def build_application(app: Application, opts: ExportOptions):
         if not path.is_file():
             raise OnnxvizError(f"weights file '{weights}' does not exist; give an .h5/.weights.h5 file, 'imagenet' or 'none'")
         weights_arg = str(path)
+    _, keras = _import_keras()
     constructor = getattr(keras.applications, app.constructor)
     try:
         model = constructor(weights=weights_arg, **kwargs)
@@ -230,14 +230,18 @@ def build_application(app: Application, opts: ExportOptions):
     return model, record
 
 
-def load_model_file(path: Path, opts: ExportOptions):
-    _, keras = _import_keras()
+def check_model_file(path: Path) -> None:
     if not path.exists():
         raise ModelError(f"model file '{path}' does not exist")
     if not path.is_file() or not os.access(path, os.R_OK):
         raise ModelError(f"model file '{path}' cannot be read")
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelError(f"'{path}' is not a Keras model file (.keras, .h5); for ONNX files use a .onnx path")
+
+
+def load_model_file(path: Path, opts: ExportOptions):
+    check_model_file(path)
+    _, keras = _import_keras()
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:
@@ -475,6 +479,9 @@ def export_keras(model: str, output: Path | None = None, opts: ExportOptions | N
 
     step = time.perf_counter()
     if _looks_like_path(model):
+        check_model_file(Path(model))  # before the seconds TensorFlow takes to import
+        if opts.preprocess and opts.preprocess.lower() not in KERAS_MODES:
+            raise OnnxvizError(f"--preprocess '{opts.preprocess}' is not valid; choose one of {', '.join(KERAS_MODES)}")
         say(f"loading {model}")
         keras_model, record = load_model_file(Path(model), opts)
         prep = KERAS_MODES[(opts.preprocess or "none").lower()]

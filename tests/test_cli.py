@@ -1,0 +1,122 @@
+"""The command line: one-line errors with exit code 1, nothing on disk lost or half written."""
+from __future__ import annotations
+
+import cv2
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+from conftest import needs_tensorflow
+from onnxviz.cli import app
+from test_render import tiny_model
+
+runner = CliRunner()
+
+
+def one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1, result.output
+    assert len(lines) >= 1 and lines[-1].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[-1]
+
+
+def test_unknown_model_name_lists_the_valid_ones(tmp_path):
+    line = one_error_line(runner.invoke(app, ["export", "vgg17", "-o", str(tmp_path / "x.onnx")]))
+    assert line.startswith("error: unknown model 'vgg17': give a .keras/.h5 file or one of ")
+    for name in ("vgg16", "inceptionv3", "resnet101v2", "mobilenet", "efficientnetb0", "convnexttiny", "densenet121"):
+        assert name in line
+
+
+def test_missing_model_file(tmp_path):
+    line = one_error_line(runner.invoke(app, ["export", str(tmp_path / "mine.keras")]))
+    assert line == f"error: model file '{tmp_path / 'mine.keras'}' does not exist"
+
+
+@needs_tensorflow
+def test_a_file_that_is_not_a_keras_model(tmp_path):
+    bad = tmp_path / "notes.h5"
+    bad.write_text("not hdf5")
+    line = one_error_line(runner.invoke(app, ["export", str(bad), "-o", str(tmp_path / "o.onnx")]))
+    assert line.startswith(f"error: '{bad}' is not a Keras model onnxviz can load (")
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_bad_preprocess_and_weights_values(tmp_path):
+    src = tmp_path / "m.keras"
+    src.write_bytes(b"x")
+    line = one_error_line(runner.invoke(app, ["export", str(src), "--preprocess", "imagenet"]))
+    assert line == "error: --preprocess 'imagenet' is not valid; choose one of caffe, tf, torch, none"
+    line = one_error_line(runner.invoke(app, ["export", "vgg16", "--weights", str(tmp_path / "w.h5"), "-o", str(tmp_path / "v.onnx")]))
+    assert line.startswith(f"error: weights file '{tmp_path / 'w.h5'}' does not exist")
+
+
+def test_unwritable_output_path_fails_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    line = one_error_line(runner.invoke(app, ["export", "vgg16", "-o", str(tmp_path / "file" / "v.onnx")]))
+    assert line.startswith(f"error: cannot create output folder '{tmp_path / 'file'}'")
+
+
+@needs_tensorflow
+def test_a_failed_export_leaves_the_existing_file_untouched(tmp_path):
+    import keras
+
+    from test_keras_export import _tiny_functional
+
+    src = tmp_path / "tiny.keras"
+    _tiny_functional(keras).save(src)
+    target = tmp_path / "tiny.onnx"
+    target.write_bytes(b"an earlier export")
+    line = one_error_line(runner.invoke(app, ["export", str(src), "-o", str(target), "--layers", "nope*"]))
+    assert line.startswith("error: --layers 'nope*' matches no layer; the model has 11: stem_conv, stem_bn")
+    assert target.read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.keras", "tiny.onnx"]
+    result = runner.invoke(app, ["export", str(src), "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert onnx.load(str(target)).graph.output[0].name == "stem_conv"
+
+
+def test_layers_lists_network_order_and_json(tmp_path):
+    import json
+
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), path)
+    result = runner.invoke(app, ["layers", str(path)])
+    assert result.exit_code == 0
+    assert [line.split()[1] for line in result.stdout.splitlines()[1:]] == ["conv", "relu", "pool", "predictions"]
+    data = json.loads(runner.invoke(app, ["layers", str(path), "--json"]).stdout)
+    assert data["layers"][2] == {"index": 2, "name": "pool", "class": "MaxPooling2D", "shape": [None, 6, 8, 8],
+                                 "channels": 6, "layout": "NCHW"}
+
+
+def test_filters_command_draws_the_first_convolution(tmp_path):
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), path)
+    result = runner.invoke(app, ["filters", str(path), "-o", str(tmp_path / "f.png")])
+    assert result.exit_code == 0, result.output
+    assert "6 filters of 3x3x3 of 'conv'" in result.stdout
+    img = cv2.imread(str(tmp_path / "f.png"))
+    assert img.shape[0] >= 48 and img.shape[2] == 3
+
+
+def test_filters_of_a_model_without_convolutions(tmp_path):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    line = one_error_line(runner.invoke(app, ["filters", str(path), "-o", str(tmp_path / "f.jpg")]))
+    assert line == f"error: '{path}' has no 2-D convolution reachable from its input; there are no filters to draw"
+    assert not (tmp_path / "f.jpg").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["export", "MODEL", "--mean", "a,b,c"], "error: --mean takes numbers separated by commas"),
+    (["export", "MODEL", "--std", "1,2"], "error: --std takes 1 or 3 numbers, got 2"),
+])
+def test_onnx_export_option_errors(tmp_path, argv, message):
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), path)
+    line = one_error_line(runner.invoke(app, [a.replace("MODEL", str(path)) for a in argv]))
+    assert line.startswith(message)
