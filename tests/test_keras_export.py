@@ -162,3 +162,28 @@ def test_missing_weights_offline_says_which_file_and_where(tmp_path):
     assert str(tmp_path / "empty_home" / "models" / "mobilenet_2_5_128_tf.h5") in last
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_transfer_learning_model_with_an_application_inside(tmp_path, keras):
+    """The usual transfer-learning shape: a keras.applications base nested in a new head."""
+    from onnxviz.keras_export import ExportOptions, export_keras
+
+    keras.utils.set_random_seed(3)
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(64, 64, 3), alpha=0.35)
+    inp = keras.Input((64, 64, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(inp)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    out = keras.layers.Dense(3, activation="softmax", name="head")(x)
+    model = keras.Model(inp, out)
+    src = tmp_path / "transfer.keras"
+    model.save(src)
+    result = export_keras(str(src), tmp_path / "transfer.onnx", ExportOptions(layers=["rescale", "Conv1", "block_16_project", "out_relu", "head"]))
+    names = [layer.name for layer in result.info.layers]
+    assert names == ["rescale", "Conv1", "block_16_project", "out_relu", "head"]
+    x = _images(2, 64)
+    got = _run_onnx(result.path, x)
+    inner = keras.Model(base.inputs, base.get_layer("block_16_project").output)
+    want = np.asarray(inner.predict(x / 127.5 - 1, verbose=0)).transpose(0, 3, 1, 2)
+    assert np.abs(got["block_16_project"] - want).max() <= 1e-4 * (want.max() - want.min())
+    np.testing.assert_allclose(got["head"], model.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
