@@ -37,15 +37,19 @@ def load_filters(model_path: Path) -> Filters | None:
     import onnx
 
     from .graph import first_conv_weights
+    from .protoscan import load_light
 
     path = Path(model_path)
     if not path.is_file():
         raise ModelError(f"model file '{path}' does not exist")
     try:
-        model = onnx.load(str(path))
+        model = load_light(path)  # the first filters are small: skip reading the big weights
+        found = first_conv_weights(model)
+        if found is None and any(n.op_type == "Conv" for n in model.graph.node):
+            model = onnx.load(str(path))  # an unusually large first kernel
+            found = first_conv_weights(model)
     except Exception as exc:
         raise ModelError(f"'{path}' is not an ONNX model ({type(exc).__name__})") from exc
-    found = first_conv_weights(model)
     if found is None:
         return None
     name, weights = found

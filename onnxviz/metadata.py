@@ -159,14 +159,14 @@ def load_info(path: Any) -> ModelInfo:
     `custom_metadata_map` where one is open anyway)."""
     from pathlib import Path
 
-    import onnx
-
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file '{path}' does not exist")
+    from .protoscan import load_light
+
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError and friends
+        model = load_light(path)
+    except Exception as exc:  # protobuf's DecodeError, a truncated or foreign file
         raise ModelError(f"'{path}' is not an ONNX model ({type(exc).__name__}); give a file written by 'onnxviz export'") from exc
     if not model.graph.node:
         raise ModelError(f"'{path}' is not an ONNX model (it has no graph); give a file written by 'onnxviz export'")
