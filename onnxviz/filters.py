@@ -54,12 +54,26 @@ def load_filters(model_path: Path) -> Filters | None:
         return None
     name, weights = found
     props = {p.key: p.value for p in model.metadata_props}
+    name = _layer_name(model, name, props)
     try:
         bgr = bool(json.loads(props.get(PREFIX + "preprocessing", "{}")).get("bgr"))
     except (ValueError, AttributeError):
         bgr = False
     order = "BGR" if bgr else "RGB"
     return Filters(name, list(weights.shape), order, draw_filters(weights, channel_order=order))
+
+
+def _layer_name(model, node_name: str, props: dict[str, str]) -> str:
+    """The exposed layer name of that Conv (e.g. Keras' 'block1_conv1') where it has one."""
+    try:
+        exposed = {layer["name"] for layer in json.loads(props.get(PREFIX + "layers", "[]"))}
+    except (ValueError, TypeError, KeyError):
+        return node_name
+    for node in model.graph.node:
+        if node.name == node_name or (not node.name and node.output and node.output[0] == node_name):
+            if node.output and node.output[0] in exposed:
+                return node.output[0]
+    return node_name
 
 
 def write_filters(model_path: Path, output: Path, fmt: str = "jpg") -> Filters:

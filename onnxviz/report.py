@@ -26,6 +26,8 @@ section.layer h2{font-size:16px;margin:0 0 4px} .meta{color:#555;margin-bottom:8
 section.layer img{max-width:100%;image-rendering:pixelated;border:1px solid #ccc}
 nav{columns:4 180px;font-size:13px;margin:8px 0 0} nav a{color:#2060a0;text-decoration:none;display:block}
 .warn{color:#a33}
+figure.filters img{width:220px;image-rendering:pixelated;border:1px solid #ccc}
+figure.filters figcaption{max-width:220px}
 """
 
 
@@ -49,7 +51,7 @@ def render_html(summary: dict[str, Any]) -> str:
                  if preds else "<p>This model has no class output.</p>")
     filters = summary.get("filters")
     filters_html = (
-        f"<figure><img src='{_esc(filters['file'])}' alt='first-layer filters'>"
+        f"<figure class=filters><img src='{_esc(filters['file'])}' alt='first-layer filters'>"
         f"<figcaption>{_esc(filters['layer'])}: {filters['count']} learned filters of the first convolution "
         f"({_esc(filters['kernel'])})</figcaption></figure>" if filters else ""
     )
