@@ -8,8 +8,10 @@ atomically; nothing already in OUT is deleted.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -180,109 +182,122 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
     options = options or RenderOptions()
     options.check()
     started = time.perf_counter()
-    timings = {"load": 0.0, "infer": 0.0, "draw": 0.0, "write": 0.0}
     images, failed = collect_images(list(inputs))
     output = ensure_dir(Path(output))
-
     session = open_session(Path(model), options.provider)
-    info = session.info
-    chosen = select_layers(info, options.layers, str(model))
-    index_of = {layer.name: i for i, layer in enumerate(info.layers)}
+    chosen = select_layers(session.info, options.layers, str(model))
     wanted = [layer.name for layer in chosen]
-    if info.prediction_output and options.top_k > 0 and info.prediction_output not in wanted:
-        wanted.append(info.prediction_output)
+    prediction = session.info.prediction_output
+    if prediction and options.top_k > 0 and prediction not in wanted:
+        wanted.append(prediction)
     session.output_names = wanted
     filters = None
     if options.filters:
         from .filters import load_filters
 
         filters = load_filters(Path(model))
-    filters_bytes = encode(filters.image, options.fmt, options.quality) if filters is not None else None
-
-    results: list[ImageResult] = []
-    folders = dict(zip(images, _folder_names(images)))
-    done = 0
-    for batch_paths in _batches(images, options.batch_size):
-        t = time.perf_counter()
-        pixels, ok_paths = [], []
-        for path in batch_paths:
-            try:
-                pixels.append(resize_image(load_image(path), info.height, info.width, options.resize))
-                ok_paths.append(path)
-            except ImageError as exc:
-                failed.append(str(exc))
+    # Drawing is numpy and OpenCV, which release the GIL: layers are drawn on all cores.
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        painter = _Painter(Path(model), session, chosen, options, output, filters, pool)
+        results: list[ImageResult] = []
+        folders = dict(zip(images, _folder_names(images)))
+        done = 0
+        for batch_paths in _batches(images, options.batch_size):
+            t = time.perf_counter()
+            pixels, ok_paths = [], []
+            for path in batch_paths:
+                try:
+                    pixels.append(resize_image(load_image(path), session.info.height, session.info.width, options.resize))
+                    ok_paths.append(path)
+                except ImageError as exc:
+                    failed.append(str(exc))
+                    done += 1
+                    if progress:
+                        progress(done, len(images), f"skipped {path.name}")
+            painter.timings["load"] += time.perf_counter() - t
+            if not ok_paths:
+                continue
+            t = time.perf_counter()
+            outputs = session.run(np.stack(pixels))
+            infer_s = time.perf_counter() - t
+            painter.timings["infer"] += infer_s
+            for n, path in enumerate(ok_paths):
+                results.append(painter.paint(path, folders[path], pixels[n], {k: v[n] for k, v in outputs.items()},
+                                             infer_s * 1000 / len(ok_paths)))
                 done += 1
                 if progress:
-                    progress(done, len(images), f"skipped {path.name}")
-        timings["load"] += time.perf_counter() - t
-        if not ok_paths:
-            continue
-        t = time.perf_counter()
-        batch = np.stack(pixels).astype(np.float32)
-        outputs = session.run(batch)
-        infer_ms = (time.perf_counter() - t) * 1000 / len(ok_paths)
-        timings["infer"] += time.perf_counter() - t
-        for n, path in enumerate(ok_paths):
-            result = _render_one(path, folders[path], pixels[n], {k: v[n] for k, v in outputs.items()},
-                                 chosen, index_of, info, options, output, session, filters, filters_bytes,
-                                 infer_ms, timings, model)
-            results.append(result)
-            done += 1
-            if progress:
-                progress(done, len(images), path.name)
-        del outputs, batch, pixels
+                    progress(done, len(images), path.name)
+            del outputs, pixels
     return RenderResult(Path(model), output, session.provider, session.fallback, results, failed,
-                        [layer.name for layer in chosen], time.perf_counter() - started, timings)
+                        wanted[:len(chosen)], time.perf_counter() - started, painter.timings)
 
 
-def _render_one(path, folder_name, rgb, outputs, chosen, index_of, info, options, output, session,
-                filters, filters_bytes, infer_ms, timings, model) -> ImageResult:
-    folder = ensure_dir(output / folder_name)
-    draw_s = write_s = 0.0
-    layers = []
-    for layer in chosen:
+class _Painter:
+    """Draws and writes everything for one image; shared state of one render run."""
+
+    def __init__(self, model: Path, session, chosen: list[LayerInfo], options: RenderOptions, output: Path,
+                 filters, pool: ThreadPoolExecutor) -> None:
+        self.model, self.session, self.info = model, session, session.info
+        self.chosen, self.options, self.output, self.filters, self.pool = chosen, options, output, filters, pool
+        self.index_of = {layer.name: i for i, layer in enumerate(self.info.layers)}
+        self.filters_bytes = encode(filters.image, options.fmt, options.quality) if filters is not None else None
+        self.timings = {"load": 0.0, "infer": 0.0, "draw": 0.0, "write": 0.0}
+
+    def _layer(self, folder: Path, layer: LayerInfo, maps: np.ndarray) -> tuple[dict[str, Any], float, float]:
+        opts = self.options
         t = time.perf_counter()
-        maps = outputs[layer.name]
-        grid = layer_grid(maps, max_channels=options.max_channels, channels=options.channels,
-                          sort=options.sort, norm=options.norm, colormap=options.colormap)
+        grid = layer_grid(maps, max_channels=opts.max_channels, channels=opts.channels,
+                          sort=opts.sort, norm=opts.norm, colormap=opts.colormap)
         stats = layer_stats(maps)
-        data = encode(grid.image, options.fmt, options.quality)
-        name = _grid_file(index_of[layer.name], layer, grid.channels, options.sort, options.fmt)
+        data = encode(grid.image, opts.fmt, opts.quality)
+        index = self.index_of[layer.name]
+        name = _grid_file(index, layer, grid.channels, opts.sort, opts.fmt)
         t2 = time.perf_counter()
         write_bytes(folder / name, data)
-        draw_s += t2 - t
-        write_s += time.perf_counter() - t2
-        layers.append({
-            "index": index_of[layer.name], "name": layer.name, "op": layer.op,
+        entry = {
+            "index": index, "name": layer.name, "op": layer.op,
             "shape": [None, *maps.shape], "file": name, "channels_shown": len(grid.channels),
             "channels_total": int(maps.shape[0]), "channels": grid.channels,
             "stats": {"mean": stats.mean, "zero_fraction": stats.zero_fraction, "dead_channels": stats.dead_channels,
                       "min": stats.min, "max": stats.max},
-        })
-    t = time.perf_counter()
-    preds = (top_predictions(outputs[info.prediction_output], info, options.top_k)
-             if info.prediction_output and options.top_k > 0 else [])
-    original = f"original.{options.fmt}"
-    write_bytes(folder / original, encode(draw_predictions(rgb, [(p["label"], p["score"]) for p in preds]),
-                                          options.fmt, options.quality))
-    filters_entry = None
-    if filters is not None:
-        filters_name = f"filters.{options.fmt}"
-        write_bytes(folder / filters_name, filters_bytes)
-        filters_entry = {"file": filters_name, "layer": filters.layer, "count": filters.weights_shape[0],
-                         "kernel": filters.kernel, "channel_order": filters.channel_order}
-    draw_ms, write_ms = draw_s * 1000, (write_s + time.perf_counter() - t) * 1000
-    timings["draw"] += draw_s
-    timings["write"] += write_s + time.perf_counter() - t
-    summary = {
-        "image": str(path), "image_name": path.name, "model": str(model), "source": info.source,
-        "onnxviz_version": __version__, "provider": session.provider, "provider_fallback": session.fallback,
-        "input": [info.height, info.width], "resize": options.resize, "original": original,
-        "predictions": [{"label": p["label"], "score": p["score"], "index": p["index"]} for p in preds],
-        "filters": filters_entry, "layers": layers,
-        "options": {"max_channels": options.max_channels, "channels": options.channels, "sort": options.sort,
-                    "norm": options.norm, "colormap": options.colormap},
-        "timings_ms": {"inference": infer_ms, "tiling": draw_ms, "writing": write_ms},
-    }
-    write_report(folder, summary)
-    return ImageResult(path, folder, summary["predictions"], len(layers), len(layers) + 4 + (filters is not None))
+        }
+        return entry, t2 - t, time.perf_counter() - t2
+
+    def paint(self, path: Path, folder_name: str, rgb: np.ndarray, outputs: dict[str, np.ndarray],
+              infer_ms: float) -> ImageResult:
+        opts, info = self.options, self.info
+        folder = ensure_dir(self.output / folder_name)
+        t0 = time.perf_counter()
+        jobs = [self.pool.submit(self._layer, folder, layer, outputs[layer.name]) for layer in self.chosen]
+        preds = (top_predictions(outputs[info.prediction_output], info, opts.top_k)
+                 if info.prediction_output and opts.top_k > 0 else [])
+        original = f"original.{opts.fmt}"
+        write_bytes(folder / original, encode(draw_predictions(rgb, [(p["label"], p["score"]) for p in preds]),
+                                              opts.fmt, opts.quality))
+        filters_entry = None
+        if self.filters is not None:
+            filters_name = f"filters.{opts.fmt}"
+            write_bytes(folder / filters_name, self.filters_bytes)
+            filters_entry = {"file": filters_name, "layer": self.filters.layer, "count": self.filters.weights_shape[0],
+                             "kernel": self.filters.kernel, "channel_order": self.filters.channel_order}
+        done = [job.result() for job in jobs]
+        layers = [entry for entry, _, _ in done]
+        draw_s, write_s = sum(d for _, d, _ in done), sum(w for _, _, w in done)
+        # wall time, split between drawing and writing as their CPU time was
+        wall = time.perf_counter() - t0
+        share = draw_s / (draw_s + write_s) if draw_s + write_s > 0 else 1.0
+        self.timings["draw"] += wall * share
+        self.timings["write"] += wall * (1 - share)
+        summary = {
+            "image": str(path), "image_name": path.name, "model": str(self.model), "source": info.source,
+            "onnxviz_version": __version__, "provider": self.session.provider,
+            "provider_fallback": self.session.fallback,
+            "input": [info.height, info.width], "resize": opts.resize, "original": original,
+            "predictions": [{"label": p["label"], "score": p["score"], "index": p["index"]} for p in preds],
+            "filters": filters_entry, "layers": layers,
+            "options": {"max_channels": opts.max_channels, "channels": opts.channels, "sort": opts.sort,
+                        "norm": opts.norm, "colormap": opts.colormap},
+            "timings_ms": {"inference": infer_ms, "drawing": wall * share * 1000, "writing": wall * (1 - share) * 1000},
+        }
+        write_report(folder, summary)
+        return ImageResult(path, folder, summary["predictions"], len(layers), len(layers) + 4 + (self.filters is not None))
