@@ -1,12 +1,14 @@
 """Which ONNX Runtime session options make an onnxviz file (all feature maps exposed) fastest.
 
-    python benchmarks/session_options.py models/vgg16.onnx --batch-sizes 1,4 --rounds 4 --block 3
+    python benchmarks/session_options.py models/vgg16-notop.onnx --batch-sizes 1,4 --rounds 8 --block 2
 
-The variants of a group are timed in blocks, A B C then C B A and so on: each block
-starts with one untimed run (so threads another session left spinning, and caches,
-settle) and then times `--block` runs. Load from other work on the machine thus falls
-on all variants alike. The table gives each variant's median and its ratio to the
-options onnxviz uses (`onnxviz.runtime.session_options`). Prints a table, then one JSON
+The variants of a group are timed in blocks, A B C then C B A and so on, so that load
+from other work on the machine falls on all of them alike. Each block starts with
+`--settle` untimed runs (ORT's idle threads spin for a while after a run and would slow
+whichever session runs next) and then times `--block` runs. The table gives each
+variant's median and its ratio to the options onnxviz uses
+(`onnxviz.runtime.session_options`); two variants in each group are those same options,
+and how far apart they come out is the noise of the run. Prints a table, then one JSON
 line. Timings only: nothing here fails on a number.
 """
 from __future__ import annotations
@@ -131,6 +133,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,4")
     parser.add_argument("--rounds", type=int, default=4, help="blocks per variant")
     parser.add_argument("--block", type=int, default=3, help="timed runs per block")
+    parser.add_argument("--settle", type=int, default=1, help="untimed runs at the start of each block")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--groups", default="", help="comma-separated subset of the groups")
     args = parser.parse_args()
@@ -142,7 +145,7 @@ def main() -> None:
     wanted = [g.strip() for g in args.groups.split(",") if g.strip()]
     report = {"model": str(args.model), "source": info.source, "outputs": len(info.layers),
               "machine": machine_info(cores),
-              "rounds": args.rounds, "block": args.block, "warmup": args.warmup, "groups": {}}
+              "rounds": args.rounds, "block": args.block, "settle": args.settle, "warmup": args.warmup, "groups": {}}
     rng = np.random.default_rng(0)
     for group, variants in groups(args.model, cores).items():
         if wanted and group not in wanted:
@@ -158,7 +161,8 @@ def main() -> None:
             times: dict[str, list[float]] = {name: [] for name, _ in calls}
             for r in range(args.rounds):
                 for name, call in (calls if r % 2 == 0 else calls[::-1]):
-                    call()  # settle after the switch, untimed
+                    for _ in range(args.settle):  # after the switch, untimed
+                        call()
                     for _ in range(args.block):
                         start = time.perf_counter()
                         call()
@@ -168,9 +172,11 @@ def main() -> None:
                            "p90_ms": round(float(np.percentile(t, 90)), 2),
                            "ratio_to_default": round(statistics.median(t) / base, 3)} for name, t in times.items()}
             report["groups"].setdefault(group, {})[str(batch)] = rows
-            print(f"\n{group}, batch {batch} ({args.rounds} x {args.block} runs each, in alternating blocks)", flush=True)
+            print(f"\n{group}, batch {batch} ({args.rounds} x {args.block} runs each, in alternating blocks)",
+                  flush=True)
             for name, row in rows.items():
-                print(f"  {name:32s} {row['median_ms']:10.2f} ms  p90 {row['p90_ms']:10.2f}  x{row['ratio_to_default']:.3f}")
+                print(f"  {name:32s} {row['median_ms']:10.2f} ms  p90 {row['p90_ms']:10.2f}"
+                      f"  x{row['ratio_to_default']:.3f}")
             del calls
     print(json.dumps(report), flush=True)
 

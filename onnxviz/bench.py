@@ -2,7 +2,7 @@
 
 For each provider and batch size: latency (median, p90), images/s, megabytes of
 feature maps produced per second, and the same network with only its final output
-(the "floor") timed alternately with it, so the cost of extraction shows as a ratio.
+(the "floor") timed in alternating blocks with it, so the cost of extraction shows as a ratio.
 Optionally the Keras source with the same outputs, timed in a separate process
 (TensorFlow and ONNX Runtime in one process fight over threads).
 
@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from .errors import ModelError, OnnxvizError, ProviderError
+from .files import write_text
 from .graph import strip_outputs
 from .metadata import ModelInfo
 from .runtime import PROVIDERS, Session, cuda_status, is_allocation_error, open_session, ort_versions, physical_cores
@@ -102,6 +103,10 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data; times in ms, rounded to 0.001."""
         return _rounded(asdict(self))
+
+    def save_json(self, path: Path) -> Path:
+        """Write `to_dict()` to `path` atomically (for --json)."""
+        return write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def _rounded(value: Any) -> Any:
@@ -212,22 +217,35 @@ def _check_memory(batch_size: int, output_bytes_per_image: int, input_bytes_per_
 
 def _time_alternately(first: Callable[[], Any], second: Callable[[], Any] | None,
                       runs: int, warmup: int) -> tuple[list[float], list[float]]:
-    """Time `first` and `second` run after run (A B A B ...), so drift falls on both alike."""
+    """Time `runs` calls of each, alternating in blocks (A A A B B B B B B A A A ...).
+
+    Load from other work falls on both alike. Each block starts with one untimed call:
+    ORT's idle threads spin for a while after a run, and without it the session that
+    follows pays for the other one's spinning (up to 23% on VGG16, see benchmarks/).
+    """
     for _ in range(warmup):
         first()
         if second:
             second()
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        first()
-        a.append((time.perf_counter() - start) * 1e3)
-        if second:
-            start = time.perf_counter()
-            second()
-            b.append((time.perf_counter() - start) * 1e3)
-    return a, b
+    if second is None:
+        return [_timed(first) for _ in range(runs)], []
+    block = max(1, min(5, runs // 4))
+    times: list[list[float]] = [[], []]
+    order = [(0, first), (1, second)]
+    while len(times[0]) < runs or len(times[1]) < runs:
+        for index, call in order:
+            todo = min(block, runs - len(times[index]))
+            if todo:
+                call()  # settle, untimed
+                times[index] += [_timed(call) for _ in range(todo)]
+        order.reverse()
+    return times[0], times[1]
+
+
+def _timed(call: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    call()
+    return (time.perf_counter() - start) * 1e3
 
 
 def machine_info(threads: int) -> dict[str, Any]:
@@ -376,8 +394,8 @@ def _add_keras(result: BenchResult, info: ModelInfo, model: Path, sizes: list[in
         if function:
             row.keras_function = Timing.of(function, row.batch_size)
             row.ort_over_keras_function = row.full.median_ms / row.keras_function.median_ms
-    result.notes.append("Keras was timed after ONNX Runtime, in its own process, on the same random batches' shape; "
-                        "its inputs skip the preprocessing the ONNX file has folded in (a few elementwise ops)")
+    result.notes.append("Keras was timed after ONNX Runtime, in its own process, on random batches of the same shape, "
+                        "without the preprocessing the ONNX file has folded in (a few elementwise ops)")
 
 
 def run_keras_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -445,10 +463,12 @@ def format_table(result: BenchResult) -> str:
     """The terminal report: one line per provider and batch size, then skipped providers and notes."""
     lines = [f"{result.model} ({result.source}): {len(result.outputs)} outputs, {result.feature_maps} feature maps, "
              f"{result.feature_bytes_per_image / MB:.1f} MB of feature maps per image",
-             f"{result.runs} timed runs after {result.warmup} warm-up; medians; ONNX Runtime {result.machine.get('onnxruntime')}, "
-             f"{result.threads} threads on {result.machine.get('cpu')}"]
+             f"{result.runs} timed runs after {result.warmup} warm-up; medians; "
+             f"ONNX Runtime {result.machine.get('onnxruntime')}, {result.threads} threads "
+             f"on {result.machine.get('cpu')}"]
     if result.floor_output:
-        lines.append(f"floor: the same network with only '{result.floor_output}' as output, timed alternately with it")
+        lines.append(f"floor: the same network with only '{result.floor_output}' as output, "
+                     f"timed in alternating blocks")
     keras = any(r.keras_predict or r.keras_function for r in result.rows)
     header = ["provider", "batch", "median ms", "p90 ms", "img/s", "maps MB/s", "floor ms", "x floor"]
     if keras:

@@ -27,16 +27,17 @@ from .metadata import ModelInfo
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 REQUESTS = ("auto", *PROVIDERS)
 
-# Measured in benchmarks/RESULTS.md (VGG16 and MobileNet with all feature maps exposed):
-# ORT_ENABLE_ALL was never slower than the lower levels; the memory arena and memory
-# pattern planning stay on (turning either off was slower); IO binding and preallocated
-# outputs did not beat a plain `run`, so `run` is used.
+# Chosen by measurement: benchmarks/RESULTS.md (VGG16 and MobileNet files with every
+# feature map exposed, CPU). The lower graph optimisation levels were 10-20% slower than
+# ORT_ENABLE_ALL; one thread 1.9x slower than the physical cores; the CPU memory arena
+# off 13-18% slower, memory patterns off no different; IO binding and preallocated
+# outputs never faster than a plain `run` (up to 4x slower on MobileNet), so `run` it
+# is. Spinning (ORT's default) made no difference on VGG16; off was 1.2-1.5x slower on
+# MobileNet.
 GRAPH_OPTIMIZATION = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 ENABLE_CPU_MEM_ARENA = True
 ENABLE_MEM_PATTERN = True
-# Idle intra-op threads sleep instead of spinning: spinning keeps cores busy after a run,
-# when render draws with numpy/OpenCV, and on a shared machine it was slower.
-ALLOW_SPINNING = False
+ALLOW_SPINNING = True
 LOG_ERRORS_ONLY = 3  # ORT's severity: 0 verbose .. 3 error, 4 fatal
 LOG_FATAL_ONLY = 4
 
@@ -197,7 +198,8 @@ def resolve_providers(request: str) -> list[str]:
     if ok:
         return [PROVIDERS["cuda"], PROVIDERS["cpu"]]
     if key == "cuda":
-        raise ProviderError(f"provider 'cuda' was asked for but cannot run here: {why}; ask for 'cpu' or 'auto' instead")
+        raise ProviderError(f"provider 'cuda' was asked for but cannot run here: {why}; "
+                            f"ask for 'cpu' or 'auto' instead")
     return [PROVIDERS["cpu"]]
 
 
@@ -306,7 +308,8 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
     if used == "cpu" and request != "cpu":
         why = cuda_status()[1] or "onnxruntime fell back to CPU when creating the CUDA provider"
         if request == "cuda":
-            raise ProviderError(f"provider 'cuda' was asked for but cannot run here: {why}; ask for 'cpu' or 'auto' instead")
+            raise ProviderError(f"provider 'cuda' was asked for but cannot run here: {why}; "
+                            f"ask for 'cpu' or 'auto' instead")
         fallback = why
 
     info = ModelInfo.from_props(session.get_modelmeta().custom_metadata_map, str(path))

@@ -70,7 +70,7 @@ def test_bench_gives_sane_numbers_and_json(model_path):
         assert row.feature_mb_per_s == pytest.approx(per_image * row.full.images_per_s / 1e6)
         assert row.floor is not None and row.floor.median_ms > 0
         assert row.extraction_ratio == pytest.approx(row.full.median_ms / row.floor.median_ms)
-    data = json.loads(json.dumps(result.to_dict()))
+    data = json.loads(result.save_json(model_path.parent / "out" / "bench.json").read_text())
     assert {"model", "rows", "skipped", "notes", "machine", "feature_bytes_per_image", "floor_output"} <= set(data)
     assert {"provider", "used", "batch_size", "full", "floor", "extraction_ratio", "feature_mb_per_s",
             "ort_over_keras_predict"} <= set(data["rows"][0])
@@ -78,7 +78,7 @@ def test_bench_gives_sane_numbers_and_json(model_path):
     assert data["machine"]["onnxruntime"] and data["machine"]["ort_threads"] >= 1
     assert any("batch 4" in m for m in messages)
     table = bench.format_table(result)
-    assert "floor: the same network with only 'predictions' as output" in table
+    assert "floor: the same network with only 'predictions' as output, timed in alternating blocks" in table
     assert table.count("\ncpu ") == 2
 
 
@@ -90,6 +90,15 @@ def test_unavailable_provider_is_skipped_with_its_reason_unless_named(model_path
     with pytest.raises(ProviderError) as err:
         bench.run_bench(model_path, ["cpu", "cuda"], [1], runs=2, warmup=0)
     assert str(err.value) == f"provider 'cuda' was asked for but cannot run here: {runtime.cuda_status()[1]}"
+
+
+def test_alternating_blocks_time_each_the_same_number_of_runs_after_a_settling_call():
+    calls: list[str] = []
+    a, b = bench._time_alternately(lambda: calls.append("a"), lambda: calls.append("b"), runs=8, warmup=1)
+    assert len(a) == len(b) == 8
+    assert "".join(calls) == "ab" + "aaa" + "bbb" + "bbb" + "aaa" + "aaa" + "bbb" + "bbb" + "aaa"
+    alone, none = bench._time_alternately(lambda: calls.append("c"), None, runs=3, warmup=0)
+    assert len(alone) == 3 and none == []
 
 
 def test_unknown_provider_lists_valid_ones(model_path):
@@ -140,7 +149,8 @@ def test_floor_file_has_only_the_final_output_and_the_same_values(model_path, tm
     floor_path = bench._floor_model(model_path, "predictions", tmp_path)
     floor = onnx.load(str(floor_path))
     assert [o.name for o in floor.graph.output] == ["predictions"]
-    assert {p.key: p.value for p in floor.metadata_props} == {p.key: p.value for p in onnx.load(str(model_path)).metadata_props}
+    original = onnx.load(str(model_path))
+    assert {p.key: p.value for p in floor.metadata_props} == {p.key: p.value for p in original.metadata_props}
     image = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 3)).astype(np.float32)
     full = runtime.open_session(model_path, "cpu").run(image)["predictions"]
     np.testing.assert_allclose(runtime.open_session(floor_path, "cpu").run(image)["predictions"], full, rtol=1e-6)
