@@ -278,6 +278,29 @@ def diff(
         typer.echo(f"wrote {len(result.maps)} difference grids into {maps}")
 
 
+@app.command()
+@handles_errors
+def bench(
+    model: Path = typer.Argument(..., help="an ONNX file written by onnxviz export"),
+    providers: Optional[str] = typer.Option(None, help="providers to time, e.g. cpu,cuda (default: every one that runs here)"),
+    batch_sizes: str = typer.Option("1,8", help="batch sizes, e.g. 1,8,32"),
+    runs: int = typer.Option(20, help="timed runs per provider and batch size"),
+    warmup: int = typer.Option(3, help="untimed runs first (CUDA picks its convolution algorithms then)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON"),
+    compare_keras: bool = typer.Option(False, help="also time the Keras model with the same outputs (needs the export extra)"),
+) -> None:
+    """Time feature-map extraction per provider and batch size, against the network without them."""
+    from .bench import format_table, parse_batch_sizes, parse_providers, run_bench
+
+    chosen = parse_providers(providers) if providers else None
+    result = run_bench(model, chosen, parse_batch_sizes(batch_sizes), runs=runs, warmup=warmup,
+                       compare_keras=compare_keras, progress=Progress())
+    typer.echo(format_table(result))
+    if json_out:
+        result.save_json(json_out)
+        typer.echo(f"wrote {json_out}")
+
+
 def main() -> None:
     app()
 

@@ -120,3 +120,27 @@ def test_onnx_export_option_errors(tmp_path, argv, message):
     onnx.save(tiny_model(), path)
     line = one_error_line(runner.invoke(app, [a.replace("MODEL", str(path)) for a in argv]))
     assert line.startswith(message)
+
+
+def test_bench_command_prints_a_table_and_writes_json(tmp_path):
+    import json
+
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), path)
+    result = runner.invoke(app, ["bench", str(path), "--providers", "cpu", "--batch-sizes", "1,2", "--runs", "3",
+                                 "--warmup", "1", "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("cpu ")]
+    assert [r[1] for r in rows] == ["1", "2"]
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert {r["batch_size"] for r in data["rows"]} == {1, 2}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--providers", "tpu"], "error: unknown provider 'tpu'; valid: cpu, cuda"),
+    (["--batch-sizes", "0,x"], "error: batch sizes must be positive integers, like 1,8; got 0, 'x'"),
+])
+def test_bench_bad_input(tmp_path, args, message):
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), path)
+    assert one_error_line(runner.invoke(app, ["bench", str(path), *args])) == message
