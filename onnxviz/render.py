@@ -31,6 +31,7 @@ RESIZE_MODES = ("stretch", "crop", "pad")
 SORTS = ("index", "mean", "max")
 NORMS = ("channel", "layer")
 FORMATS = ("jpg", "png")
+PREPACK_FROM_IMAGES = 64
 
 Progress = Callable[[int, int, str], None]
 
@@ -184,7 +185,8 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
     started = time.perf_counter()
     images, failed = collect_images(list(inputs))
     output = ensure_dir(Path(output))
-    session = open_session(Path(model), options.provider)
+    # Repacking weights at load pays back only over many batches (see runtime.session_options).
+    session = open_session(Path(model), options.provider, prepack=len(images) > PREPACK_FROM_IMAGES)
     chosen = select_layers(session.info, options.layers, str(model))
     wanted = [layer.name for layer in chosen]
     prediction = session.info.prediction_output
