@@ -417,23 +417,6 @@ def _convert(keras, tf, flat_model, input_name: str, shape: tuple[int, int, int]
     return model_proto
 
 
-def _rename_outputs(model_proto, names: list[str]) -> None:
-    """Give the graph outputs the layer names (tf2onnx calls them Identity:0, ...)."""
-    graph = model_proto.graph
-    if len(graph.output) != len(names):
-        raise RuntimeError(f"tf2onnx produced {len(graph.output)} outputs for {len(names)} layers")
-    mapping = {out.name: name for out, name in zip(graph.output, names)}
-    for node in graph.node:
-        for i, o in enumerate(node.output):
-            if o in mapping:
-                node.output[i] = mapping[o]
-        for i, o in enumerate(node.input):
-            if o in mapping:
-                node.input[i] = mapping[o]
-    for out in graph.output:
-        out.name = mapping[out.name]
-
-
 def probe_images(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     """Deterministic RGB 0..255 images with edges, gradients and texture."""
     rng = np.random.default_rng(seed)
@@ -509,10 +492,12 @@ def export_keras(model: str, output: Path | None = None, opts: ExportOptions | N
     say("converting with tf2onnx (VGG16-sized models take a few minutes)")
     proto = _convert(keras, tf, flat, inp.name, shape, four_d)
     timings["convert"] = time.perf_counter() - step
-    _rename_outputs(proto, [t.name for t in chosen])
+    from .graph import prepend_preprocessing, rename_tensors
 
-    from .graph import prepend_preprocessing
-
+    if len(proto.graph.output) != len(chosen):
+        raise RuntimeError(f"tf2onnx produced {len(proto.graph.output)} outputs for {len(chosen)} layers")
+    # tf2onnx names the outputs Identity:0, Identity_1:0, ...: give them the layer names
+    proto = rename_tensors(proto, {out.name: t.name for out, t in zip(proto.graph.output, chosen)})
     proto = prepend_preprocessing(proto, prep, "NHWC")
 
     layer_infos = [
