@@ -110,10 +110,15 @@ def _check_maps(maps: np.ndarray) -> np.ndarray:
     return maps
 
 
+def _all_finite(x: np.ndarray) -> bool:
+    # min and max carry any NaN or inf and, unlike isfinite(x).all(), allocate nothing
+    return bool(np.isfinite(x.min()) and np.isfinite(x.max()))
+
+
 def _finite(x: np.ndarray) -> np.ndarray:
     """`x` as float32 with NaN and +-inf replaced by 0 (copies only when needed)."""
     x = np.asarray(x, dtype=np.float32)
-    if np.isfinite(x).all():
+    if _all_finite(x):
         return x
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -123,6 +128,9 @@ def _constant_tolerance(lo: float, hi: float) -> float:
 
 
 def _value_range(maps: np.ndarray) -> tuple[float, float]:
+    lo, hi = float(maps.min()), float(maps.max())
+    if np.isfinite(lo) and np.isfinite(hi):
+        return lo, hi
     x = _finite(maps)
     return float(x.min()), float(x.max())
 
@@ -373,10 +381,12 @@ def layer_stats(maps: np.ndarray) -> LayerStats:
     raw = np.asarray(arr, dtype=np.float32)
     nonfinite = 0
     x = raw
-    if not np.isfinite(raw).all():
+    mean = float(raw.mean(dtype=np.float64))  # a float64 sum of float32 is finite unless a value is not
+    if not np.isfinite(mean):
         finite = np.isfinite(raw)
         nonfinite = int(raw.size - np.count_nonzero(finite))
         x = np.where(finite, raw, np.float32(0))
+        mean = float(x.mean(dtype=np.float64))
     dead: int | None = None
     if x.ndim >= 2:  # per-channel extremes once; the layer's follow from them
         flat = x.reshape(x.shape[0], -1)
@@ -388,7 +398,7 @@ def layer_stats(maps: np.ndarray) -> LayerStats:
     return LayerStats(
         shape=tuple(int(s) for s in arr.shape),
         channels=int(arr.shape[0]),
-        mean=float(x.mean(dtype=np.float64)),
+        mean=mean,
         zero_fraction=float(1.0 - np.count_nonzero(x) / x.size),
         dead_channels=dead,
         min=lo,
