@@ -198,13 +198,15 @@ def test_output_path_that_is_a_file(tmp_path, model_path):
     assert (tmp_path / "taken").read_text() == "keep me"
 
 
-def test_render_never_imports_tensorflow(tmp_path, model_path):
+def test_render_layers_filters_and_diff_never_import_tensorflow(tmp_path, model_path):
     write_image(tmp_path / "a.png")
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom onnxviz.cli import app\n"
         f"r = CliRunner().invoke(app, ['render', {str(model_path)!r}, {str(tmp_path / 'a.png')!r}, '-o', {str(tmp_path / 'o')!r}])\n"
         "r2 = CliRunner().invoke(app, ['layers', " + repr(str(model_path)) + "])\n"
-        "assert r.exit_code == 0 and r2.exit_code == 0, r.output + r2.output\n"
+        f"r3 = CliRunner().invoke(app, ['filters', {str(model_path)!r}, '-o', {str(tmp_path / 'f.jpg')!r}])\n"
+        f"r4 = CliRunner().invoke(app, ['diff', {str(model_path)!r}, {str(tmp_path / 'a.png')!r}, '--providers', 'cpu,cpu'])\n"
+        "assert all(x.exit_code == 0 for x in (r, r2, r3, r4)), [x.output for x in (r, r2, r3, r4)]\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules]\n"
         "assert not heavy, heavy\nprint('ok')\n"
     )
