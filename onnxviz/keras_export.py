@@ -381,7 +381,10 @@ def _fresh_node_protos():
     from onnx import NodeProto
     from tf2onnx.graph import Node
 
-    original = Node.update_proto
+    original = getattr(Node, "update_proto", None)
+    if original is None:  # a tf2onnx without this method: nothing to fix
+        yield
+        return
 
     def update_proto(self, external_tensor_storage=None):
         old = self._op
