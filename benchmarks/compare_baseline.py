@@ -1,6 +1,6 @@
 """`onnxviz render` against the Keras + matplotlib baseline, alternately, in fresh processes.
 
-    .venv/bin/pip install matplotlib   # the baseline needs it; onnxviz does not
+    pip install -e ".[export,bench]"   # the baseline needs matplotlib; onnxviz does not
     .venv/bin/onnxviz export vgg16 --no-top --weights ../shared/data/weights/vgg16_hed_edges_notop.h5 \
         -o models/vgg16-hed.onnx
     python benchmarks/compare_baseline.py --model models/vgg16-hed.onnx \
