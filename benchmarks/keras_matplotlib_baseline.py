@@ -1,6 +1,6 @@
 """The usual way to look at VGG16's feature maps, written as a user would: Keras + matplotlib.
 
-    .venv/bin/pip install matplotlib   # benchmarks only; onnxviz does not need it
+    pip install -e ".[export,bench]"   # matplotlib, for benchmarks only; onnxviz does not need it
     python benchmarks/keras_matplotlib_baseline.py --weights ../shared/data/weights/vgg16_hed_edges_notop.h5 \
         --image ../shared/data/images/chelsea.png --out /tmp/baseline
 
