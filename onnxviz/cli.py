@@ -220,7 +220,7 @@ def render(
                          norm=norm, colormap=colormap, fmt=fmt.lower().replace("jpeg", "jpg"), quality=quality,
                          top_k=top_k, resize=resize, batch_size=batch_size, provider=provider)
     result = run_render(model, images, output, opts, progress=Bar())
-    note = f" (CPU: {result.fallback})" if result.fallback and provider == "auto" else ""
+    note = f"; CUDA not used: {result.fallback}" if result.fallback and provider == "auto" else ""
     typer.echo(f"ran on {result.provider}{note}")
     for item in result.images:
         best = f": {item.predictions[0]['label']} {item.predictions[0]['score'] * 100:.1f}%" if item.predictions else ""
