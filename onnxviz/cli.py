@@ -57,18 +57,9 @@ def _csv(values: Optional[str]) -> List[str]:
     return [v.strip() for v in values.split(",") if v.strip()] if values else []
 
 
-def _floats(value: Optional[str], flag: str) -> Optional[List[float]]:
-    if value is None:
-        return None
-    try:
-        out = [float(v) for v in value.split(",")]
-    except ValueError:
-        raise OnnxvizError(f"{flag} takes numbers separated by commas, e.g. 0.485,0.456,0.406; got '{value}'")
-    if len(out) == 1:
-        out = out * 3
-    if len(out) != 3:
-        raise OnnxvizError(f"{flag} takes 1 or 3 numbers, got {len(out)}")
-    return out
+def _numbers(value: Optional[str]) -> Optional[List[str]]:
+    """'0.485,0.456,0.406' -> its parts; the library checks and converts them."""
+    return None if value is None else [v.strip() for v in value.split(",")]
 
 
 @app.command()
@@ -87,7 +78,7 @@ def export(
     op_types: Optional[str] = typer.Option(None, help="ONNX models: expose outputs of these op types, e.g. Conv,Relu,MaxPool,Concat"),
     mean: Optional[str] = typer.Option(None, help="ONNX models: mean to subtract (after --scale), 1 or 3 numbers"),
     std: Optional[str] = typer.Option(None, help="ONNX models: std to divide by, 1 or 3 numbers"),
-    scale: Optional[float] = typer.Option(None, help="ONNX models: factor applied to 0..255 pixels first, e.g. 0.00392157"),
+    scale: Optional[str] = typer.Option(None, help="ONNX models: factor applied to 0..255 pixels first, e.g. 1/255"),
     bgr: bool = typer.Option(False, help="ONNX models: the network takes BGR"),
     layout: Optional[str] = typer.Option(None, help="ONNX models: input layout nchw or nhwc (inferred when clear)"),
     labels: Optional[Path] = typer.Option(None, help="class names, one per line or 'index,name'"),
@@ -100,7 +91,7 @@ def export(
         target = output or Path("models") / f"{Path(model).stem}.onnx"
         result = export_onnx(
             Path(model), target, layers=layers or None, exclude=exclude or None,
-            op_types=_csv(op_types) or None, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+            op_types=_csv(op_types) or None, mean=_numbers(mean), std=_numbers(std),
             scale=scale, bgr=bgr, layout=layout, labels=labels, input_size=input_size, progress=progress,
         )
         info = result.info
@@ -109,7 +100,9 @@ def export(
         return
     from .keras_export import ExportOptions, export_keras
 
-    file_labels = _read_labels(labels) if labels else None
+    from .onnx_import import read_labels
+
+    file_labels = read_labels(labels) if labels else None
     opts = ExportOptions(weights=weights, input_size=input_size, alpha=alpha, layers=layers,
                          exclude=exclude, preprocess=preprocess, tolerance=tolerance, include_top=top)
     result = export_keras(model, output, opts, progress=progress, labels=file_labels)
@@ -128,12 +121,6 @@ def export(
         f"tolerance {tolerance:g}); input RGB 0..255 {info.height}x{info.width}, preprocessing "
         f"'{info.preprocessing.mode}' folded in"
     )
-
-
-def _read_labels(path: Path) -> List[str]:
-    from .onnx_import import read_labels
-
-    return read_labels(path)
 
 
 @app.command("layers")

@@ -48,13 +48,6 @@ class DiffResult:
         return "\n".join(lines)
 
 
-def _session_outputs(model: Path, provider: str, batch: np.ndarray):
-    from .runtime import open_session
-
-    session = open_session(model, provider)
-    return session.info, session.provider, session.run(batch)
-
-
 def diff_model(model: Path, image: Path, providers: tuple[str, str] = ("cpu", "cuda"), against: str | None = None,
                tolerance: float = DEFAULT_TOLERANCE, maps_dir: Path | None = None) -> DiffResult:
     """Compare every exposed output of `model` for one image between two runs."""

@@ -1,7 +1,6 @@
 """The first convolution's learned filters, read from the ONNX weights (`onnxviz filters`)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 from .drawing import draw_filters, encode
 from .errors import ModelError
 from .files import write_bytes
-from .metadata import PREFIX
+from .metadata import read_info
 
 
 @dataclass
@@ -53,27 +52,31 @@ def load_filters(model_path: Path) -> Filters | None:
     if found is None:
         return None
     name, weights = found
-    props = {p.key: p.value for p in model.metadata_props}
-    name = _layer_name(model, name, props)
     try:
-        bgr = bool(json.loads(props.get(PREFIX + "preprocessing", "{}")).get("bgr"))
-    except (ValueError, AttributeError):
-        bgr = False
-    order = "BGR" if bgr else "RGB"
+        info = read_info(model, str(path))
+    except ModelError:  # any ONNX file: no metadata, so RGB input and node names
+        info = None
+    order = "BGR" if info is not None and info.preprocessing.bgr else "RGB"
+    if info is not None:
+        name = _layer_name(model, name, {layer.name for layer in info.layers})
     return Filters(name, list(weights.shape), order, draw_filters(weights, channel_order=order))
 
 
-def _layer_name(model, node_name: str, props: dict[str, str]) -> str:
-    """The exposed layer name of that Conv (e.g. Keras' 'block1_conv1') where it has one."""
-    try:
-        exposed = {layer["name"] for layer in json.loads(props.get(PREFIX + "layers", "[]"))}
-    except (ValueError, TypeError, KeyError):
-        return node_name
-    for node in model.graph.node:
-        if node.name == node_name or (not node.name and node.output and node.output[0] == node_name):
-            if node.output and node.output[0] in exposed:
-                return node.output[0]
-    return node_name
+_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "HardSigmoid", "HardSwish", "Add"}
+
+
+def _layer_name(model, conv_name: str, exposed: set[str]) -> str:
+    """The exposed layer the first Conv belongs to: its own output, or, for a Keras
+    Conv2D with an activation, the activation's output that carries the layer's name."""
+    node = next((n for n in model.graph.node if (n.name or n.output[0]) == conv_name), None)
+    for _ in range(3):
+        if node is None or not node.output:
+            break
+        if node.output[0] in exposed:
+            return node.output[0]
+        readers = [n for n in model.graph.node if node.output[0] in n.input]
+        node = readers[0] if len(readers) == 1 and readers[0].op_type in _ACTIVATIONS else None
+    return conv_name
 
 
 def write_filters(model_path: Path, output: Path, fmt: str = "jpg") -> Filters:

@@ -704,8 +704,12 @@ def _triple(value: float | Sequence[float] | None, flag: str, default: float, no
         return [default] * 3
     values = [value] if isinstance(value, (int, float, str)) else list(value)
     if len(values) not in (1, 3):
-        raise OnnxvizError(f"{flag} takes 1 or 3 numbers (one per channel), not {len(values)}")
-    numbers = [_number(v, flag) for v in values] * (3 if len(values) == 1 else 1)
+        raise OnnxvizError(f"{flag} takes 1 or 3 numbers, got {len(values)} (one per channel)")
+    try:
+        numbers = [_number(v, flag) for v in values] * (3 if len(values) == 1 else 1)
+    except OnnxvizError:
+        shown = ",".join(map(str, values))
+        raise OnnxvizError(f"{flag} takes numbers separated by commas, e.g. 0.485,0.456,0.406; got '{shown}'") from None
     if nonzero and any(v == 0 for v in numbers):
         raise OnnxvizError(f"{flag} {numbers} has a 0; every std must be non-zero")
     return numbers

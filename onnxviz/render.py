@@ -22,14 +22,11 @@ from . import __version__
 from .drawing import draw_predictions, encode
 from .errors import ImageError, LayerSelectionError, OnnxvizError
 from .files import ensure_dir, write_bytes
-from .images import collect_images, load_image, resize_image
+from .images import RESIZE_MODES, collect_images, load_image, resize_image
 from .metadata import LayerInfo, ModelInfo
 from .report import write_report
-from .tiling import COLORMAPS, layer_grid, layer_stats
+from .tiling import COLORMAPS, NORMS, SORTS, layer_grid, layer_stats
 
-RESIZE_MODES = ("stretch", "crop", "pad")
-SORTS = ("index", "mean", "max")
-NORMS = ("channel", "layer")
 FORMATS = ("jpg", "png")
 PREPACK_FROM_IMAGES = 64
 

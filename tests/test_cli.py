@@ -114,6 +114,7 @@ def test_filters_of_a_model_without_convolutions(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["export", "MODEL", "--mean", "a,b,c"], "error: --mean takes numbers separated by commas"),
     (["export", "MODEL", "--std", "1,2"], "error: --std takes 1 or 3 numbers, got 2"),
+    (["export", "MODEL", "--scale", "abc"], "error: --scale 'abc' is not a number; give e.g. 0.00392157 or 1/255"),
 ])
 def test_onnx_export_option_errors(tmp_path, argv, message):
     path = tmp_path / "tiny.onnx"
