@@ -7,7 +7,7 @@
         --weights ../shared/data/weights/vgg16_hed_edges_notop.h5 --image ../shared/data/images/chelsea.png
 
 Both draw the first 64 channels of VGG16's 18 conv/pool layers for one image, with
-viridis, as PNG. Each repeat runs the baseline and then `onnxviz render` (the order
+viridis: the baseline as PNG, onnxviz as `--format` (JPEG, its default, or PNG). Each repeat runs the baseline and then `onnxviz render` (the order
 swaps every repeat) and times each whole process from outside, interpreter start and
 imports included. The drawing part comes from each one's own report: the baseline's
 JSON, and render's summary.json (everything but inference: drawing and writing). Prints a table, then one JSON line.
@@ -28,18 +28,18 @@ HERE = Path(__file__).resolve().parent
 
 def run_baseline(args: argparse.Namespace, out: Path) -> dict:
     cmd = [sys.executable, str(HERE / "keras_matplotlib_baseline.py"), "--weights", args.weights,
-           "--image", str(args.image), "--out", str(out)]
+           "--image", str(args.image), "--out", str(out), "--style", args.style]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return {"wall_s": wall, "drawing_s": report["phases_s"]["drawing_total"],
-            "inference_s": report["phases_s"]["predict"], "pngs": len(list(out.glob("*.png")))}
+            "inference_s": report["phases_s"]["predict"], "pictures": len(list(out.glob("*.png")))}
 
 
 def run_onnxviz(args: argparse.Namespace, out: Path) -> dict:
     cmd = [sys.executable, "-m", "onnxviz", "render", str(args.model), str(args.image), "-o", str(out),
-           "--format", "png", "--colormap", "viridis", "--max-channels", "64", "--provider", "cpu"]
+           "--format", args.format, "--colormap", "viridis", "--max-channels", "64", "--provider", "cpu"]
     start = time.perf_counter()
     subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
@@ -47,7 +47,7 @@ def run_onnxviz(args: argparse.Namespace, out: Path) -> dict:
     ms = summary["timings_ms"]
     drawing = sum(v for k, v in ms.items() if k != "inference")  # drawing/tiling and writing
     return {"wall_s": wall, "drawing_s": drawing / 1e3, "inference_s": ms["inference"] / 1e3,
-            "pngs": len(list(out.rglob("*.png")))}
+            "pictures": len(list(out.rglob(f"*.{args.format}")))}
 
 
 def main() -> None:
@@ -56,6 +56,10 @@ def main() -> None:
     parser.add_argument("--weights", default="none", help="the .h5 the model was exported from, or none")
     parser.add_argument("--image", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--style", choices=("subplot", "subplots"), default="subplot",
+                        help="the baseline's drawing loop (see keras_matplotlib_baseline.py)")
+    parser.add_argument("--format", choices=("jpg", "png"), default="jpg",
+                        help="onnxviz's picture format (jpg is render's default; the baseline writes PNG)")
     args = parser.parse_args()
 
     runs: dict[str, list[dict]] = {"keras+matplotlib": [], "onnxviz render": []}
@@ -70,14 +74,14 @@ def main() -> None:
     def med(name: str, key: str) -> float:
         return statistics.median(run[key] for run in runs[name])
 
-    report = {"repeats": args.repeats, "model": str(args.model), "image": str(args.image), "tools": {}}
-    print(f"{'':18s} {'process s':>10s} {'drawing s':>10s} {'inference s':>12s} {'PNGs':>5s}")
+    report = {"repeats": args.repeats, "style": args.style, "format": args.format, "model": str(args.model), "image": str(args.image), "tools": {}}
+    print(f"{'':18s} {'process s':>10s} {'drawing s':>10s} {'inference s':>12s} {'pictures':>8s}")
     for name in runs:
         row = {key: med(name, key) for key in ("wall_s", "drawing_s", "inference_s")}
-        row["pngs"] = runs[name][0]["pngs"]
+        row["pictures"] = runs[name][0]["pictures"]
         row["samples"] = runs[name]
         report["tools"][name] = row
-        print(f"{name:18s} {row['wall_s']:10.2f} {row['drawing_s']:10.2f} {row['inference_s']:12.3f} {row['pngs']:5d}")
+        print(f"{name:18s} {row['wall_s']:10.2f} {row['drawing_s']:10.2f} {row['inference_s']:12.3f} {row['pictures']:8d}")
     base, ours = report["tools"]["keras+matplotlib"], report["tools"]["onnxviz render"]
     report["ratios"] = {"process": base["wall_s"] / ours["wall_s"], "drawing": base["drawing_s"] / ours["drawing_s"]}
     print(f"baseline / onnxviz (medians): whole process x{report['ratios']['process']:.1f}, "

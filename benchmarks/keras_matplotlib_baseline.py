@@ -9,6 +9,13 @@ conv/pool layers, one image, then for each layer a matplotlib figure with one su
 per channel (the first 64, 8x8), saved as PNG. Prints one JSON line: seconds for the
 whole script (from its first line, imports included; not the interpreter's start) and
 for each phase, drawing split into building the figures and saving (rendering) them.
+
+Two ways of drawing, both common:
+- `--style subplot` (default), as the widely copied tutorial loop writes it: for each
+  channel `plt.subplot(8, 8, i)`, hide the ticks, `plt.imshow(...)`; then save the
+  figure of the current pyplot state;
+- `--style subplots`, the quicker variant: `plt.subplots(8, 8)` makes all 64 axes at
+  once, `ax.imshow` and `ax.axis("off")` on each.
 """
 import time
 
@@ -28,6 +35,8 @@ def main() -> None:
     parser.add_argument("--image", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("baseline-out"))
     parser.add_argument("--channels", type=int, default=64, help="subplots per figure (a square number)")
+    parser.add_argument("--style", choices=("subplot", "subplots"), default="subplot",
+                        help="plt.subplot per channel (the tutorial loop) or plt.subplots at once")
     args = parser.parse_args()
     phases = {}
 
@@ -60,10 +69,18 @@ def main() -> None:
     draw = save = 0.0
     for name, fmap in zip(names, feature_maps):
         t = time.perf_counter()
-        fig, axes = plt.subplots(side, side, figsize=(12, 12))
-        for i, ax in enumerate(axes.flat):
-            ax.imshow(fmap[0, :, :, i], cmap="viridis")
-            ax.axis("off")
+        if args.style == "subplots":
+            fig, axes = plt.subplots(side, side, figsize=(12, 12))
+            for i, ax in enumerate(axes.flat):
+                ax.imshow(fmap[0, :, :, i], cmap="viridis")
+                ax.axis("off")
+        else:
+            fig = plt.figure(figsize=(12, 12))
+            for i in range(side * side):
+                ax = plt.subplot(side, side, i + 1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                plt.imshow(fmap[0, :, :, i], cmap="viridis")
         fig.suptitle(name)
         draw += time.perf_counter() - t
         t = time.perf_counter()
@@ -77,7 +94,7 @@ def main() -> None:
     print(json.dumps({
         "total_s": round(time.perf_counter() - START, 3),
         "phases_s": {k: round(v, 3) for k, v in phases.items()},
-        "layers": len(names), "channels_per_layer": side * side, "figures": len(names),
+        "style": args.style, "layers": len(names), "channels_per_layer": side * side, "figures": len(names),
         "weights": args.weights, "image": str(args.image), "out": str(args.out),
         "versions": {"keras": keras.__version__, "matplotlib": matplotlib.__version__, "numpy": np.__version__},
     }))

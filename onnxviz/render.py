@@ -182,21 +182,19 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
     started = time.perf_counter()
     images, failed = collect_images(list(inputs))
     output = ensure_dir(Path(output))
-    # Repacking weights at load pays back only over many batches (see runtime.session_options).
-    session = open_session(Path(model), options.provider, prepack=len(images) > PREPACK_FROM_IMAGES)
-    chosen = select_layers(session.info, options.layers, str(model))
-    wanted = [layer.name for layer in chosen]
-    prediction = session.info.prediction_output
-    if prediction and options.top_k > 0 and prediction not in wanted:
-        wanted.append(prediction)
-    session.output_names = wanted
-    filters = None
-    if options.filters:
-        from .filters import load_filters
-
-        filters = load_filters(Path(model))
     # Drawing is numpy and OpenCV, which release the GIL: layers are drawn on all cores.
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        # The filters are read while ORT builds the session (which releases the GIL).
+        filters_job = pool.submit(_load_filters, Path(model)) if options.filters else None
+        # Repacking weights at load pays back only over many batches (see runtime.session_options).
+        session = open_session(Path(model), options.provider, prepack=len(images) > PREPACK_FROM_IMAGES)
+        chosen = select_layers(session.info, options.layers, str(model))
+        wanted = [layer.name for layer in chosen]
+        prediction = session.info.prediction_output
+        if prediction and options.top_k > 0 and prediction not in wanted:
+            wanted.append(prediction)
+        session.output_names = wanted
+        filters = filters_job.result() if filters_job else None
         painter = _Painter(Path(model), session, chosen, options, output, filters, pool)
         results: list[ImageResult] = []
         folders = dict(zip(images, _folder_names(images)))
@@ -229,6 +227,12 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
             del outputs, pixels
     return RenderResult(Path(model), output, session.provider, session.fallback, results, failed,
                         wanted[:len(chosen)], time.perf_counter() - started, painter.timings)
+
+
+def _load_filters(model: Path):
+    from .filters import load_filters
+
+    return load_filters(model)
 
 
 class _Painter:
