@@ -86,6 +86,7 @@ class ExportOptions:
     alpha: float | None = None
     layers: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    skip_fused: bool = False  # leave out the tensors ORT would fuse away (see fused_away)
     preprocess: str | None = None  # for model files: caffe | tf | torch | none
     include_top: bool = True  # applications: keep the classifier
     tolerance: float = DEFAULT_TOLERANCE
@@ -265,6 +266,7 @@ class _Traced:
     name: str
     op: str
     tensor: Any
+    readers: list[str] = field(default_factory=list)  # Keras classes of the layers that read `tensor`
 
 
 def flatten_model(model, input_shape: tuple[int, int, int]):
@@ -288,9 +290,19 @@ def flatten_model(model, input_shape: tuple[int, int, int]):
         seen.add(name)
         traced.append(_Traced(name, type(op).__name__, out))
 
+    def note_reader(op, value) -> None:
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                note_reader(op, item)
+        elif isinstance(value, keras.KerasTensor):
+            for t in traced:
+                if t.tensor is value:
+                    t.readers.append(type(op).__name__)
+
     def call(op, *args, scope: str = "", **kwargs):
         if isinstance(op, keras.Model):
             return run(op, args[0] if len(args) == 1 else list(args), scope=op.name)
+        note_reader(op, list(args) + list(kwargs.values()))
         out = op(*args, **kwargs)
         record(op, out, scope)
         return out
@@ -339,9 +351,27 @@ def _model_input_shape(model, opts: ExportOptions) -> tuple[int, int, int]:
     return int(h), int(w), 3
 
 
+# Per-channel layers that ONNX Runtime folds into the convolution before them, and
+# padding it folds into the convolution after it, unless the tensor between is an output.
+_FUSED_PRODUCERS = frozenset({"Conv2D", "DepthwiseConv2D", "SeparableConv2D", "BatchNormalization"})
+_FUSED_READERS = frozenset({"BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU"})
+_PADDING = frozenset({"ZeroPadding2D"})
+
+
+def fused_away(t: _Traced) -> bool:
+    """Whether `t` is a tensor ORT fuses away when it is not an output: zero padding, or a
+    Conv/BatchNorm output read only by a BatchNorm or activation (whose output remains)."""
+    if t.op in _PADDING:
+        return True
+    return t.op in _FUSED_PRODUCERS and bool(t.readers) and all(r in _FUSED_READERS for r in t.readers)
+
+
 def select_layers(traced: list[_Traced], final_names: list[str], include: list[str],
-                  exclude: list[str]) -> list[_Traced]:
-    """The layers to expose: globs if given, else every 4-D map plus the final outputs."""
+                  exclude: list[str], skip_fused: bool = False) -> list[_Traced]:
+    """The layers to expose: globs if given, else every 4-D map plus the final outputs.
+
+    `skip_fused` leaves out, from the default selection, the tensors `fused_away` names.
+    """
     if include:
         chosen = []
         for pattern in include:
@@ -350,7 +380,8 @@ def select_layers(traced: list[_Traced], final_names: list[str], include: list[s
         chosen = [t for t in traced if any(fnmatch.fnmatchcase(t.name, p) for p in include)]
     else:
         chosen = [t for t in traced
-                  if (len(t.tensor.shape) == 4 and t.op != "InputLayer") or t.name in final_names]
+                  if (len(t.tensor.shape) == 4 and t.op != "InputLayer" and not (skip_fused and fused_away(t)))
+                  or t.name in final_names]
     for pattern in exclude:
         if not any(fnmatch.fnmatchcase(t.name, pattern) for t in traced):
             raise LayerSelectionError(_no_match(pattern, traced, flag="--exclude"))
@@ -486,7 +517,7 @@ def export_keras(model: str, output: Path | None = None, opts: ExportOptions | N
     shape = _model_input_shape(keras_model, opts)
     inp, finals, traced = flatten_model(keras_model, shape)
     final_names = [t.name for t in traced if any(t.tensor is f for f in finals)]
-    chosen = select_layers(traced, final_names, opts.layers, opts.exclude)
+    chosen = select_layers(traced, final_names, opts.layers, opts.exclude, opts.skip_fused)
     flat = keras.Model(inp, [t.tensor for t in chosen], name=f"{keras_model.name}_onnxviz")
     four_d = [len(t.tensor.shape) == 4 for t in chosen]
     say(f"exposing {len(chosen)} of {len(traced)} layers")

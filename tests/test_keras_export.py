@@ -186,3 +186,61 @@ def test_transfer_learning_model_with_an_application_inside(tmp_path, keras):
     want = np.asarray(inner.predict(x / 127.5 - 1, verbose=0)).transpose(0, 3, 1, 2)
     assert np.abs(got["block_16_project"] - want).max() <= 1e-4 * (want.max() - want.min())
     np.testing.assert_allclose(got["head"], model.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
+
+
+def _ort_ops(path, tmp_path):
+    """Operator types left after ONNX Runtime's graph fusions (portable level)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / f"optimized-{path.stem}.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+def test_skip_fused_leaves_out_the_tensors_ort_fuses_away(tmp_path, keras):
+    from onnxviz.keras_export import ExportOptions, export_keras
+    from onnxviz.metadata import load_info
+
+    keras.utils.set_random_seed(4)
+    L = keras.layers
+    inp = keras.Input((28, 28, 3), name="image")
+    x = L.ZeroPadding2D(1, name="stem_pad")(inp)
+    x = L.Conv2D(8, 3, use_bias=False, name="stem_conv")(x)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.Activation("relu", name="stem_relu")(x)
+    y = L.Conv2D(8, 3, padding="same", name="side_conv")(x)  # read by Add: a map of its own
+    x = L.Add(name="add")([x, y])
+    x = L.MaxPooling2D(name="pool")(x)
+    model = keras.Model(inp, x, name="fusable")
+    bn = model.get_layer("stem_bn")
+    rng = np.random.default_rng(1)
+    bn.set_weights([rng.uniform(0.5, 1.5, 8), rng.normal(0, 0.3, 8), rng.normal(0, 0.2, 8), rng.uniform(0.5, 2, 8)])
+    src = tmp_path / "fusable.keras"
+    model.save(src)
+
+    every = export_keras(str(src), tmp_path / "every.onnx", ExportOptions(preprocess="none"))
+    lean = export_keras(str(src), tmp_path / "lean.onnx", ExportOptions(preprocess="none", skip_fused=True))
+    assert [layer.name for layer in load_info(every.path).layers] == \
+        ["stem_pad", "stem_conv", "stem_bn", "stem_relu", "side_conv", "add", "pool"]
+    assert [layer.name for layer in load_info(lean.path).layers] == ["stem_relu", "side_conv", "add", "pool"]
+    assert lean.max_relative < 1e-4  # export compared every remaining output with Keras
+
+    # The point of it: ORT now folds the padding, batch norm and ReLU into the convolution.
+    every_ops, lean_ops = _ort_ops(every.path, tmp_path), _ort_ops(lean.path, tmp_path)
+    assert {"Pad", "BatchNormalization", "Relu"} & set(every_ops)
+    assert not {"Pad", "BatchNormalization", "Relu", "Mul"} & set(lean_ops), lean_ops
+    x = _images(2, 28)
+    got, full = _run_onnx(lean.path, x), _run_onnx(every.path, x)
+    for name in ("stem_relu", "side_conv", "add", "pool"):  # fused: float32 rounding only
+        assert np.abs(got[name] - full[name]).max() <= 1e-5 * np.abs(full[name]).max(), name
+
+
+def test_skip_fused_keeps_layers_named_with_layers(tmp_path, keras):
+    from onnxviz.keras_export import ExportOptions, export_keras
+    from onnxviz.metadata import load_info
+
+    src = tmp_path / "tiny.keras"
+    _tiny_functional(keras).save(src)
+    result = export_keras(str(src), tmp_path / "tiny.onnx",
+                          ExportOptions(preprocess="tf", skip_fused=True, layers=["stem_*"]))
+    assert [layer.name for layer in load_info(result.path).layers] == ["stem_conv", "stem_bn", "stem_relu"]
