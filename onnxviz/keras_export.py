@@ -353,16 +353,23 @@ def _model_input_shape(model, opts: ExportOptions) -> tuple[int, int, int]:
 
 # Per-channel layers that ONNX Runtime folds into the convolution before them, and
 # padding it folds into the convolution after it, unless the tensor between is an output.
-_FUSED_PRODUCERS = frozenset({"Conv2D", "DepthwiseConv2D", "SeparableConv2D", "BatchNormalization"})
+_CONVOLUTIONS = frozenset({"Conv2D", "DepthwiseConv2D", "SeparableConv2D"})
+_FUSED_PRODUCERS = _CONVOLUTIONS | {"BatchNormalization"}
 _FUSED_READERS = frozenset({"BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU"})
-_PADDING = frozenset({"ZeroPadding2D"})
 
 
 def fused_away(t: _Traced) -> bool:
-    """Whether `t` is a tensor ORT fuses away when it is not an output: zero padding, or a
-    Conv/BatchNorm output read only by a BatchNorm or activation (whose output remains)."""
-    if t.op in _PADDING:
-        return True
+    """Whether `t` is a tensor ORT fuses away when it is not an output: zero padding read
+    only by convolutions, or a Conv/BatchNorm output read only by a BatchNorm or activation
+    (whose output remains).
+
+    Zero padding before a MaxPooling2D stays: ONNX Runtime 1.31 folds a Pad into the
+    MaxPool after it as if MaxPool's own padding (which ignores the border) were zeros,
+    which changes every window whose values are all negative (ResNet101V2's pool1_pool was
+    off by 0.3 of its range). Exposing the padding keeps the two apart.
+    """
+    if t.op == "ZeroPadding2D":
+        return bool(t.readers) and all(r in _CONVOLUTIONS for r in t.readers)
     return t.op in _FUSED_PRODUCERS and bool(t.readers) and all(r in _FUSED_READERS for r in t.readers)
 
 
