@@ -354,14 +354,17 @@ def _model_input_shape(model, opts: ExportOptions) -> tuple[int, int, int]:
 # Per-channel layers that ONNX Runtime folds into the convolution before them, and
 # padding it folds into the convolution after it, unless the tensor between is an output.
 _CONVOLUTIONS = frozenset({"Conv2D", "DepthwiseConv2D", "SeparableConv2D"})
-_FUSED_PRODUCERS = _CONVOLUTIONS | {"BatchNormalization"}
-_FUSED_READERS = frozenset({"BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU"})
+_ACTIVATIONS = frozenset({"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU"})
+# What ORT folds into the layer before it: BatchNorm and activations into a convolution
+# (and its residual Add on CPU), an activation into a BatchNorm that follows a convolution.
+_FUSED_INTO = {**{conv: _ACTIVATIONS | {"BatchNormalization", "Add"} for conv in _CONVOLUTIONS},
+               "BatchNormalization": _ACTIVATIONS}
 
 
 def fused_away(t: _Traced) -> bool:
     """Whether `t` is a tensor ORT fuses away when it is not an output: zero padding read
-    only by convolutions, or a Conv/BatchNorm output read only by a BatchNorm or activation
-    (whose output remains).
+    only by convolutions, a convolution's output read only by BatchNorm, activations or a
+    residual Add, or a BatchNorm's read only by activations (the maps after them remain).
 
     Zero padding before a MaxPooling2D stays: ONNX Runtime 1.31 folds a Pad into the
     MaxPool after it as if MaxPool's own padding (which ignores the border) were zeros,
@@ -370,7 +373,7 @@ def fused_away(t: _Traced) -> bool:
     """
     if t.op == "ZeroPadding2D":
         return bool(t.readers) and all(r in _CONVOLUTIONS for r in t.readers)
-    return t.op in _FUSED_PRODUCERS and bool(t.readers) and all(r in _FUSED_READERS for r in t.readers)
+    return t.op in _FUSED_INTO and bool(t.readers) and all(r in _FUSED_INTO[t.op] for r in t.readers)
 
 
 def select_layers(traced: list[_Traced], final_names: list[str], include: list[str],
