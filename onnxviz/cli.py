@@ -73,9 +73,10 @@ def export(
     top: bool = typer.Option(True, "--top/--no-top", help="keras.applications: keep the classifier (--no-top: convolutional part only)"),
     layers: List[str] = typer.Option([], "--layers", help="layers to expose (glob, repeatable), e.g. 'block*_conv*'"),
     exclude: List[str] = typer.Option([], "--exclude", help="layers to leave out (glob, repeatable)"),
-    skip_fused: bool = typer.Option(False, "--skip-fused", help="Keras models: leave out zero padding and Conv/BatchNorm "
-                                    "outputs read only by a BatchNorm or activation, so ONNX Runtime fuses them "
-                                    "(faster extraction; the activations after them stay)"),
+    skip_fused: bool = typer.Option(False, "--skip-fused", help="Keras models: leave out what ONNX Runtime would fuse "
+                                    "away (a conv's output read only by BatchNorm, an activation or an Add; a "
+                                    "BatchNorm's read only by an activation; padding read by a conv): faster "
+                                    "extraction, the maps after them stay"),
     preprocess: Optional[str] = typer.Option(None, help="Keras model files: the preprocessing the model expects: caffe, tf, torch or none"),
     tolerance: float = typer.Option(1e-4, help="largest error allowed, relative to each layer's range"),
     op_types: Optional[str] = typer.Option(None, help="ONNX models: expose outputs of these op types, e.g. Conv,Relu,MaxPool,Concat"),

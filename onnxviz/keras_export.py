@@ -351,8 +351,6 @@ def _model_input_shape(model, opts: ExportOptions) -> tuple[int, int, int]:
     return int(h), int(w), 3
 
 
-# Per-channel layers that ONNX Runtime folds into the convolution before them, and
-# padding it folds into the convolution after it, unless the tensor between is an output.
 _CONVOLUTIONS = frozenset({"Conv2D", "DepthwiseConv2D", "SeparableConv2D"})
 _ACTIVATIONS = frozenset({"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU"})
 # What ORT folds into the layer before it: BatchNorm and activations into a convolution
