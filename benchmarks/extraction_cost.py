@@ -1,9 +1,10 @@
 """Where the time of exposing every feature map goes on ONNX Runtime CPU, and what bounds it.
 
-    python benchmarks/extraction_cost.py models/resnet101v2.onnx --runs 10 \
+    python benchmarks/extraction_cost.py models/resnet101v2.onnx --runs 18 \
         --exclude '*_conv' --exclude '*_bn' --exclude '*_pad'
 
-For one onnxviz file at batch 1, timed in alternating blocks in one process:
+For one onnxviz file at batch 1, timed in alternating blocks in one process (the same
+schedule as `onnxviz bench`):
 - `full`: every output of the file (what `onnxviz bench` times);
 - `floor`: the final output only (the same network with no intermediate outputs);
 - `selection` (with `--exclude`): the file with the outputs matching the globs
@@ -38,7 +39,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from onnxviz import runtime  # noqa: E402
-from onnxviz.bench import machine_info  # noqa: E402
+from onnxviz.bench import machine_info, time_alternately  # noqa: E402
 from onnxviz.graph import strip_outputs  # noqa: E402
 from onnxviz.metadata import ModelInfo  # noqa: E402
 
@@ -57,20 +58,6 @@ def session(model: onnx.ModelProto | Path, profile: str | None = None) -> ort.In
 def runner(sess: ort.InferenceSession, x: np.ndarray):
     name, outs = sess.get_inputs()[0].name, [o.name for o in sess.get_outputs()]
     return lambda: sess.run(outs, {name: x})
-
-
-def alternate(calls: dict[str, object], rounds: int, block: int) -> dict[str, list[float]]:
-    """Time each call in blocks, order reversed every round; one untimed run before each block."""
-    samples: dict[str, list[float]] = {k: [] for k in calls}
-    names = list(calls)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            calls[name]()
-            for _ in range(block):
-                t = time.perf_counter()
-                calls[name]()
-                samples[name].append((time.perf_counter() - t) * 1e3)
-    return samples
 
 
 def op_profile(sess: ort.InferenceSession, call, runs: int) -> dict[str, float]:
@@ -151,8 +138,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("--exclude", action="append", default=[], help="glob of outputs to strip (repeatable)")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--block", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=18, help="timed runs per variant")
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--profile-runs", type=int, default=10)
     args = parser.parse_args()
 
@@ -171,7 +158,7 @@ def main() -> None:
     sizes = {k: [v.nbytes for v in calls[k]()] for k in calls}
     out_bytes = {k: sum(v) for k, v in sizes.items()}
     out_count = {k: len(s.get_outputs()) for k, s in sessions.items()}
-    samples = alternate(calls, args.rounds, args.block)
+    samples = dict(zip(calls, time_alternately(list(calls.values()), args.runs, args.warmup)))
     med = {k: statistics.median(v) for k, v in samples.items()}
     del sessions, calls
 
@@ -186,7 +173,7 @@ def main() -> None:
     peak = matmul_gflops(threads)
     gflop = conv_gflop(model, info.height, info.width)
 
-    print(f"{args.model.name}: batch 1, {args.rounds}x{args.block} runs per variant, medians")
+    print(f"{args.model.name}: batch 1, {args.runs} runs per variant in alternating blocks, medians")
     print(f"{'variant':10s} {'outputs':>7s} {'maps MB':>8s} {'ms':>8s} {'x floor':>8s}")
     for k in samples:
         print(f"{k:10s} {out_count[k]:7d} {out_bytes[k] / 1e6:8.1f} {med[k]:8.1f} {med[k] / med['floor']:8.2f}")

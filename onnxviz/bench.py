@@ -215,31 +215,33 @@ def _check_memory(batch_size: int, output_bytes_per_image: int, input_bytes_per_
 
 # ---------------------------------------------------------------- timing
 
-def _time_alternately(first: Callable[[], Any], second: Callable[[], Any] | None,
-                      runs: int, warmup: int) -> tuple[list[float], list[float]]:
-    """Time `runs` calls of each, alternating in blocks (A A A B B B B B B A A A ...).
+def time_alternately(calls: Sequence[Callable[[], Any] | None], runs: int,
+                     warmup: int) -> list[list[float]]:
+    """Time `runs` calls of each, alternating in blocks whose order reverses every round
+    (A A A B B B B B B A A A ..., or A B C C B A with three), ms per call; [] for a None.
 
-    Load from other work falls on both alike. Each block starts with one untimed call:
+    Load from other work falls on all alike. Each block starts with one untimed call:
     ORT's idle threads spin for a while after a run, and without it the session that
     follows pays for the other one's spinning (up to 23% on VGG16, see benchmarks/).
     """
+    present = [(i, call) for i, call in enumerate(calls) if call is not None]
     for _ in range(warmup):
-        first()
-        if second:
-            second()
-    if second is None:
-        return [_timed(first) for _ in range(runs)], []
+        for _, call in present:
+            call()
+    times: list[list[float]] = [[] for _ in calls]
+    if len(present) == 1:
+        index, call = present[0]
+        times[index] = [_timed(call) for _ in range(runs)]
+        return times
     block = max(1, min(5, runs // 4))
-    times: list[list[float]] = [[], []]
-    order = [(0, first), (1, second)]
-    while len(times[0]) < runs or len(times[1]) < runs:
-        for index, call in order:
+    while any(len(times[i]) < runs for i, _ in present):
+        for index, call in present:
             todo = min(block, runs - len(times[index]))
             if todo:
                 call()  # settle, untimed
                 times[index] += [_timed(call) for _ in range(todo)]
-        order.reverse()
-    return times[0], times[1]
+        present.reverse()
+    return times
 
 
 def _timed(call: Callable[[], Any]) -> float:
@@ -346,8 +348,8 @@ def _bench_one(name: str, session: Session, floor: Session | None, size: int, ru
                feature_bytes: int, rng: np.random.Generator, info: ModelInfo) -> BenchRow | Skipped:
     batch = rng.uniform(0, 255, (size, info.height, info.width, 3)).astype(np.float32)
     try:
-        full_ms, floor_ms = _time_alternately(lambda: session.run(batch),
-                                              (lambda: floor.run(batch)) if floor else None, runs, warmup)
+        full_ms, floor_ms = time_alternately([lambda: session.run(batch),
+                                              (lambda: floor.run(batch)) if floor else None], runs, warmup)
     except OnnxvizError as exc:
         if isinstance(exc.__cause__, Exception) and is_allocation_error(exc.__cause__):
             return Skipped(name, str(exc), size)

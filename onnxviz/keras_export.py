@@ -279,6 +279,7 @@ def flatten_model(model, input_shape: tuple[int, int, int]):
     _, keras = _import_keras()
     inp = keras.Input(shape=input_shape, name=_input_name(model))
     traced: list[_Traced] = []
+    by_tensor: dict[int, _Traced] = {}
     seen: set[str] = set()
 
     def record(op, out, scope: str) -> None:
@@ -289,15 +290,14 @@ def flatten_model(model, input_shape: tuple[int, int, int]):
             return  # a shared layer called again: keep its first call
         seen.add(name)
         traced.append(_Traced(name, type(op).__name__, out))
+        by_tensor[id(out)] = traced[-1]  # `traced` keeps `out` alive, so its id stays its own
 
     def note_reader(op, value) -> None:
         if isinstance(value, (list, tuple)):
             for item in value:
                 note_reader(op, item)
-        elif isinstance(value, keras.KerasTensor):
-            for t in traced:
-                if t.tensor is value:
-                    t.readers.append(type(op).__name__)
+        elif id(value) in by_tensor:
+            by_tensor[id(value)].readers.append(type(op).__name__)
 
     def call(op, *args, scope: str = "", **kwargs):
         if isinstance(op, keras.Model):

@@ -94,11 +94,19 @@ def test_unavailable_provider_is_skipped_with_its_reason_unless_named(model_path
 
 def test_alternating_blocks_time_each_the_same_number_of_runs_after_a_settling_call():
     calls: list[str] = []
-    a, b = bench._time_alternately(lambda: calls.append("a"), lambda: calls.append("b"), runs=8, warmup=1)
+    a, b = bench.time_alternately([lambda: calls.append("a"), lambda: calls.append("b")], runs=8, warmup=1)
     assert len(a) == len(b) == 8
     assert "".join(calls) == "ab" + "aaa" + "bbb" + "bbb" + "aaa" + "aaa" + "bbb" + "bbb" + "aaa"
-    alone, none = bench._time_alternately(lambda: calls.append("c"), None, runs=3, warmup=0)
+    alone, none = bench.time_alternately([lambda: calls.append("c"), None], runs=3, warmup=0)
     assert len(alone) == 3 and none == []
+
+
+def test_three_way_alternation_reverses_the_order_every_round():
+    calls: list[str] = []
+    times = bench.time_alternately([lambda: calls.append("a"), lambda: calls.append("b"),
+                                    lambda: calls.append("c")], runs=4, warmup=0)
+    assert [len(t) for t in times] == [4, 4, 4]
+    assert "".join(calls) == "aa" "bb" "cc" "cc" "bb" "aa" "aa" "bb" "cc" "cc" "bb" "aa"
 
 
 def test_unknown_provider_lists_valid_ones(model_path):
