@@ -24,7 +24,7 @@ def one_error_line(result) -> str:
 
 def test_unknown_model_name_lists_the_valid_ones(tmp_path):
     line = one_error_line(runner.invoke(app, ["export", "vgg17", "-o", str(tmp_path / "x.onnx")]))
-    assert line.startswith("error: unknown model 'vgg17': give a .keras/.h5 file or one of ")
+    assert line.startswith("error: unknown model 'vgg17': give a .keras/.h5/.onnx file or one of ")
     for name in ("vgg16", "inceptionv3", "resnet101v2", "mobilenet", "efficientnetb0", "convnexttiny", "densenet121"):
         assert name in line
 
@@ -62,7 +62,7 @@ def test_unwritable_output_path_fails_before_any_work(tmp_path):
 def test_a_failed_export_leaves_the_existing_file_untouched(tmp_path):
     import keras
 
-    from test_keras_export import _tiny_functional
+    from test_source_keras import _tiny_functional
 
     src = tmp_path / "tiny.keras"
     _tiny_functional(keras).save(src)

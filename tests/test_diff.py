@@ -60,8 +60,8 @@ def test_against_keras_finds_the_first_layer_that_diverges(tmp_path):
     changed after export diverges first at that conv, and so does everything after it."""
     import keras
 
-    from onnxviz.keras_export import ExportOptions, export_keras
-    from test_keras_export import _tiny_functional
+    from onnxviz.pipeline import ExportOptions, export as export_keras
+    from test_source_keras import _tiny_functional
 
     src = tmp_path / "tiny.keras"
     _tiny_functional(keras).save(src)
