@@ -36,7 +36,7 @@ class ExportOptions:
     given to a source it does not apply to is an error, never ignored."""
 
     weights: str | None = None  # "imagenet" | "none" | a weights file
-    input_size: int | None = None
+    input_size: int | tuple[int, int] | None = None  # (height, width) for ONNX sources
     alpha: float | None = None  # MobileNets' width multiplier
     include_top: bool = True  # keras.applications: keep the classifier
     layers: list[str] = field(default_factory=list)  # globs
@@ -81,8 +81,11 @@ def check_options(options: ExportOptions, kind: str) -> None:
                           f"{article} {kind} takes {applicable}", params=tuple(wrong) + tuple(sorted(APPLICABLE[kind])))
     if not options.tolerance > 0:
         raise OptionError(f"{{tolerance}} must be positive, got {options.tolerance:g}", params=("tolerance",))
-    if options.input_size is not None and (isinstance(options.input_size, bool) or int(options.input_size) < 1):
-        raise OptionError(f"{{input_size}} must be a positive number of pixels, got {options.input_size}",
+    size = options.input_size
+    sizes = list(size) if isinstance(size, (tuple, list)) else [size]
+    if size is not None and not (len(sizes) in (1, 2) and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in sizes)):
+        raise OptionError(f"{{input_size}} must be a positive number of pixels (or height, width), got {size!r}",
                           params=("input_size",))
 
 

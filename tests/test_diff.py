@@ -51,7 +51,7 @@ def test_against_keras_needs_a_keras_export(tmp_path, model_path):
     write_image(tmp_path / "a.png")
     result = runner.invoke(app, ["diff", str(model_path), str(tmp_path / "a.png"), "--against", "keras"])
     assert result.exit_code == 1
-    assert "error: 'tiny' was not exported from Keras; compare providers instead" in result.stderr
+    assert "error: 'tiny' was not exported from a Keras file or application, so there is no Keras model to rebuild" in result.stderr
 
 
 @needs_tensorflow

@@ -125,7 +125,7 @@ def test_layer_globs_select_and_bad_glob_lists_layers(tmp_path, keras):
     _tiny_functional(keras).save(src)
     result = export_keras(str(src), tmp_path / "sel.onnx", ExportOptions(layers=["branch_*", "stem_*"], exclude=["*_bn"]))
     assert [layer.name for layer in load_info(result.path).layers] == ["stem_conv", "stem_relu", "branch_a", "branch_b"]
-    with pytest.raises(LayerSelectionError, match=r"--layers 'conv_9' matches no layer; the model has \d+: stem_conv"):
+    with pytest.raises(LayerSelectionError, match=r"layers 'conv_9' matches no layer of the model; it has \d+: stem_conv"):
         export_keras(str(src), tmp_path / "bad.onnx", ExportOptions(layers=["conv_9"]))
     assert not (tmp_path / "bad.onnx").exists()
 

@@ -432,8 +432,11 @@ def _file_preprocessing(model: Any, opts: Any) -> tuple[Preprocessing, str]:
                                      "preprocessing it was trained with if it expects scaled pixels)")
     app = found.application
     inside = "the model" if found.where == getattr(model, "name", None) else f"its part '{found.where}'"
-    return KERAS_MODES[app.mode], (f"'{app.mode}': {inside} has the architecture of keras.applications."
-                                   f"{app.constructor} (layers {', '.join(found.evidence)}), which expects it")
+    what = f"{inside} has the architecture of keras.applications.{app.constructor} (layers {', '.join(found.evidence)})"
+    if found.scaled_by:
+        return KERAS_MODES["none"], (f"'none': {what}, but the model scales pixels itself first, in layer "
+                                     f"{found.scaled_by}")
+    return KERAS_MODES[app.mode], f"'{app.mode}': {what}, which expects it"
 
 
 def _build(keras_model: Any, loaded: LoadedModel, prep: Preprocessing, reason: str, source: str, opts: Any,

@@ -81,28 +81,37 @@ _SIGNATURES: list[tuple[str, frozenset[str], frozenset[str]]] = [
 ]
 
 
+# Layers that scale pixels: a model that has one before its application part does its
+# own preprocessing.
+SCALING_LAYERS = frozenset({"Rescaling", "Normalization", "Lambda", "TFOpLambda"})
+
+
 @dataclass
 class Recognised:
     application: Application
     where: str  # the model (or nested model) that has the architecture
     evidence: list[str]  # the layer names that gave it away
+    scaled_by: str | None = None  # a layer before that part that already scales pixels
 
 
 def recognise(model: Any) -> Recognised | None:
     """The `keras.applications` architecture of `model` or of a model nested in it, if any."""
-    for sub, names in _models_and_names(model):
+    for sub, names, before in _models_and_names(model, []):
         for constructor, needed, absent in _SIGNATURES:
             if needed <= names and not (absent & names):
                 app = next(a for a in APPLICATIONS.values() if a.constructor == constructor)
-                return Recognised(app, sub, sorted(needed)[:3])
+                scaling = next((f"'{layer.name}' ({type(layer).__name__})" for layer in before
+                                if type(layer).__name__ in SCALING_LAYERS), None)
+                return Recognised(app, sub, sorted(needed)[:3], scaling)
     return None
 
 
-def _models_and_names(model: Any, depth: int = 0):
-    """(name, layer names) of `model` and each model nested in it, outermost first."""
+def _models_and_names(model: Any, before: list, depth: int = 0):
+    """(name, layer names, layers that run before it) of `model` and each model nested in it,
+    outermost first."""
     layers = list(getattr(model, "layers", []) or [])
-    yield getattr(model, "name", "model"), {layer.name for layer in layers}
+    yield getattr(model, "name", "model"), {layer.name for layer in layers}, before
     if depth < 4:
-        for layer in layers:
+        for i, layer in enumerate(layers):
             if getattr(layer, "layers", None):
-                yield from _models_and_names(layer, depth + 1)
+                yield from _models_and_names(layer, before + layers[:i], depth + 1)
