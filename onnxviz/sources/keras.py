@@ -551,7 +551,7 @@ def rebuild(info: Any, weights: bool = True) -> Any:
     if not record:
         raise OnnxvizError(f"'{info.source}' was not exported from a Keras file or application, so there is no "
                            f"Keras model to rebuild; compare ONNX Runtime providers instead")
-    if "weights" not in record and "path" not in record:
+    if weights and "weights" not in record and "path" not in record:
         raise OnnxvizError("this file does not record which weights it was exported with; export it again")
     _, keras = _import_keras()
     if "application" in record:
@@ -571,7 +571,7 @@ def rebuild(info: Any, weights: bool = True) -> Any:
         if not path.is_file():
             raise OnnxvizError(f"the Keras model this file came from, '{path}', is no longer there")
         loaded = load_model_file(path, keras)
-        if record.get("weights"):
+        if weights and record.get("weights"):
             _load_weights(loaded.model, record["weights"], str(path))
     inp, finals, traced = flatten_model(loaded.model, (info.height, info.width, 3))
     by_name = {t.name: t for t in traced}
