@@ -160,10 +160,11 @@ def _dead_text(layer: dict[str, Any]) -> str:
         return ""
     if dead == 0:
         return "no channel is zero everywhere for this image"
-    what = "channel is" if dead == 1 else "channels are"
+    verb = "is" if dead == 1 else "are"
     if layer.get("kind") == "vector":
-        return f"<span class=warn>{dead} of {channels} {what} 0 for this image</span>"
-    return f"<span class=warn>{dead} of {channels} {what} zero everywhere for this image (dead for this image)</span>"
+        return f"<span class=warn>{dead} of {channels} channels {verb} 0 for this image</span>"
+    return (f"<span class=warn>{dead} of {channels} channels {verb} zero everywhere for this image "
+            f"(dead for this image)</span>")
 
 
 def _legend(layer: dict[str, Any], gradient: str, colormap: str) -> str:
