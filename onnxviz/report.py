@@ -170,7 +170,7 @@ def _dead_text(layer: dict[str, Any]) -> str:
 def _legend(layer: dict[str, Any], gradient: str, colormap: str) -> str:
     st = layer["stats"]
     return (
-        f"<div class=legend data-lo='{st['min']!r}' data-hi='{st['max']!r}'>"
+        "<div class=legend>"
         f"<span class=cbarbox><span class=cbar style='background:{gradient}'></span>"
         f"<span class=scale><span class=lo>min</span><span class=hi>max</span></span></span>"
         f"<span class=norm>{_esc(colormap)}; each tile scaled to its own min..max (per channel, as stored); "
@@ -215,7 +215,8 @@ def _tiles(layer: dict[str, Any], digits: int) -> str:
 
 def _bars(layer: dict[str, Any]) -> str:
     """A vector (a 1x1 map per channel: pooling heads, logits) as a bar chart of its channels, in SVG."""
-    values = [float(v) for v in layer.get("values") or []]
+    raw = layer.get("values") or []
+    values = [float(v) if v is not None else 0.0 for v in raw]  # None: not a finite number
     n = len(values)
     if not n:
         return "<p class=meta>no values stored</p>"
@@ -233,7 +234,7 @@ def _bars(layer: dict[str, Any]) -> str:
     for i, v in enumerate(values):
         top, bottom = sorted((y(v), zero))
         rects.append(f"<rect x='{pad_l + i * bw:.2f}' y='{top:.2f}' width='{max(bw * 0.85, 0.6):.2f}' "
-                     f"height='{max(bottom - top, 0.5):.2f}'><title>channel {i}: {_num(v)}</title></rect>")
+                     f"height='{max(bottom - top, 0.5):.2f}'><title>channel {i}: {_num(raw[i])}</title></rect>")
     top_idx = sorted(range(n), key=lambda i: -values[i])[:VECTOR_TOP]
     labels = "".join(
         f"<text class=peak x='{pad_l + (i + 0.5) * bw:.1f}' y='{max(y(values[i]) - 3, 10):.1f}'>{i}</text>"
@@ -259,7 +260,7 @@ def _layer_section(layer: dict[str, Any], digits: int, gradient: str, colormap: 
     shape = " x ".join(str(d) for d in layer["shape"])
     facts = [f"shape {shape} (C x H x W)" if len(layer["shape"]) == 3 else f"shape {shape}",
              f"range {_num(st['min'])} .. {_num(st['max'])}", f"mean {_num(st['mean'])}",
-             f"zeros {st['zero_fraction'] * 100:.1f}%"]
+             f"zeros {st['zero_fraction'] * 100:.1f}%" if st.get("zero_fraction") is not None else "zeros -"]
     dead = _dead_text(layer)
     if dead:
         facts.append(dead)

@@ -25,15 +25,23 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def find_chromium() -> str | None:
-    for candidate in (os.environ.get("ONNXVIZ_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-                      "/usr/bin/chromium"):
+    """ONNXVIZ_CHROMIUM (CI sets it: then the browser must be there), else chromium on the PATH."""
+    required = os.environ.get("ONNXVIZ_CHROMIUM")
+    if required:
+        assert Path(required).is_file(), f"ONNXVIZ_CHROMIUM={required} is not a file"
+        return required
+    for candidate in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium"):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
 
 
 CHROMIUM = find_chromium()
-playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright not installed (pip install -e '.[dev]')")
+if os.environ.get("ONNXVIZ_CHROMIUM"):
+    import playwright.sync_api as playwright_api  # CI: a missing Playwright is a failure, not a skip
+else:
+    playwright_api = pytest.importorskip("playwright.sync_api",
+                                         reason="Playwright not installed (pip install -e '.[dev]')")
 if CHROMIUM is None:
     pytest.skip("no Chromium found (apt-get install chromium, or set ONNXVIZ_CHROMIUM to its path)",
                 allow_module_level=True)
@@ -312,3 +320,18 @@ def test_run_page_of_1000_images_loads_fast_and_compares_them_a_page_at_a_time(t
     page.wait_for_function("() => document.querySelector('#cmp-range').textContent.startsWith('images 25-48') && "
                            "document.querySelectorAll('#cmp-tiles canvas.drawn, #cmp-tiles .drawn canvas').length === 24",
                            timeout=20000)
+
+
+def test_image_viewer_links_to_the_same_channel_compared_across_the_run(run_folder, open_page):
+    out, _, _ = run_folder
+    page = open_page(out / "chelsea" / "index.html").page
+    page.click("#layer-001 .tile[data-ch='5']")
+    page.wait_for_function("() => document.querySelector('#v-compare').href.endsWith('#compare=1:5')")
+    page.click("#v-compare")
+    page.wait_for_function("() => document.querySelector('#compare') && document.querySelector('#compare').dataset.ready "
+                           "&& document.querySelectorAll('#cmp-tiles canvas').length === 3")
+    assert page.input_value("#cmp-channel") == "5" and page.input_value("#cmp-layer") == "1"
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => document.querySelector('#cmp-channel').value === '6'")
+    assert "channel 6 of relu_2" in page.inner_text("#cmp-legend")

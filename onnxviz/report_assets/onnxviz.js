@@ -247,6 +247,7 @@
       "<button type=button data-go=layer-1>&uarr; layer</button><button type=button data-go=layer1>layer &darr;</button>" +
       "<label><input type=checkbox id=v-overlay> over the input image (o)</label>" +
       "<label>opacity <input type=range id=v-opacity min=0.1 max=1 step=0.05 value=0.6></label>" +
+      "<a id=v-compare href='../index.html'>this channel in every image</a>" +
       "<button type=button data-go=close>close (Esc)</button></div>" +
       "<div class=vstage><img alt='input image' id=v-input><canvas id=v-canvas></canvas></div>" +
       "<div class=legend><span class=cbarbox><span class=cbar></span><span class=scale><span class=lo></span><span class=hi></span></span></span><span class=norm id=v-norm></span></div>" +
@@ -281,6 +282,7 @@
         canvas.style.width = Math.round(w * f) + "px";
         canvas.style.height = Math.round(h * f) + "px";
         cur = { L: L, fig: fig, pix: pix, k: k, ch: ch };
+        $("#v-compare").href = "../index.html#compare=" + meta.index + ":" + ch;
         applyOverlay();
         var lo = meta.low[k], hi = meta.high[k], cs = meta.channel_stats || {};
         var isLayer = state.norm === "layer";
@@ -494,6 +496,21 @@
       return "linear-gradient(to right," + stops.join(",") + ")";
     }
 
+    // ../index.html#compare=<layer index>:<channel>, as the image pages link here
+    var want = /compare=(\d+):(\d+)/.exec(decodeURIComponent(location.hash));
+    if (want) {
+      run.layers.forEach(function (l, i) { if (l.index === +want[1]) select.value = i; });
+      chInput.value = want[2];
+    }
+    document.addEventListener("keydown", function (e) {
+      var t = e.target.tagName;
+      if (t === "INPUT" || t === "SELECT" || e.ctrlKey || e.metaKey || e.altKey) return;
+      if (e.key === "ArrowLeft" || e.key === "ArrowRight") {
+        var c = channel() + (e.key === "ArrowLeft" ? -1 : 1);
+        if (c >= 0 && c < layer().shape[0]) { chInput.value = c; draw(); }
+        e.preventDefault();
+      }
+    });
     select.addEventListener("change", function () { chInput.value = 0; draw(); });
     chInput.addEventListener("change", draw);
     $("#cmp-prev").addEventListener("click", function () { if (page > 0) { page--; draw(); } });
