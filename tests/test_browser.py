@@ -333,5 +333,5 @@ def test_image_viewer_links_to_the_same_channel_compared_across_the_run(run_fold
     assert page.input_value("#cmp-channel") == "5" and page.input_value("#cmp-layer") == "1"
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("ArrowRight")
-    page.wait_for_function("() => document.querySelector('#cmp-channel').value === '6'")
-    assert "channel 6 of relu_2" in page.inner_text("#cmp-legend")
+    page.wait_for_function("() => document.querySelector('#cmp-channel').value === '6' && "
+                           "document.querySelector('#cmp-legend').textContent.includes('channel 6 of relu_2')")
