@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 from importlib import resources
@@ -186,28 +187,18 @@ def _tiles(layer: dict[str, Any], digits: int) -> str:
     th, tw = layer["tile"]
     dw, dh, enlarged = tile_display(th, tw, len(channels))
     low, high = layer["low"], layer["high"]
-    cs = layer.get("channel_stats") or {}
-    means = cs.get("mean")
     cells = []
     for k, ch in enumerate(channels):
         r, c = divmod(k, columns)
-        x = 0 if columns == 1 else c * 100 / (columns - 1)
-        y = 0 if rows == 1 else r * 100 / (rows - 1)
         lo, hi = low[k], high[k]
         note, cls = "", "tile"
         if lo == hi == 0:
-            note, cls = " dead", "tile dead"
+            note, cls = "<span class=note> dead</span>", "'tile dead'"
         elif lo == hi:
-            note, cls = " flat", "tile flat"
-        mean = f", mean {_num(means[ch])}" if means and ch < len(means) else ""
-        title = f"channel {ch}: min {_num(lo)}, max {_num(hi)}{mean}"
-        if lo == hi == 0:
-            title += " (zero everywhere for this image)"
-        cells.append(
-            f"<figure class='{cls}' data-ch={ch} data-k={k} title='{_esc(title)}'>"
-            f"<div class=px style='background-position:{x:.4f}% {y:.4f}%'></div>"
-            f"<figcaption>{ch}<span class=note>{note}</span></figcaption></figure>")
-    style = (f"--tw:{dw}px;--th:{dh}px;--bs:{columns * 100}% {rows * 100}%;"
+            note, cls = "<span class=note> flat</span>", "'tile flat'"
+        cells.append(f"<figure class={cls} data-ch={ch} data-k={k} style=--c:{c};--r:{r}><div class=px></div>"
+                     f"<figcaption>{ch}{note}</figcaption></figure>")
+    style = (f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};"
              f"--sprite:url(\"{_url(layer['image'])}\")")
     return (f"<div class='tiles{' up' if enlarged else ''}' style='{_esc(style)}' "
             f"data-w={tw} data-h={th}>{''.join(cells)}</div>")
@@ -236,9 +227,13 @@ def _bars(layer: dict[str, Any]) -> str:
         rects.append(f"<rect x='{pad_l + i * bw:.2f}' y='{top:.2f}' width='{max(bw * 0.85, 0.6):.2f}' "
                      f"height='{max(bottom - top, 0.5):.2f}'><title>channel {i}: {_num(raw[i])}</title></rect>")
     top_idx = sorted(range(n), key=lambda i: -values[i])[:VECTOR_TOP]
-    labels = "".join(
-        f"<text class=peak x='{pad_l + (i + 0.5) * bw:.1f}' y='{max(y(values[i]) - 3, 10):.1f}'>{i}</text>"
-        for i in top_idx if values[i] > 0)
+    placed: list[float] = []
+    labels = ""
+    for i in top_idx:  # the largest first; a label never covers another
+        x = pad_l + (i + 0.5) * bw
+        if values[i] > 0 and all(abs(x - other) > 30 for other in placed):
+            placed.append(x)
+            labels += f"<text class=peak x='{x:.1f}' y='{max(y(values[i]) - 3, 10):.1f}'>{i}</text>"
     ticks = "".join(
         f"<text class=tick x='{pad_l - 6}' y='{y(v) + 4:.1f}' text-anchor=end>{_num(v)}</text>"
         f"<line class=grid x1='{pad_l}' x2='{width - 8}' y1='{y(v):.1f}' y2='{y(v):.1f}'/>"
@@ -336,9 +331,9 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
     sections = "".join(_layer_section(layer, digits, gradient, colormap, options.get("sort", "index")) for layer in layers)
     timings = summary.get("timings_ms") or {}
     timing_text = ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items() if isinstance(v, (int, float)))
-    provider = summary.get("provider", "")
+    provider = _esc(summary.get("provider", ""))
     if summary.get("provider_fallback"):
-        provider = f"{provider} ({summary['provider_fallback']})"
+        provider = f"<span title='{_esc(summary['provider_fallback'])}'>{provider} (the requested provider could not run; see summary.json)</span>"
     sort, norm = options.get("sort", "index"), options.get("norm", "channel")
     opt = lambda values, chosen: "".join(  # noqa: E731
         f"<option value={v}{' selected' if v == chosen else ''}>{label}</option>" for v, label in values)
@@ -354,7 +349,7 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
         f"<title>{_esc(summary['image_name'])} - onnxviz</title><style>{_css()}</style></head>"
         f"<body data-page=image>{_svg_colormap(lut)}"
         f"<header><h1>{_esc(summary['image_name'])} <small>through {_esc(summary.get('source', ''))}</small></h1>"
-        f"<p>{_esc(summary.get('model', ''))} &middot; ran on {_esc(provider)} &middot; {_esc(timing_text)}"
+        f"<p>{_esc(summary.get('model', ''))} &middot; ran on {provider} &middot; {_esc(timing_text)}"
         f" &middot; <a href='../index.html'>all images of this run</a></p></header><main>"
         f"<div class=top>{_input_figure(summary)}<div><h2>Top predictions</h2>{_predictions(summary)}</div>"
         f"{_filters(summary, folder)}</div>"
@@ -370,6 +365,15 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
 
 def _js_call(function: str, data: dict[str, Any]) -> str:
     return f"onnxviz.{function}({json.dumps(data, separators=(',', ':'))});\n"
+
+
+def to_json(data: dict[str, Any]) -> str:
+    """JSON for people and programs: indented, with lists of numbers kept on one line each."""
+    text = json.dumps(data, indent=1, ensure_ascii=False)
+    return _NUMBER_LIST.sub(lambda m: "[" + re.sub(r"\s+", "", m.group(1)).replace(",", ", ") + "]", text)
+
+
+_NUMBER_LIST = re.compile(r"\[(\s*(?:-?[0-9][0-9.eE+-]*|null)(?:\s*,\s*(?:-?[0-9][0-9.eE+-]*|null))*\s*)\]")
 
 
 def write_assets(output: Path) -> Path:
@@ -395,7 +399,7 @@ def write_report(folder: Path, summary: dict[str, Any]) -> ReportFiles:
     so that a page opened while a long run goes on already works.
     """
     folder = Path(folder)
-    json_path = write_text(folder / "summary.json", json.dumps(summary, indent=1))
+    json_path = write_text(folder / "summary.json", to_json(summary))
     js_path = write_text(folder / "summary.js", _js_call("summary", summary))
     write_assets(folder.parent)
     html_path = write_text(folder / "index.html", render_html(summary, folder))
@@ -447,7 +451,7 @@ def render_run_html(run: dict[str, Any]) -> str:
 def write_run(output: Path, run: dict[str, Any]) -> RunFiles:
     """Write the run page of `output`: `run.json`, `run.js`, `index.html` and `assets/` (each atomically)."""
     output = ensure_dir(Path(output))
-    json_path = write_text(output / "run.json", json.dumps(run, indent=1))
+    json_path = write_text(output / "run.json", to_json(run))
     js_path = write_text(output / "run.js", _js_call("run", run))
     assets = write_assets(output)
     html_path = write_text(output / "index.html", render_run_html(run))

@@ -222,6 +222,13 @@
       observer.observe(L.section);
       legend(L);
       if (state.sort !== summary.options.sort) sortTiles(L);
+      L.tiles.addEventListener("mouseover", function (e) {
+        var fig = e.target.closest(".tile");
+        if (!fig || fig.title) return;
+        var k = +fig.dataset.k, ch = +fig.dataset.ch, cs = L.meta.channel_stats || {}, lo = L.meta.low[k], hi = L.meta.high[k];
+        fig.title = "channel " + ch + ": min " + fmt(lo) + ", max " + fmt(hi) + (cs.mean ? ", mean " + fmt(cs.mean[ch]) : "") +
+          (lo === 0 && hi === 0 ? " (zero everywhere for this image)" : lo === hi ? " (constant)" : "") + "; click to open";
+      });
       L.tiles.addEventListener("click", function (e) {
         var fig = e.target.closest(".tile");
         if (fig) viewer.open(L, fig);
