@@ -446,7 +446,8 @@
         sc.appendChild(el("span", { class: "lo" }, fmt(lo))); sc.appendChild(el("span", { class: "hi" }, fmt(hi)));
         box.appendChild(bar); box.appendChild(sc); legendEl.appendChild(box);
         legendEl.appendChild(el("span", { class: "norm" }, "channel " + ch + " of " + lyr.name + ": one scale for these " +
-          entries.length + " images, " + fmt(lo) + " .. " + fmt(hi)));
+          entries.length + " images, " + fmt(lo) + " .. " + fmt(hi) +
+          (lo === 0 && hi === 0 ? " (zero everywhere in every one of them)" : "")));
         var draws = Promise.resolve();
         entries.forEach(function (e) {
           var fig = el("figure", { class: "cmp-tile", "data-folder": e.img.folder });
