@@ -301,7 +301,8 @@ def _filters(summary: dict[str, Any], folder: Path | None) -> str:
         dims = f" width={w * f} height={h * f}"
     order = filters.get("channel_order", "RGB")
     return (f"<figure class=filters><img src='{_url(filters['file'])}'{dims} alt='first-layer filters'>"
-            f"<figcaption>{_esc(filters['layer'])}: {filters['count']} learned filters of {_esc(filters['kernel'])}, "
+            f"<figcaption>{_esc(filters['layer'])}: {filters['count']} learned filters "
+            f"({_esc(re.sub(r'^[0-9]+ filters of ', '', str(filters['kernel'])))}), "
             f"the kernels of the first convolution as {_esc(order)} colour patches; gray is 0, one scale for all"
             f"</figcaption></figure>")
 
@@ -309,7 +310,7 @@ def _filters(summary: dict[str, Any], folder: Path | None) -> str:
 def _input_figure(summary: dict[str, Any]) -> str:
     inp = summary["input"]
     h, w = int(inp["height"]), int(inp["width"])
-    f = max(1, math.ceil(INPUT_MIN_SIDE / max(h, w, 1)))
+    f = max(1, round(INPUT_MIN_SIDE / max(h, w, 1)))
     resize = inp.get("resize", "stretch")
     return (f"<figure class=input><img src='{_url(inp.get('file', 'input.png'))}' width={w * f} height={h * f} "
             f"alt='the input image' class={'up' if f > 1 else 'native'}>"

@@ -335,3 +335,138 @@ def test_image_viewer_links_to_the_same_channel_compared_across_the_run(run_fold
     page.keyboard.press("ArrowRight")
     page.wait_for_function("() => document.querySelector('#cmp-channel').value === '6' && "
                            "document.querySelector('#cmp-legend').textContent.includes('channel 6 of relu_2')")
+
+
+# ------------------------------------------------------------------------------------------------
+# Pages of real renders: the value under the cursor against ONNX Runtime's own output
+
+
+def tiny_model_file(path: Path) -> Path:
+    """NHWC RGB 0..255 -> Conv(5, 3x3) -> Relu -> GlobalAveragePool: two maps and a 1x1 vector."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxviz.metadata import KERAS_MODES, LayerInfo, ModelInfo, write_info
+
+    size, rng = 12, np.random.default_rng(5)
+    w = rng.normal(0, 0.5, (5, 3, 3, 3)).astype(np.float32)
+    w[2] = 0  # with a zero bias: a channel that is zero everywhere
+    b = np.array([0.1, -0.2, 0.0, 0.3, 0.05], np.float32)
+    nodes = [helper.make_node("Mul", ["image", "k"], ["scaled"]),
+             helper.make_node("Transpose", ["scaled"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "W", "B"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["conv"], ["relu"]),
+             helper.make_node("GlobalAveragePool", ["relu"], ["gap"])]
+    inits = [numpy_helper.from_array(np.array(1 / 255, np.float32), "k"), numpy_helper.from_array(w, "W"),
+             numpy_helper.from_array(b, "B")]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 5, s, s])
+            for n, s in (("conv", size), ("relu", size), ("gap", 1))]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                            ["N", size, size, 3])], outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    write_info(model, ModelInfo(
+        input_name="image", height=size, width=size,
+        layers=[LayerInfo("conv", "Conv2D", [None, 5, size, size], "NCHW"),
+                LayerInfo("relu", "ReLU", [None, 5, size, size], "NCHW"),
+                LayerInfo("gap", "GlobalAveragePooling2D", [None, 5, 1, 1], "NCHW")],
+        preprocessing=KERAS_MODES["none"], source="tiny", version="test"))
+    onnx.save(model, path)
+    return path
+
+
+def render_cli(model: Path, images: list[Path], out: Path) -> None:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "onnxviz", "render", str(model), *map(str, images), "-o", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def ort_maps(model: Path, folder: Path) -> dict[str, np.ndarray]:
+    """Every output of `model` for the exact pixels the render fed it (input.png), by ONNX Runtime."""
+    import cv2
+    import onnxruntime as ort
+
+    rgb = cv2.imread(str(folder / "input.png"), cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, (v[0] for v in session.run(names, {session.get_inputs()[0].name: rgb[None]}))))
+
+
+def check_values_under_cursor(page, summary: dict, layer_name: str, truth: np.ndarray, channels: list[int]):
+    layer = next(x for x in summary["layers"] if x["name"] == layer_name)
+    digits = max(3, len(str(max(x["index"] for x in summary["layers"]))))
+    section = f"#layer-{layer['index']:0{digits}d}"
+    h, w = layer["tile"]
+    for ch in channels:
+        page.locator(section).scroll_into_view_if_needed()
+        page.click(f"{section} .tile[data-ch='{ch}']")
+        page.wait_for_function(f"() => document.querySelector('#v-title').textContent.includes('channel {ch} ') && "
+                               "document.querySelector('#v-readout').textContent.startsWith('move')")
+        box = page.locator("#v-canvas").bounding_box()
+        k = layer["channels"].index(ch)
+        # one 8-bit step, plus what rounding low and high for summary.json may add
+        step = (layer["high"][k] - layer["low"][k]) / 255 + 1e-3 * max(abs(layer["low"][k]), abs(layer["high"][k]))
+        for x, y in [(0, 0), (w - 1, h - 1), (w // 2, h // 3), (w // 5, h - 2)]:
+            page.mouse.move(box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
+            m = re.search(r"channel (\d+) at x (\d+), y (\d+): (\S+)", page.inner_text("#v-readout"))
+            assert m and (int(m[1]), int(m[2]), int(m[3])) == (ch, x, y), page.inner_text("#v-readout")
+            assert abs(float(m[4]) - truth[ch, y, x]) <= step, (layer_name, ch, x, y, m[4], truth[ch, y, x])
+        page.keyboard.press("Escape")
+
+
+def test_a_real_render_shows_onnx_runtime_values_under_the_cursor(tmp_path, open_page):
+    import cv2
+    import json
+
+    model = tiny_model_file(tmp_path / "tiny.onnx")
+    photos = []
+    for n, name in enumerate(["a photo.png", "ünïcode #2.png"]):
+        photos.append(tmp_path / name)
+        cv2.imwrite(str(photos[-1]), np.random.default_rng(n).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    render_cli(model, photos, out)
+    run = json.loads((out / "run.json").read_text())
+    assert [i["image_name"] for i in run["images"]] == ["a photo.png", "ünïcode #2.png"]
+    folder = out / run["images"][1]["folder"]
+    summary = json.loads((folder / "summary.json").read_text())
+    truth = ort_maps(model, folder)
+    page = open_page(folder / "index.html").page
+    check_values_under_cursor(page, summary, "conv", truth["conv"], [0, 3])
+    check_values_under_cursor(page, summary, "relu", truth["relu"], [1])
+    relu = next(x for x in summary["layers"] if x["name"] == "relu")
+    dead = int(sum(not truth["relu"][c].any() for c in range(5)))
+    assert dead >= 1 and not truth["relu"][2].any()  # channel 2 has no weights and no bias
+    assert f"{dead} of 5 channels are zero everywhere for this image" in page.inner_text(f"#layer-{relu['index']:03d} .meta")
+    dead_tiles = page.eval_on_selector_all(f"#layer-{relu['index']:03d} .tile.dead", "els => els.map(e => +e.dataset.ch)")
+    assert dead_tiles == [c for c in range(5) if not truth["relu"][c].any()]
+    gap = next(x for x in summary["layers"] if x["name"] == "gap")
+    assert gap["kind"] == "vector" and page.locator(f"#layer-{gap['index']:03d} svg.bars rect").count() == 5
+    run_page = open_page(out / "index.html").page
+    run_page.wait_for_function("() => document.querySelectorAll('#cmp-tiles .cmp-tile canvas').length === 2")
+
+
+def test_a_real_mobilenet_report_matches_onnx_runtime_and_logs_no_errors(mobilenet_onnx, shared_data, tmp_path, open_page):
+    import json
+
+    model, _ = mobilenet_onnx
+    out = tmp_path / "out"
+    render_cli(model, [shared_data / "images" / "chelsea.png", shared_data / "images" / "coffee.png"], out)
+    folder = out / "coffee"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["predictions"][0]["label"] == "espresso"
+    truth = ort_maps(model, folder)
+    page = open_page(folder / "index.html").page
+    assert "espresso" in page.inner_text("table.preds")
+    for name, channels in (("conv1", [0, 5]), ("conv_pw_13_relu", [3])):
+        check_values_under_cursor(page, summary, name, truth[name], channels)
+    page.select_option("#sort", "max")
+    layer = next(x for x in summary["layers"] if x["name"] == "conv_pw_5_relu")
+    expected = sorted(layer["channels"], key=lambda c: (-layer["channel_stats"]["max"][c], c))
+    assert tile_order(page, f"#layer-{layer['index']:03d}") == expected
+    pooled = next(x for x in summary["layers"] if x["name"] == "global_average_pooling2d")
+    dead = sum(1 for v in truth["global_average_pooling2d"].ravel() if v == 0)
+    text = page.inner_text(f"#layer-{pooled['index']:03d} .meta")
+    assert (f"{dead} of 256 channels are 0 for this image" in text) if dead else ("no channel is zero" in text)
+    run_page = open_page(out / "index.html").page
+    run_page.wait_for_function("() => document.querySelectorAll('#cmp-tiles .cmp-tile canvas').length === 2")
