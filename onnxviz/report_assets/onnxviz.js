@@ -249,16 +249,17 @@
   function makeViewer(summary, lut, layers, load, scaleOf, state) {
     var root = $("#viewer");
     root.innerHTML =
-      "<div class=vbox role=dialog aria-modal=true aria-labelledby=v-title><h3 id=v-title></h3>" +
-      "<div class=vrow><button type=button data-go=ch-1>&larr; channel</button><button type=button data-go=ch1>channel &rarr;</button>" +
-      "<button type=button data-go=layer-1>&uarr; layer</button><button type=button data-go=layer1>layer &darr;</button>" +
-      "<label><input type=checkbox id=v-overlay> over the input image (o)</label>" +
-      "<label>opacity <input type=range id=v-opacity min=0.1 max=1 step=0.05 value=0.6></label>" +
-      "<a id=v-compare href='../index.html'>this channel in every image</a>" +
-      "<button type=button data-go=close>close (Esc)</button></div>" +
-      "<div class=vstage><img alt='input image' id=v-input><canvas id=v-canvas></canvas></div>" +
-      "<div class=legend><span class=cbarbox><span class=cbar></span><span class=scale><span class=lo></span><span class=hi></span></span></span><span class=norm id=v-norm></span></div>" +
-      "<div class=readout id=v-readout></div><div class=meta id=v-stats></div></div>";
+      "<div class=vbox role=dialog aria-modal=true aria-labelledby=v-title><h3 id=v-title></h3><div class=vbody>" +
+      "<div class=vstage><img alt='input image' id=v-input><canvas id=v-canvas></canvas><div id=v-cursor hidden></div></div>" +
+      "<div class=vside><div class=legend><span class=cbarbox><span class=cbar></span><span class=scale><span class=lo></span>" +
+      "<span class=hi></span></span></span><span class=norm id=v-norm></span></div>" +
+      "<div class=readout id=v-readout></div><div class=meta id=v-stats></div>" +
+      "<div class=vrow><button type=button data-go=ch-1>&larr; channel</button><button type=button data-go=ch1>channel &rarr;</button></div>" +
+      "<div class=vrow><button type=button data-go=layer-1>&uarr; layer</button><button type=button data-go=layer1>layer &darr;</button></div>" +
+      "<div class=vrow><label><input type=checkbox id=v-overlay> over the input image (o)</label></div>" +
+      "<div class=vrow><label>opacity <input type=range id=v-opacity min=0.1 max=1 step=0.05 value=0.6></label></div>" +
+      "<div class=vrow><a id=v-compare href='../index.html'>this channel in every image of the run</a></div>" +
+      "<div class=vrow><button type=button data-go=close>close (Esc)</button></div></div></div></div>";
     var canvas = $("#v-canvas"), input = $("#v-input"), readout = $("#v-readout"), overlay = $("#v-overlay"), opacity = $("#v-opacity");
     input.src = urlPath(summary.input.file || "input.png");
     $(".cbar", root).style.background = $(".cbar").style.background;
@@ -283,7 +284,7 @@
         var pix = channelPixels(L.sprite, meta, k);
         var s = scaleOf(L, k);
         paint(canvas, pix, w, h, meta.low[k], meta.high[k], s[0], s[1], lut);
-        var maxW = Math.min(window.innerWidth - 80, 960), maxH = Math.max(200, window.innerHeight - 300);
+        var maxW = Math.max(200, Math.min(window.innerWidth - 420, 1100)), maxH = Math.max(200, window.innerHeight - 130);
         var f = Math.min(maxW / w, maxH / h);
         if (f >= 1) f = Math.floor(f);
         canvas.style.width = Math.round(w * f) + "px";
@@ -302,6 +303,7 @@
           (cs.mean ? "  mean " + fmt(cs.mean[ch]) : "") + "  \u00b7  8-bit step " + fmt((hi - lo) / 255) +
           (status ? "  \u00b7  " + status : "");
         readout.textContent = "move the cursor over the map to read its value";
+        $("#v-cursor").hidden = true;
       });
     }
 
@@ -332,8 +334,15 @@
       var p = cur.pix[y * w + x], lo = m.low[cur.k], hi = m.high[cur.k];
       var v = lo + (p / 255) * (hi - lo);
       readout.textContent = "channel " + cur.ch + " at x " + x + ", y " + y + ": " + exact(v);
+      var c = $("#v-cursor");
+      c.hidden = false;
+      c.style.left = (x * r.width) / w + "px"; c.style.top = (y * r.height) / h + "px";
+      c.style.width = r.width / w + "px"; c.style.height = r.height / h + "px";
     });
-    canvas.addEventListener("mouseleave", function () { if (cur) readout.textContent = "move the cursor over the map to read its value"; });
+    canvas.addEventListener("mouseleave", function () {
+      $("#v-cursor").hidden = true;
+      if (cur) readout.textContent = "move the cursor over the map to read its value";
+    });
     overlay.addEventListener("change", applyOverlay);
     opacity.addEventListener("input", applyOverlay);
     root.addEventListener("click", function (e) {
