@@ -335,6 +335,10 @@ def test_image_viewer_links_to_the_same_channel_compared_across_the_run(run_fold
     page.keyboard.press("ArrowRight")
     page.wait_for_function("() => document.querySelector('#cmp-channel').value === '6' && "
                            "document.querySelector('#cmp-legend').textContent.includes('channel 6 of relu_2')")
+    for _ in range(4):  # quicker than the maps load: the last channel asked for is the one drawn
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => document.querySelector('#cmp-legend').textContent.includes('channel 10 of relu_2') && "
+                           "document.querySelectorAll('#cmp-tiles .cmp-tile.drawn').length === 3")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -457,7 +457,7 @@
         legendEl.appendChild(el("span", { class: "norm" }, "channel " + ch + " of " + lyr.name + ": one scale for these " +
           entries.length + " images, " + fmt(lo) + " .. " + fmt(hi) +
           (lo === 0 && hi === 0 ? " (zero everywhere in every one of them)" : "")));
-        var draws = Promise.resolve();
+        var draws = [];
         entries.forEach(function (e) {
           var fig = el("figure", { class: "cmp-tile", "data-folder": e.img.folder });
           var a = el("a", { href: urlPath(e.img.folder) + "/index.html#layer-" + pad(lyr.index, digits) });
@@ -493,18 +493,28 @@
           var canvas = el("canvas");
           canvas.style.width = dw + "px"; canvas.style.height = dh + "px";
           a.appendChild(canvas);
-          draws = draws.then(function () {
+          // scripts load one at a time (see loadData); the PNGs decode side by side
+          draws.push(sprite(e.img.folder, e.L).then(function (sp) {
             if (my !== gen) return;
-            return loadData(urlPath(e.img.folder) + "/" + urlPath(e.L.data)).then(function (d) { return decodeGray(d.b64); })
-              .then(function (sprite) {
-                if (my !== gen) return;
-                paint(canvas, channelPixels(sprite, e.L, k), w, h, e.L.low[k], e.L.high[k], lo, hi, lut);
-                fig.classList.add("drawn");
-              }, function (err) { a.textContent = ""; a.appendChild(el("div", { class: "missing" }, err.message)); });
-          });
+            paint(canvas, channelPixels(sp, e.L, k), w, h, e.L.low[k], e.L.high[k], lo, hi, lut);
+            fig.classList.add("drawn");
+          }, function (err) { a.textContent = ""; a.appendChild(el("div", { class: "missing" }, err.message)); }));
         });
-        return draws;
+        return Promise.all(draws);
       }).then(function () { if (my === gen) section.dataset.ready = String(my); });
+    }
+
+    // the decoded maps of the layer and page shown: stepping through channels reads no file again
+    var sprites = new Map(), spritesKey = "";
+    function sprite(folder, L) {
+      var key = L.index + "/" + page;
+      if (key !== spritesKey) { sprites.clear(); spritesKey = key; }
+      if (!sprites.has(folder)) {
+        var p = loadData(urlPath(folder) + "/" + urlPath(L.data)).then(function (d) { return decodeGray(d.b64); });
+        sprites.set(folder, p);
+        p.catch(function () { if (sprites.get(folder) === p) sprites.delete(folder); });
+      }
+      return sprites.get(folder);
     }
 
     function gradient(l) {
