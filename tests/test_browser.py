@@ -323,7 +323,7 @@ def test_run_page_of_1000_images_loads_fast_and_compares_them_a_page_at_a_time(t
 
 
 def test_image_viewer_links_to_the_same_channel_compared_across_the_run(run_folder, open_page):
-    out, _, _ = run_folder
+    out, _, summaries = run_folder
     page = open_page(out / "chelsea" / "index.html").page
     page.click("#layer-001 .tile[data-ch='5']")
     page.wait_for_function("() => document.querySelector('#v-compare').href.endsWith('#compare=1:5')")
@@ -337,8 +337,10 @@ def test_image_viewer_links_to_the_same_channel_compared_across_the_run(run_fold
                            "document.querySelector('#cmp-legend').textContent.includes('channel 6 of relu_2')")
     for _ in range(4):  # quicker than the maps load: the last channel asked for is the one drawn
         page.keyboard.press("ArrowRight")
-    page.wait_for_function("() => document.querySelector('#cmp-legend').textContent.includes('channel 10 of relu_2') && "
-                           "document.querySelectorAll('#cmp-tiles .cmp-tile.drawn').length === 3")
+    stored = sum(10 in s["layers"][1]["channels"] for s in summaries.values())
+    page.wait_for_function("n => document.querySelector('#cmp-legend').textContent.includes('channel 10 of relu_2') && "
+                           "document.querySelectorAll('#cmp-tiles .cmp-tile.drawn').length === n && "
+                           "document.querySelectorAll('#cmp-tiles .cmp-tile').length === 3", arg=stored)
 
 
 # ------------------------------------------------------------------------------------------------
