@@ -296,16 +296,26 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
 
     `outputs` limits the outputs computed and returned (default: all graph outputs).
     `threads` is ORT's intra-op thread count (default: the physical cores available).
+    A missing or truncated external-data file is named before ORT reads anything.
     """
+    from .modelfile import check_model_file
+
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model file '{path}' does not exist")
     if path.is_dir():
         raise ModelError(f"'{path}' is a folder, not an ONNX model")
+    try:
+        check_model_file(path)
+    except ModelError as exc:
+        if "is not an ONNX model" not in str(exc):
+            raise
     providers = resolve_providers(provider)
     options = session_options(threads, prepack)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except OnnxvizError:
+        raise
     except Exception as exc:  # ORT's pybind exceptions share no base class but Exception
         if is_allocation_error(exc):
             raise OnnxvizError(f"'{path}' does not fit in memory ({_ort_message(exc)})") from exc
