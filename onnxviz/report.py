@@ -297,7 +297,7 @@ def _filters(summary: dict[str, Any], folder: Path | None) -> str:
     dims = ""
     if size:
         w, h = size
-        f = max(1, math.ceil(FILTERS_MIN_WIDTH / max(w, 1)))
+        f = max(1, min(4, math.ceil(FILTERS_MIN_WIDTH / max(w, 1))))
         dims = f" width={w * f} height={h * f}"
     order = filters.get("channel_order", "RGB")
     return (f"<figure class=filters><img src='{_url(filters['file'])}'{dims} alt='first-layer filters'>"
@@ -334,7 +334,7 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
     timing_text = ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items() if isinstance(v, (int, float)))
     provider = _esc(summary.get("provider", ""))
     if summary.get("provider_fallback"):
-        provider = f"<span title='{_esc(summary['provider_fallback'])}'>{provider} (the requested provider could not run; see summary.json)</span>"
+        provider = f"<span title='{_esc(summary['provider_fallback'])}'>{provider} (CUDA could not be used; hover here for why)</span>"
     sort, norm = options.get("sort", "index"), options.get("norm", "channel")
     opt = lambda values, chosen: "".join(  # noqa: E731
         f"<option value={v}{' selected' if v == chosen else ''}>{label}</option>" for v, label in values)
