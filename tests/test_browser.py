@@ -476,3 +476,21 @@ def test_a_real_mobilenet_report_matches_onnx_runtime_and_logs_no_errors(mobilen
     assert (f"{dead} of 256 channels are 0 for this image" in text) if dead else ("no channel is zero" in text)
     run_page = open_page(out / "index.html").page
     run_page.wait_for_function("() => document.querySelectorAll('#cmp-tiles .cmp-tile canvas').length === 2")
+
+
+def test_a_layer_with_thousands_of_channels_shows_them_all(tmp_path, open_page):
+    rng = np.random.default_rng(9)
+    wide = np.maximum(rng.normal(0, 1, (2048, 7, 7)), 0).astype(np.float32)
+    logits = rng.normal(0, 1, 4096).astype(np.float32)
+    s = build_image(tmp_path, "wide", "wide.png", [("block5", "Conv2D", wide), ("fc", "Dense", logits)],
+                    max_channels=None)
+    page = open_page(tmp_path / "wide" / "index.html").page
+    assert page.locator("#layer-000 .tile").count() == 2048
+    wait_live(page, "#layer-000")
+    assert tile_order(page, "#layer-000") == list(range(2048))
+    width = page.locator("#layer-000 .tile canvas").first.bounding_box()["width"]
+    assert 90 <= width <= 110  # smaller tiles when there are thousands, still enlarged from 7 px
+    page.select_option("#sort", "max")
+    stats = s["layers"][0]["channel_stats"]["max"]
+    assert tile_order(page, "#layer-000")[:5] == sorted(range(2048), key=lambda c: (-stats[c], c))[:5]
+    assert page.locator("#layer-001 svg.bars rect").count() == 4096
