@@ -179,7 +179,7 @@ def _legend(layer: dict[str, Any], gradient: str, colormap: str) -> str:
     )
 
 
-def _tiles(layer: dict[str, Any], digits: int) -> str:
+def _tiles(layer: dict[str, Any]) -> str:
     """Each stored channel as a window on the layer's sprite, labelled with its channel number."""
     channels = layer["channels"]
     columns = max(1, int(layer["columns"]))
@@ -200,8 +200,7 @@ def _tiles(layer: dict[str, Any], digits: int) -> str:
                      f"<figcaption>{ch}{note}</figcaption></figure>")
     style = (f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};"
              f"--sprite:url(\"{_url(layer['image'])}\")")
-    return (f"<div class='tiles{' up' if enlarged else ''}' style='{_esc(style)}' "
-            f"data-w={tw} data-h={th}>{''.join(cells)}</div>")
+    return f"<div class='tiles{' up' if enlarged else ''}' style='{_esc(style)}'>{''.join(cells)}</div>"
 
 
 def _bars(layer: dict[str, Any]) -> str:
@@ -273,7 +272,7 @@ def _layer_section(layer: dict[str, Any], digits: int, gradient: str, colormap: 
     per_row = max(1, 1300 // (dw + 8))
     estimate = 120 + math.ceil(shown / per_row) * (dh + 26)
     body = (f"<div class=meta>{' &middot; '.join(facts)}</div>{_legend(layer, gradient, colormap)}"
-            f"{_tiles(layer, digits)}")
+            f"{_tiles(layer)}")
     return (f"<section class='layer map' id='layer-{idx}' data-index={layer['index']} "
             f"style='contain-intrinsic-size:auto {estimate}px'>{head}{body}</section>")
 
