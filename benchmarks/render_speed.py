@@ -1,8 +1,8 @@
 """Render speed against the same file's inference alone, side by side, alternating; medians.
 
     python benchmarks/make_photos.py --out /tmp/photos100
-    python benchmarks/render_speed.py /work/bigmodels/resnet101v2.onnx /tmp/photos100 --repeats 3 \
-        --before /tmp/before --before-repeats 1
+    python benchmarks/render_speed.py /tmp/startup_resnet/external.onnx /tmp/photos100 --repeats 2 \
+        --before /tmp/before --before-repeats 1 --before-model /work/bigmodels/resnet101v2.onnx
 
 Each measurement runs in its own process (so each starts cold, as a user's run does), in
 turn: `infer` (an ONNX Runtime session with render's options running the file with every
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", type=Path, help="code root of the version to compare with")
     parser.add_argument("--before-repeats", type=int, default=1)
+    parser.add_argument("--before-model", type=Path, help="the file the earlier version reads (default: MODEL)")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     runs: dict[str, list[dict]] = {"infer": [], "after": [], "before": []}
@@ -83,7 +84,8 @@ def main() -> None:
             else:
                 out = Path(tempfile.mkdtemp(prefix=f"render-{kind}-"))
                 try:
-                    r = run(RENDER, ROOT if kind == "after" else args.before, [str(args.model), str(args.photos), str(out)])
+                    model = args.model if kind == "after" else (args.before_model or args.model)
+                    r = run(RENDER, ROOT if kind == "after" else args.before, [str(model), str(args.photos), str(out)])
                 finally:
                     shutil.rmtree(out, ignore_errors=True)
             r["images_per_s"] = r["images"] / r["seconds"]

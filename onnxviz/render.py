@@ -25,7 +25,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -175,6 +175,15 @@ def check_channels(chosen: list[LayerInfo], options: RenderOptions) -> None:
                                f"channels; choose A below {c} or pick layers with --layers")
 
 
+def default_workers() -> int:
+    """Threads that draw, encode and write: one core fewer than ONNX Runtime's threads use, at
+    most 4. On 2 cores one worker beside ORT's two threads was measured faster than two
+    (benchmarks/RESULTS.md): the cores are shared, more threads only preempt ORT's."""
+    from .runtime import physical_cores
+
+    return max(1, min(4, physical_cores() - 1))
+
+
 def _folder_names(images: list[Path]) -> list[str]:
     """`<stem>`, or `<stem>_<suffix>` where two images share a stem."""
     stems: dict[str, int] = {}
@@ -255,7 +264,7 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
     keep = [info.prediction_output] if info.prediction_output and options.top_k > 0 else []
     output = Path(output)
     made_output = not output.exists()
-    workers = options.workers or max(1, min(4, os.cpu_count() or 1))
+    workers = options.workers or default_workers()
     timings = dict.fromkeys(STAGES, 0.0)
     results: list[ImageResult] = []
     run = store.Run(str(model), info.source, [
@@ -295,8 +304,7 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
                 for key, value in stage_s.items():
                     timings[key] += value
                 results.append(result)
-                top = result.predictions[0] if result.predictions else None
-                run.images.append(store.RunImage(result.folder.name, path.name, {"label": top["label"], "score": top["score"]} if top else None))
+                run.images.append(_run_image(result))
                 done += 1
                 if progress:
                     progress(done, len(images), path.name)
@@ -335,12 +343,15 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
             stop.set()
             for _, job in pending:
                 job.cancel()
-            for _, job in pending:
-                if not job.cancelled():
-                    try:
-                        job.result()
-                    except BaseException:  # noqa: S110 - abandoned images clean up after themselves
-                        pass
+            for path, job in pending:
+                if job.cancelled():
+                    continue
+                try:
+                    result, _ = job.result()
+                except BaseException:  # noqa: S110 - an abandoned image cleans up after itself
+                    continue
+                results.append(result)  # finished while the run stopped: complete, so listed
+                run.images.append(_run_image(result))
             pending.clear()
             _finish_run(output, run, made_output and not results)
             raise
@@ -350,6 +361,12 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
     _finish_run(output, run, made_output and not results)
     return RenderResult(model, output, session.provider, session.fallback, results, failed,
                         [layer.name for layer in chosen], time.perf_counter() - started, timings)
+
+
+def _run_image(result: ImageResult) -> store.RunImage:
+    top = result.predictions[0] if result.predictions else None
+    return store.RunImage(result.folder.name, result.image.name,
+                          {"label": top["label"], "score": top["score"]} if top else None)
 
 
 def _finish_run(output: Path, run: store.Run, remove: bool) -> None:

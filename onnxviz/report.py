@@ -168,15 +168,40 @@ def _dead_text(layer: dict[str, Any]) -> str:
             f"(dead for this image)</span>")
 
 
-def _legend(layer: dict[str, Any], gradient: str, colormap: str) -> str:
+def _legend(layer: dict[str, Any], gradient: str, colormap: str, norm: str) -> str:
+    """Colour bar, its scale and the normalisation of the static tiles (as stored: `norm` of the render)."""
     st = layer["stats"]
+    if norm == "layer":
+        lo, hi = _num(layer["low"][0]) if layer.get("low") else "min", _num(layer["high"][0]) if layer.get("high") else "max"
+        text = f"{_esc(colormap)}; one scale for every tile of this layer: {lo} .. {hi} (per layer, as stored)"
+    else:
+        lo, hi = "min", "max"
+        text = (f"{_esc(colormap)}; each tile scaled to its own min..max (per channel, as stored); "
+                f"values in this layer {_num(st['min'])} .. {_num(st['max'])}")
     return (
         "<div class=legend>"
         f"<span class=cbarbox><span class=cbar style='background:{gradient}'></span>"
-        f"<span class=scale><span class=lo>min</span><span class=hi>max</span></span></span>"
-        f"<span class=norm>{_esc(colormap)}; each tile scaled to its own min..max (per channel, as stored); "
-        f"values in this layer {_num(st['min'])} .. {_num(st['max'])}</span></div>"
+        f"<span class=scale><span class=lo>{lo}</span><span class=hi>{hi}</span></span></span>"
+        f"<span class=norm>{text}</span></div>"
     )
+
+
+def channel_state(layer: dict[str, Any], k: int) -> str:
+    """'dead' (zero everywhere for this image), 'flat' (constant, not zero) or '' for stored channel k.
+
+    From the channel's own statistics (`channel_stats`, aligned with `channels`): the stored
+    `low`/`high` are the layer's range when the render normalised per layer.
+    """
+    cs = layer.get("channel_stats") or {}
+    lo = (cs.get("min") or [None] * (k + 1))[k]
+    hi = (cs.get("max") or [None] * (k + 1))[k]
+    if lo is None or hi is None:
+        lo, hi = layer["low"][k], layer["high"][k]
+    if lo == 0 and hi == 0:
+        return "dead"
+    if lo == hi or layer["low"][k] == layer["high"][k]:
+        return "flat"
+    return ""
 
 
 def _tiles(layer: dict[str, Any]) -> str:
@@ -186,16 +211,11 @@ def _tiles(layer: dict[str, Any]) -> str:
     rows = max(1, math.ceil(len(channels) / columns))
     th, tw = layer["tile"]
     dw, dh, enlarged = tile_display(th, tw, len(channels))
-    low, high = layer["low"], layer["high"]
     cells = []
     for k, ch in enumerate(channels):
         r, c = divmod(k, columns)
-        lo, hi = low[k], high[k]
-        note, cls = "", "tile"
-        if lo == hi == 0:
-            note, cls = "<span class=note> dead</span>", "'tile dead'"
-        elif lo == hi:
-            note, cls = "<span class=note> flat</span>", "'tile flat'"
+        state = channel_state(layer, k)
+        note, cls = (f"<span class=note> {state}</span>", f"'tile {state}'") if state else ("", "tile")
         cells.append(f"<figure class={cls} data-ch={ch} data-k={k} style=--c:{c};--r:{r}><div class=px></div>"
                      f"<figcaption>{ch}{note}</figcaption></figure>")
     style = (f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};"
@@ -248,7 +268,7 @@ def _bars(layer: dict[str, Any]) -> str:
             f"Largest: {_esc(top_text)}</p>")
 
 
-def _layer_section(layer: dict[str, Any], digits: int, gradient: str, colormap: str, sort: str) -> str:
+def _layer_section(layer: dict[str, Any], digits: int, gradient: str, colormap: str, sort: str, norm: str) -> str:
     idx = str(layer["index"]).zfill(digits)
     st = layer["stats"]
     shape = " x ".join(str(d) for d in layer["shape"])
@@ -271,7 +291,7 @@ def _layer_section(layer: dict[str, Any], digits: int, gradient: str, colormap: 
     dw, dh, _ = tile_display(th, tw, shown)
     per_row = max(1, 1300 // (dw + 8))
     estimate = 120 + math.ceil(shown / per_row) * (dh + 26)
-    body = (f"<div class=meta>{' &middot; '.join(facts)}</div>{_legend(layer, gradient, colormap)}"
+    body = (f"<div class=meta>{' &middot; '.join(facts)}</div>{_legend(layer, gradient, colormap, norm)}"
             f"{_tiles(layer)}")
     return (f"<section class='layer map' id='layer-{idx}' data-index={layer['index']} "
             f"style='contain-intrinsic-size:auto {estimate}px'>{head}{body}</section>")
@@ -328,7 +348,8 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
         f"<a href='#layer-{str(layer['index']).zfill(digits)}'>{str(layer['index']).zfill(digits)} "
         f"{_esc(layer['name'])}{' <small>vector</small>' if layer.get('kind') == 'vector' else ''}</a>"
         for layer in layers)
-    sections = "".join(_layer_section(layer, digits, gradient, colormap, options.get("sort", "index")) for layer in layers)
+    sections = "".join(_layer_section(layer, digits, gradient, colormap, options.get("sort", "index"),
+                                      options.get("norm", "channel")) for layer in layers)
     timings = summary.get("timings_ms") or {}
     timing_text = ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items() if isinstance(v, (int, float)))
     provider = _esc(summary.get("provider", ""))
@@ -363,17 +384,9 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
     )
 
 
-def _js_call(function: str, data: dict[str, Any]) -> str:
-    return f"onnxviz.{function}({json.dumps(data, separators=(',', ':'))});\n"
-
-
-def to_json(data: dict[str, Any]) -> str:
-    """JSON for people and programs: indented, with lists of numbers kept on one line each."""
-    text = json.dumps(data, indent=1, ensure_ascii=False)
-    return _NUMBER_LIST.sub(lambda m: "[" + re.sub(r"\s+", "", m.group(1)).replace(",", ", ") + "]", text)
-
-
-_NUMBER_LIST = re.compile(r"\[(\s*(?:-?[0-9][0-9.eE+-]*|null)(?:\s*,\s*(?:-?[0-9][0-9.eE+-]*|null))*\s*)\]")
+def _json(data: dict[str, Any]) -> str:
+    """Compact JSON: the same text goes into the `.json` file and, wrapped, into the `.js` file."""
+    return json.dumps(data, separators=(",", ":"))
 
 
 def write_assets(output: Path) -> Path:
@@ -399,8 +412,9 @@ def write_report(folder: Path, summary: dict[str, Any]) -> ReportFiles:
     so that a page opened while a long run goes on already works.
     """
     folder = Path(folder)
-    json_path = write_text(folder / "summary.json", to_json(summary))
-    js_path = write_text(folder / "summary.js", _js_call("summary", summary))
+    text = _json(summary)
+    json_path = write_text(folder / "summary.json", text)
+    js_path = write_text(folder / "summary.js", f"onnxviz.summary({text});\n")
     write_assets(folder.parent)
     html_path = write_text(folder / "index.html", render_html(summary, folder))
     return ReportFiles(json_path, js_path, html_path)
@@ -451,8 +465,9 @@ def render_run_html(run: dict[str, Any]) -> str:
 def write_run(output: Path, run: dict[str, Any]) -> RunFiles:
     """Write the run page of `output`: `run.json`, `run.js`, `index.html` and `assets/` (each atomically)."""
     output = ensure_dir(Path(output))
-    json_path = write_text(output / "run.json", to_json(run))
-    js_path = write_text(output / "run.js", _js_call("run", run))
+    text = _json(run)
+    json_path = write_text(output / "run.json", text)
+    js_path = write_text(output / "run.js", f"onnxviz.run({text});\n")
     assets = write_assets(output)
     html_path = write_text(output / "index.html", render_run_html(run))
     return RunFiles(json_path, js_path, html_path, assets)

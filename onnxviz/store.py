@@ -16,9 +16,22 @@ Layout (format 2), in `OUT/<image folder>/`:
   `NNN.<layer>_top<k>-by-<mean|max>.jpg`): coloured grids for papers, with `grids=True`.
 - NNN: the layer's index in the file, zero-padded to the width of the largest (at least 3).
 
-`summary.json` is `Summary.to_dict()`; `OUT/run.json` is `Run.to_dict()`. Numbers measured
-per channel are rounded to `DIGITS` significant digits (they come from float32 reductions;
-ResNet101V2's 376 layers hold 127,000 channels).
+`summary.json` is `Summary.to_dict()` (compact JSON; `summary.js` the same text inside
+`onnxviz.summary(...)`); `OUT/run.json` is `Run.to_dict()`. Where this differs from the
+design the report page was built to:
+
+- `channel_stats` (`min`, `max`, `mean`) cover the *stored* channels of a map layer, in
+  stored order (aligned with `channels`), and every channel of a vector layer. Every
+  channel of every layer was 579,000 numbers for ResNet101V2 (193,000 channels): about
+  4 MB in summary.json and again in summary.js per image, and most of a second of JSON
+  work per image; the page can only reorder the channels it has. `--sort mean|max` picks
+  the stored channels by every channel's statistic at render time.
+- `low` / `high` are written with 9 significant digits (float32 exactly), so that
+  `low + p / 255 * (high - low)` is within half a step of the value; other measured
+  numbers (stats, channel_stats, values) with `DIGITS`.
+- `timings_ms`: `read`, `inference` (this image's share of its batch), `drawing`,
+  `encoding`, `writing`.
+- `predictions[].score` unrounded.
 
 Every file goes through an `ImageWriter`, into a hidden folder that `render` renames into
 place once the image's report is written (one rename instead of one per file), so a failed
@@ -30,9 +43,7 @@ from __future__ import annotations
 import base64
 import errno
 import json
-import os
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,8 +261,6 @@ def decode_layer_script(text: bytes) -> tuple[int, np.ndarray]:
     return int(match.group(1)), cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
 
 
-def json_script(function: str, data: dict[str, Any]) -> str:
-    return f"onnxviz.{function}({json.dumps(data, separators=(',', ':'))});\n"
 
 
 # ---------------------------------------------------------------- writing
@@ -308,16 +317,3 @@ def write_json_files(folder: Path, stem: str, function: str, data: dict[str, Any
     text = json.dumps(data, separators=(",", ":"))  # compact: the C encoder, a third of the bytes of indent
     write_text(Path(folder) / f"{stem}.json", text + "\n")
     write_text(Path(folder) / f"{stem}.js", f"onnxviz.{function}({text});\n")
-
-
-def remove_tree(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in _NO_SPACE
-
-
-def free_bytes(folder: Path) -> int:
-    st = os.statvfs(folder)
-    return st.f_bavail * st.f_frsize

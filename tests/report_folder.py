@@ -21,10 +21,13 @@ def file_name(name: str) -> str:
     return name.replace("/", "_").replace("\\", "_")
 
 
-def quantise(maps: np.ndarray) -> tuple[np.ndarray, list[float], list[float]]:
-    """[n, H, W] float -> uint8 per channel min..max, with each channel's low and high."""
+def quantise(maps: np.ndarray, layer_range: tuple[float, float] | None = None
+             ) -> tuple[np.ndarray, list[float], list[float]]:
+    """[n, H, W] float -> uint8 per channel min..max (or on `layer_range` for all), with each low and high."""
     flat = maps.reshape(maps.shape[0], -1).astype(np.float64)
     low, high = flat.min(axis=1), flat.max(axis=1)
+    if layer_range is not None:
+        low, high = np.full_like(low, layer_range[0]), np.full_like(high, layer_range[1])
     span = np.where(high > low, high - low, 1.0)
     p = np.rint((maps - low[:, None, None]) / span[:, None, None] * 255)
     p[high == low] = 0
@@ -52,7 +55,7 @@ def select(maps: np.ndarray, max_channels: int | None, sort: str) -> list[int]:
 
 
 def layer_entry(folder: Path, index: int, name: str, op: str, maps: np.ndarray, digits: int, *,
-                max_channels: int | None, sort: str, static: str) -> dict:
+                max_channels: int | None, sort: str, norm: str, static: str) -> dict:
     maps = np.asarray(maps, np.float32)
     if maps.ndim == 1:
         maps = maps[:, None, None]
@@ -64,13 +67,17 @@ def layer_entry(folder: Path, index: int, name: str, op: str, maps: np.ndarray, 
         "stats": {"min": float(maps.min()), "max": float(maps.max()), "mean": float(maps.mean(dtype=np.float64)),
                   "zero_fraction": float(1 - np.count_nonzero(maps) / maps.size),
                   "dead_channels": int(np.count_nonzero((cmin == 0) & (cmax == 0)))},
-        "channel_stats": {"min": cmin.tolist(), "max": cmax.tolist(), "mean": flat.mean(axis=1, dtype=np.float64).tolist()},
     }
-    if entry["kind"] == "vector":
+    cmean = flat.mean(axis=1, dtype=np.float64)
+    if entry["kind"] == "vector":  # every channel
+        entry["channel_stats"] = {"min": cmin.tolist(), "max": cmax.tolist(), "mean": cmean.tolist()}
         entry["values"] = flat[:, 0].tolist()
         return entry
     stored = select(maps, max_channels, sort)
-    gray, low, high = quantise(maps[stored])
+    # a map layer's channel_stats are those of its stored channels, in stored order
+    entry["channel_stats"] = {"min": cmin[stored].tolist(), "max": cmax[stored].tolist(), "mean": cmean[stored].tolist()}
+    layer_range = (float(maps.min()), float(maps.max())) if norm == "layer" else None
+    gray, low, high = quantise(maps[stored], layer_range)
     columns = math.ceil(math.sqrt(len(stored)))
     png = cv2.imencode(".png", sprite(gray, columns))[1].tobytes()
     base = f"maps/{str(index).zfill(digits)}.{file_name(name)}"
@@ -104,7 +111,8 @@ def build_image(out: Path, folder_name: str, image_name: str, layers: list[tuple
         cv2.imwrite(str(folder / "filters.png"), patches)
         filters_entry = {"file": "filters.png", "layer": layers[0][0], "count": 9, "kernel": "9 filters of 3x3x3",
                          "channel_order": "RGB"}
-    entries = [layer_entry(folder, i, name, op, maps, digits, max_channels=max_channels, sort=sort, static=static)
+    entries = [layer_entry(folder, i, name, op, maps, digits, max_channels=max_channels, sort=sort, norm=norm,
+                           static=static)
                for i, (name, op, maps) in zip(indices, layers)]
     summary = {
         "format": 2, "image": f"/photos/{image_name}", "image_name": image_name, "model": "models/test.onnx",

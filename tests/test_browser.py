@@ -196,8 +196,8 @@ def test_changing_the_sort_reorders_the_tiles_as_summary_json_says(run_folder, o
     layer = summaries["chelsea"]["layers"][1]  # 80 channels, 64 stored
     for sort in ("max", "mean", "index"):
         page.select_option("#sort", sort)
-        stats = layer["channel_stats"]
-        expected = sorted(layer["channels"], key=lambda c: (0 if sort == "index" else -stats[sort][c], c))
+        score = dict(zip(layer["channels"], layer["channel_stats"][sort])) if sort != "index" else {}
+        expected = sorted(layer["channels"], key=lambda c: (-score.get(c, 0), c))
         assert tile_order(page, "#layer-001") == expected
         if sort != "index":
             assert expected[0] == 5  # the channel made strongest
@@ -380,10 +380,11 @@ def tiny_model_file(path: Path) -> Path:
     return path
 
 
-def render_cli(model: Path, images: list[Path], out: Path) -> None:
+def render_cli(model: Path, images: list[Path], out: Path, *options: str) -> None:
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-m", "onnxviz", "render", str(model), *map(str, images), "-o", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "onnxviz", "render", str(model), *map(str, images), "-o", str(out),
+                           *options],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -411,8 +412,8 @@ def check_values_under_cursor(page, summary: dict, layer_name: str, truth: np.nd
                                "document.querySelector('#v-readout').textContent.startsWith('move')")
         box = page.locator("#v-canvas").bounding_box()
         k = layer["channels"].index(ch)
-        # one 8-bit step, plus what rounding low and high for summary.json may add
-        step = (layer["high"][k] - layer["low"][k]) / 255 + 1e-3 * max(abs(layer["low"][k]), abs(layer["high"][k]))
+        # one 8-bit step (the page shows 7 significant digits)
+        step = (layer["high"][k] - layer["low"][k]) / 255 + 1e-6 * max(abs(layer["low"][k]), abs(layer["high"][k]))
         for x, y in [(0, 0), (w - 1, h - 1), (w // 2, h // 3), (w // 5, h - 2)]:
             page.mouse.move(box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
             m = re.search(r"channel (\d+) at x (\d+), y (\d+): (\S+)", page.inner_text("#v-readout"))
@@ -421,7 +422,8 @@ def check_values_under_cursor(page, summary: dict, layer_name: str, truth: np.nd
         page.keyboard.press("Escape")
 
 
-def test_a_real_render_shows_onnx_runtime_values_under_the_cursor(tmp_path, open_page):
+@pytest.mark.parametrize("norm", ["channel", "layer"])
+def test_a_real_render_shows_onnx_runtime_values_under_the_cursor(tmp_path, open_page, norm):
     import cv2
     import json
 
@@ -431,7 +433,7 @@ def test_a_real_render_shows_onnx_runtime_values_under_the_cursor(tmp_path, open
         photos.append(tmp_path / name)
         cv2.imwrite(str(photos[-1]), np.random.default_rng(n).integers(0, 256, (30, 40, 3), dtype=np.uint8))
     out = tmp_path / "out"
-    render_cli(model, photos, out)
+    render_cli(model, photos, out, "--norm", norm)
     run = json.loads((out / "run.json").read_text())
     assert [i["image_name"] for i in run["images"]] == ["a photo.png", "ünïcode #2.png"]
     folder = out / run["images"][1]["folder"]
@@ -468,7 +470,8 @@ def test_a_real_mobilenet_report_matches_onnx_runtime_and_logs_no_errors(mobilen
         check_values_under_cursor(page, summary, name, truth[name], channels)
     page.select_option("#sort", "max")
     layer = next(x for x in summary["layers"] if x["name"] == "conv_pw_5_relu")
-    expected = sorted(layer["channels"], key=lambda c: (-layer["channel_stats"]["max"][c], c))
+    score = dict(zip(layer["channels"], layer["channel_stats"]["max"]))  # aligned with the stored channels
+    expected = sorted(layer["channels"], key=lambda c: (-score[c], c))
     assert tile_order(page, f"#layer-{layer['index']:03d}") == expected
     pooled = next(x for x in summary["layers"] if x["name"] == "global_average_pooling2d")
     dead = sum(1 for v in truth["global_average_pooling2d"].ravel() if v == 0)
@@ -491,6 +494,32 @@ def test_a_layer_with_thousands_of_channels_shows_them_all(tmp_path, open_page):
     width = page.locator("#layer-000 .tile canvas").first.bounding_box()["width"]
     assert 90 <= width <= 110  # smaller tiles when there are thousands, still enlarged from 7 px
     page.select_option("#sort", "max")
-    stats = s["layers"][0]["channel_stats"]["max"]
+    stats = s["layers"][0]["channel_stats"]["max"]  # all 2048 stored, in channel order
     assert tile_order(page, "#layer-000")[:5] == sorted(range(2048), key=lambda c: (-stats[c], c))[:5]
     assert page.locator("#layer-001 svg.bars rect").count() == 4096
+
+
+def test_a_render_scaled_per_layer_shows_per_channel_views_and_states_from_the_channel_statistics(tmp_path, open_page):
+    layers = example_layers(4)
+    s = build_image(tmp_path, "lay", "lay.png", layers, norm="layer")
+    conv = layers[0][2]
+    page = open_page(tmp_path / "lay" / "index.html").page
+    assert "one scale for every tile of this layer" in page.inner_text("#layer-000 .legend")
+    assert page.eval_on_selector_all("#layer-000 .tile.dead", "els => els.map(e => +e.dataset.ch)") == [4]
+    assert page.eval_on_selector_all("#layer-000 .tile.flat", "els => els.map(e => +e.dataset.ch)") == [7]
+    page.select_option("#norm", "channel")
+    wait_live(page, "#layer-000")
+    assert "each tile scaled to its own min..max" in page.inner_text("#layer-000 .legend")
+    lo, hi = float(conv.min()), float(conv.max())
+    c = conv[0]  # the weakest channel: a few gray levels of the layer's scale, stretched to its own range
+    stored = lo + np.rint((c - lo) / (hi - lo) * 255) / 255 * (hi - lo)
+    expected = lut()[np.clip(np.rint((stored - c.min()) / (c.max() - c.min()) * 255), 0, 255).astype(int)]
+    got = canvas_pixels(page, "#layer-000 .tile[data-ch='0'] canvas")
+    assert np.abs(got - expected).max() <= 1
+    page.click("#layer-000 .tile[data-ch='0']")
+    page.wait_for_function("() => document.querySelector('#v-readout').textContent.startsWith('move')")
+    assert f"min {report._num(float(c.min()))} max {report._num(float(c.max()))}" in page.inner_text("#v-stats")
+    box = page.locator("#v-canvas").bounding_box()
+    page.mouse.move(box["x"] + 5.5 * box["width"] / 20, box["y"] + 9.5 * box["height"] / 24)
+    m = re.search(r"at x 5, y 9: (\S+)", page.inner_text("#v-readout"))
+    assert m and abs(float(m[1]) - c[9, 5]) <= (hi - lo) / 255 / 2 + 1e-6

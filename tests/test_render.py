@@ -257,3 +257,75 @@ def test_real_mobilenet_render_top1_is_espresso(tmp_path, mobilenet_onnx, shared
             assert len(layer["values"]) == layer["shape"][0]
         else:
             assert (out / "coffee" / layer["data"]).is_file() and (out / "coffee" / layer["image"]).is_file()
+
+
+def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report(tmp_path, model_path):
+    from onnxviz.render import RenderOptions, render
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(6):
+        write_image(src / f"p{k}.png", k)
+    out = tmp_path / "out"
+    seen = []
+
+    def progress(done, total, name):
+        seen.append(name)
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        render(model_path, [src], out, RenderOptions(batch_size=2, provider="cpu"), progress=progress)
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders and len(folders) < 6 and not [p for p in out.iterdir() if "part" in p.name]
+    for name in folders:
+        assert {"summary.json", "summary.js", "index.html", "input.png"} <= {p.name for p in (out / name).iterdir()}
+    run = json.loads((out / "run.json").read_text())
+    assert [i["image_name"] for i in run["images"]][:3] == seen[:3]
+    assert sorted(i["folder"] for i in run["images"]) == folders  # the run's index lists every finished image
+    # the next run renders everything again
+    result = runner.invoke(app, ["render", str(model_path), str(src), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"p{k}" for k in range(6)]
+
+
+def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(tmp_path, model_path, monkeypatch):
+    import errno
+
+    from onnxviz import store
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(3):
+        write_image(src / f"p{k}.png", k)
+    calls = {"n": 0}
+    real_open = open
+
+    def filling_open(path, mode="r", *args, **kwargs):
+        if "w" in mode and str(path).endswith(".js") and "maps" in str(path):
+            calls["n"] += 1
+            if calls["n"] > 4:  # the first image's 3 layers fit, the second's do not
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(store, "open", filling_open, raising=False)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(model_path), str(src), "-o", str(out), "--batch-size", "1"])
+    assert result.exit_code == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: the output disk is full (writing '") and "free some space" in line
+    assert "this image was not finished" in line
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert [p.name for p in folders] == ["p0"] and (out / "p0" / "summary.json").is_file()
+    assert not [p for p in out.rglob("*part*")]
+
+
+def test_a_render_that_fails_before_any_image_leaves_no_output_folder(tmp_path, model_path):
+    write_image(tmp_path / "a.png")
+    out = tmp_path / "new" / "out"
+    result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(out),
+                                 "--channels", "9:12"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: --channels 9:12 selects nothing in layer 'conv', which has 6 channels; "
+                                     "choose A below 6 or pick layers with --layers")
+    assert not out.exists()

@@ -134,3 +134,15 @@ def test_run_page_of_one_image_has_no_compare_view():
            "images": [{"folder": "x", "image_name": "x.png", "top1": None}]}
     page = render_run_html(run)
     assert "id=compare" not in page and "1 image through s" in page
+
+
+def test_the_legend_says_per_layer_when_the_render_scaled_per_layer(tmp_path):
+    summary, page = page_of(tmp_path, norm="layer")
+    conv = summary["layers"][0]
+    part = section(page, 0)
+    lo, hi = report._num(conv["stats"]["min"]), report._num(conv["stats"]["max"])
+    assert f"one scale for every tile of this layer: {lo} .. {hi} (per layer, as stored)" in part
+    assert f"<span class=lo>{lo}</span><span class=hi>{hi}</span>" in part
+    # dead and flat come from each channel's own statistics, not from the layer-wide low/high
+    assert "<figure class='tile dead' data-ch=4 " in part and "<figure class='tile flat' data-ch=7 " in part
+    assert part.count("class='tile dead'") == 1 and part.count("class='tile flat'") == 1

@@ -92,6 +92,14 @@
   }
   function cssColour(lut, i) { return "rgb(" + lut[i * 3] + "," + lut[i * 3 + 1] + "," + lut[i * 3 + 2] + ")"; }
 
+  /* [min, max] of stored channel k: its own statistics (channel_stats are aligned with `channels`);
+   * low/high when there are none (they are the channel's range when the render scaled per channel). */
+  function range(layer, k) {
+    var cs = layer.channel_stats;
+    if (cs && cs.min && cs.max && cs.min[k] !== null && cs.max[k] !== null && cs.min[k] !== undefined) return [cs.min[k], cs.max[k]];
+    return [layer.low[k], layer.high[k]];
+  }
+
   /* One stored channel's pixels out of a layer sprite. */
   function channelPixels(sprite, layer, k) {
     var th = layer.tile[0], tw = layer.tile[1], cols = layer.columns;
@@ -158,8 +166,9 @@
     }
 
     function scaleOf(L, k) {
-      // null: each channel on its own min..max; else the layer's range
-      return state.norm === "layer" ? [L.meta.stats.min, L.meta.stats.max] : [null, null];
+      // [null, null]: the stored 8 bits as they are (they span this channel's min..max)
+      if (state.norm === "layer") return [L.meta.stats.min, L.meta.stats.max];
+      return summary.options.norm === "layer" ? range(L.meta, k) : [null, null];
     }
 
     function draw(L) {
@@ -192,9 +201,9 @@
     function sortKey(L) {
       var cs = L.meta.channel_stats || {};
       var score = state.sort === "index" ? null : cs[state.sort];
-      return function (a, b) {
+      return function (a, b) {  // channel_stats are aligned with the stored channels
         var ca = +a.dataset.ch, cb = +b.dataset.ch;
-        if (score) { var d = score[cb] - score[ca]; if (d) return d; }
+        if (score) { var d = score[+b.dataset.k] - score[+a.dataset.k]; if (d) return d; }
         return ca - cb;
       };
     }
@@ -225,9 +234,9 @@
       L.tiles.addEventListener("mouseover", function (e) {
         var fig = e.target.closest(".tile");
         if (!fig || fig.title) return;
-        var k = +fig.dataset.k, ch = +fig.dataset.ch, cs = L.meta.channel_stats || {}, lo = L.meta.low[k], hi = L.meta.high[k];
-        fig.title = "channel " + ch + ": min " + fmt(lo) + ", max " + fmt(hi) + (cs.mean ? ", mean " + fmt(cs.mean[ch]) : "") +
-          (lo === 0 && hi === 0 ? " (zero everywhere for this image)" : lo === hi ? " (constant)" : "") + "; click to open";
+        var k = +fig.dataset.k, ch = +fig.dataset.ch, r = range(L.meta, k), cs = L.meta.channel_stats || {};
+        fig.title = "channel " + ch + ": min " + fmt(r[0]) + ", max " + fmt(r[1]) + (cs.mean ? ", mean " + fmt(cs.mean[k]) : "") +
+          (r[0] === 0 && r[1] === 0 ? " (zero everywhere for this image)" : r[0] === r[1] ? " (constant)" : "") + "; click to open";
       });
       L.tiles.addEventListener("click", function (e) {
         var fig = e.target.closest(".tile");
@@ -292,7 +301,7 @@
         cur = { L: L, fig: fig, pix: pix, k: k, ch: ch };
         $("#v-compare").href = "../index.html#compare=" + meta.index + ":" + ch;
         applyOverlay();
-        var lo = meta.low[k], hi = meta.high[k], cs = meta.channel_stats || {};
+        var rg = range(meta, k), lo = rg[0], hi = rg[1], cs = meta.channel_stats || {};
         var isLayer = state.norm === "layer";
         $(".lo", root).textContent = fmt(isLayer ? meta.stats.min : lo);
         $(".hi", root).textContent = fmt(isLayer ? meta.stats.max : hi);
@@ -300,7 +309,7 @@
         var status = lo === 0 && hi === 0 ? "zero everywhere for this image (dead for this image)"
           : lo === hi ? "constant " + fmt(lo) + " over the whole map (not zero)" : "";
         $("#v-stats").textContent = w + " x " + h + " px  \u00b7  min " + fmt(lo) + "  max " + fmt(hi) +
-          (cs.mean ? "  mean " + fmt(cs.mean[ch]) : "") + "  \u00b7  8-bit step " + fmt((hi - lo) / 255) +
+          (cs.mean ? "  mean " + fmt(cs.mean[k]) : "") + "  \u00b7  8-bit step " + fmt((meta.high[k] - meta.low[k]) / 255) +
           (status ? "  \u00b7  " + status : "");
         readout.textContent = "move the cursor over the map to read its value";
         $("#v-cursor").hidden = true;
@@ -444,9 +453,15 @@
           if (!e.L) return;
           var a, b;
           if (e.L.kind === "vector") { a = b = e.L.values[ch]; }
-          else { a = e.L.channel_stats.min[ch]; b = e.L.channel_stats.max[ch]; }
+          else {
+            var k = e.L.channels.indexOf(ch);
+            if (k < 0) return;  // not stored for this image: nothing known about it
+            var r = range(e.L, k); a = r[0]; b = r[1];
+          }
           if (a < lo) lo = a; if (b > hi) hi = b;
         });
+        var none = lo > hi;  // no image shown stores this channel
+        if (none) { lo = 0; hi = 0; }
         legendEl.innerHTML = "";
         var box = el("span", { class: "cbarbox" }), bar = el("span", { class: "cbar" });
         bar.style.background = $(".cbar") ? $(".cbar").style.background : "";
@@ -456,7 +471,7 @@
         box.appendChild(bar); box.appendChild(sc); legendEl.appendChild(box);
         legendEl.appendChild(el("span", { class: "norm" }, "channel " + ch + " of " + lyr.name + ": one scale for these " +
           entries.length + " images, " + fmt(lo) + " .. " + fmt(hi) +
-          (lo === 0 && hi === 0 ? " (zero everywhere in every one of them)" : "")));
+          (none ? " (no image shown stores this channel)" : lo === 0 && hi === 0 ? " (zero everywhere in every one of them)" : "")));
         var draws = [];
         entries.forEach(function (e) {
           var fig = el("figure", { class: "cmp-tile", "data-folder": e.img.folder });
@@ -483,7 +498,10 @@
           var f = Math.max(1, Math.floor(160 / Math.max(h, w)));
           var dw = w * f, dh = h * f;
           if (Math.max(h, w) > 160) { dw = Math.round(w * 160 / Math.max(h, w)); dh = Math.round(h * 160 / Math.max(h, w)); }
-          cap.appendChild(el("br")); cap.appendChild(document.createTextNode("max " + fmt(cs.max[ch]) + ", mean " + fmt(cs.mean[ch])));
+          if (k >= 0) {
+            cap.appendChild(el("br"));
+            cap.appendChild(document.createTextNode("max " + fmt(range(e.L, k)[1]) + (cs && cs.mean ? ", mean " + fmt(cs.mean[k]) : "")));
+          }
           if (k < 0) {
             var m = el("div", { class: "missing" }, "channel " + ch + " not stored for this image (render with --max-channels or --channels)");
             m.style.width = dw + "px"; m.style.height = dh + "px";
