@@ -276,7 +276,7 @@ def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report
 
     with pytest.raises(KeyboardInterrupt):
         render(model_path, [src], out, RenderOptions(batch_size=2, provider="cpu"), progress=progress)
-    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "assets")  # assets: the pages' script
     assert folders and len(folders) < 6 and not [p for p in out.iterdir() if "part" in p.name]
     for name in folders:
         assert {"summary.json", "summary.js", "index.html", "input.png"} <= {p.name for p in (out / name).iterdir()}
@@ -286,7 +286,7 @@ def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report
     # the next run renders everything again
     result = runner.invoke(app, ["render", str(model_path), str(src), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"p{k}" for k in range(6)]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["assets"] + [f"p{k}" for k in range(6)]
 
 
 def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(tmp_path, model_path, monkeypatch):
@@ -315,7 +315,7 @@ def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(t
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: the output disk is full (writing '") and "free some space" in line
     assert "this image was not finished" in line
-    folders = [p for p in out.iterdir() if p.is_dir()]
+    folders = [p for p in out.iterdir() if p.is_dir() and p.name != "assets"]  # assets: the pages' script
     assert [p.name for p in folders] == ["p0"] and (out / "p0" / "summary.json").is_file()
     assert not [p for p in out.rglob("*part*")]
 
