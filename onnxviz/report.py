@@ -42,6 +42,7 @@ TILE_MAX = 176
 INPUT_MIN_SIDE = 256
 FILTERS_MIN_WIDTH = 384
 VECTOR_TOP = 5  # vector channels named on the bar chart
+NAV_OPEN_UP_TO = 60  # the list of layers starts folded when there are more
 
 
 @dataclass
@@ -376,7 +377,8 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
         f"{_filters(summary, folder)}</div>"
         f"{controls}<noscript><p class=meta>Without JavaScript: tiles are scaled per channel and in the stored "
         "order; sorting, per-layer scaling and the full-resolution viewer need JavaScript.</p></noscript>"
-        f"<h2>{len(layers)} layers</h2><nav class=layers>{nav}</nav>{sections}"
+        f"<details class=layers{' open' if len(layers) <= NAV_OPEN_UP_TO else ''}><summary><h2>{len(layers)} layers</h2>"
+        f"</summary><nav class=layers>{nav}</nav></details>{sections}"
         f"<p class=foot>onnxviz {_esc(summary.get('onnxviz_version', ''))}; "
         "every number on this page is also in summary.json</p></main>"
         "<div id=viewer hidden></div>"
