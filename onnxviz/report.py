@@ -288,6 +288,8 @@ def _layer_section(layer: dict[str, Any], digits: int, gradient: str, colormap: 
     shown = len(layer["channels"])
     how = {"index": "by channel number", "mean": "by mean, highest first", "max": "by max, highest first"}
     facts.insert(1, f"<span class=shown>{shown} of {total} channels shown, {how.get(sort, sort)}</span>")
+    if layer.get("grid"):
+        facts.append(f"<a href='{_url(layer['grid'])}'>coloured grid picture</a>")
     th, tw = layer["tile"]
     dw, dh, _ = tile_display(th, tw, shown)
     per_row = max(1, 1300 // (dw + 8))

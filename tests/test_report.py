@@ -146,3 +146,11 @@ def test_the_legend_says_per_layer_when_the_render_scaled_per_layer(tmp_path):
     # dead and flat come from each channel's own statistics, not from the layer-wide low/high
     assert "<figure class='tile dead' data-ch=4 " in part and "<figure class='tile flat' data-ch=7 " in part
     assert part.count("class='tile dead'") == 1 and part.count("class='tile flat'") == 1
+
+
+def test_a_coloured_grid_written_with_the_render_is_linked_from_its_layer(tmp_path):
+    summary = build_image(tmp_path, "g", "g.png", example_layers(0))
+    summary["layers"][1]["grid"] = "grids/001.relu_2_ch000-063.jpg"
+    page = render_html(summary)
+    assert "<a href='grids/001.relu_2_ch000-063.jpg'>coloured grid picture</a>" in section(page, 1)
+    assert "coloured grid picture" not in section(page, 0)
