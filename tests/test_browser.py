@@ -523,3 +523,10 @@ def test_a_render_scaled_per_layer_shows_per_channel_views_and_states_from_the_c
     page.mouse.move(box["x"] + 5.5 * box["width"] / 20, box["y"] + 9.5 * box["height"] / 24)
     m = re.search(r"at x 5, y 9: (\S+)", page.inner_text("#v-readout"))
     assert m and abs(float(m[1]) - c[9, 5]) <= (hi - lo) / 255 / 2 + 1e-6
+
+
+def test_a_model_of_vectors_only_has_bar_charts_and_no_errors(tmp_path, open_page):
+    rng = np.random.default_rng(2)
+    build_image(tmp_path, "v", "v.png", [("logits", "Dense", rng.normal(0, 1, 10).astype(np.float32))], filters=False)
+    page = open_page(tmp_path / "v" / "index.html").page
+    assert page.locator("svg.bars rect").count() == 10 and page.locator(".tile").count() == 0

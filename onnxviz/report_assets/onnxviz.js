@@ -271,7 +271,8 @@
       "<div class=vrow><button type=button data-go=close>close (Esc)</button></div></div></div></div>";
     var canvas = $("#v-canvas"), input = $("#v-input"), readout = $("#v-readout"), overlay = $("#v-overlay"), opacity = $("#v-opacity");
     input.src = urlPath(summary.input.file || "input.png");
-    $(".cbar", root).style.background = $(".cbar").style.background;
+    var firstBar = $("section.layer .cbar");
+    if (firstBar) $(".cbar", root).style.background = firstBar.style.background;
     var cur = null; // {L, fig, pix}
     var token = 0;
 
@@ -464,7 +465,6 @@
         if (none) { lo = 0; hi = 0; }
         legendEl.innerHTML = "";
         var box = el("span", { class: "cbarbox" }), bar = el("span", { class: "cbar" });
-        bar.style.background = $(".cbar") ? $(".cbar").style.background : "";
         bar.style.background = gradient(lut);
         var sc = el("span", { class: "scale" });
         sc.appendChild(el("span", { class: "lo" }, fmt(lo))); sc.appendChild(el("span", { class: "hi" }, fmt(hi)));
