@@ -59,7 +59,8 @@ print(json.dumps({"images": len(result.images), "seconds": result.seconds, "byte
 
 def run(code: str, root: Path, args: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(root))
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
+    # cwd: `python -c` puts the working directory first on sys.path, before PYTHONPATH
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, cwd=root)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -74,10 +75,12 @@ def main() -> None:
     parser.add_argument("--before-repeats", type=int, default=1)
     parser.add_argument("--before-model", type=Path, help="the file the earlier version reads (default: MODEL)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--kinds", default="infer,after,before", help="which to run, e.g. before")
     args = parser.parse_args()
     runs: dict[str, list[dict]] = {"infer": [], "after": [], "before": []}
     for k in range(args.repeats):
         kinds = ["infer", "after"] + (["before"] if args.before and k < args.before_repeats else [])
+        kinds = [kind for kind in kinds if kind in args.kinds.split(",")]
         for kind in kinds:
             if kind == "infer":
                 r = run(INFER, ROOT, [str(args.model), str(args.photos), str(args.batch_size)])
@@ -104,7 +107,7 @@ def main() -> None:
             summary[kind]["seconds"] = middle["seconds"]
             summary[kind]["timings"] = middle["timings"]
     for kind in ("after", "before"):
-        if kind in summary:
+        if kind in summary and "infer" in summary:
             summary[f"{kind}/infer"] = summary[kind]["median"] / summary["infer"]["median"]
     print(json.dumps(summary, indent=1))
 

@@ -176,12 +176,12 @@ def check_channels(chosen: list[LayerInfo], options: RenderOptions) -> None:
 
 
 def default_workers() -> int:
-    """Threads that draw, encode and write: one core fewer than ONNX Runtime's threads use, at
-    most 4. On 2 cores one worker beside ORT's two threads was measured faster than two
-    (benchmarks/RESULTS.md): the cores are shared, more threads only preempt ORT's."""
+    """Threads that draw, encode and write: the physical cores, at most 4. Deep networks
+    (ResNet101V2, InceptionV3) take longer to draw than to infer, so ONNX Runtime waits for
+    the workers and they can use every core while it does."""
     from .runtime import physical_cores
 
-    return max(1, min(4, physical_cores() - 1))
+    return max(1, min(4, physical_cores()))
 
 
 def _folder_names(images: list[Path]) -> list[str]:
@@ -428,23 +428,29 @@ class _Painter:
         c, h, w = (int(d) for d in layer.shape[1:])
         maps = outputs[layer.name][n]
         flat = maps.reshape(c, -1)
-        ch_min, ch_max = flat.min(axis=1), flat.max(axis=1)
-        ch_mean = np.add.reduce(flat, axis=1, dtype=np.float32) / flat.shape[1]
+        # Whole-layer numbers in passes without an axis (the fast reductions) and one count
+        # per channel; per-channel min/max/mean only for the stored channels.
+        nonzero = np.count_nonzero(flat, axis=1)
+        lo, hi = flat.min(), flat.max()
         index = self.index_of[layer.name]
-        stats = store.Stats(store.one(ch_min.min()), store.one(ch_max.max()), store.one(ch_mean.mean(dtype=np.float64)),
-                            store.one(1.0 - np.count_nonzero(flat) / flat.size),
-                            int(np.count_nonzero((ch_min == 0) & (ch_max == 0))))
+        stats = store.Stats(store.one(lo), store.one(hi), store.one(np.add.reduce(flat, axis=None) / flat.size),
+                            store.one(1.0 - nonzero.sum() / flat.size), int(np.count_nonzero(nonzero == 0)))
         entry = store.Layer(index, layer.name, layer.op, [c, h, w], "map", stats, None)
         if h == w == 1:
             entry.kind, entry.values = "vector", store.rounded(flat[:, 0])
-            entry.channel_stats = store.ChannelStats(store.rounded(ch_min), store.rounded(ch_max), store.rounded(ch_mean))
+            entry.channel_stats = store.ChannelStats(entry.values, entry.values, entry.values)
             clock["draw"] += time.perf_counter() - t
             return entry
-        chosen = select_channels(maps, opts.max_channels, opts.channels, opts.sort, scores=(ch_mean, ch_max))
-        low, high = sprite_ranges(ch_min, ch_max, opts.norm)
-        sprite = make_sprite(maps[chosen], chosen.tolist(), low[chosen], high[chosen])
-        entry.channel_stats = store.ChannelStats(store.rounded(ch_min[chosen]), store.rounded(ch_max[chosen]),
-                                                 store.rounded(ch_mean[chosen]))
+        scores = None
+        if opts.sort != "index":
+            scores = (flat.mean(axis=1), flat.max(axis=1))
+        chosen = select_channels(maps, opts.max_channels, opts.channels, opts.sort, scores=scores)
+        part = flat[chosen]
+        ch_min, ch_max = part.min(axis=1), part.max(axis=1)
+        low, high = sprite_ranges(ch_min, ch_max, opts.norm, layer_range=(float(lo), float(hi)))
+        sprite = make_sprite(maps[chosen], chosen.tolist(), low, high)
+        entry.channel_stats = store.ChannelStats(store.rounded(ch_min), store.rounded(ch_max),
+                                                 store.rounded(part.mean(axis=1)))
         grid = sprite_grid(sprite, opts.colormap) if opts.grids else None
         t2 = time.perf_counter()
         clock["draw"] += t2 - t

@@ -431,20 +431,26 @@ class Sprite:
     high: list[float]
 
 
-def sprite_ranges(ch_min: np.ndarray, ch_max: np.ndarray, norm: str = "channel") -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) per channel from every channel's min and max in one image.
+def sprite_ranges(ch_min: np.ndarray, ch_max: np.ndarray, norm: str = "channel",
+                  layer_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) per channel from the channels' min and max in one image.
 
     `channel`: each channel's own min..max; `layer`: the layer's min..max for all. A channel
     (or, in layer mode, a layer) whose span is within CONSTANT_RTOL of the layer's scale is
     constant: low == high, so float32 rounding is never stretched into a pattern.
+    `layer_range`: the whole layer's (min, max) when `ch_min`/`ch_max` cover only some of
+    its channels (default: theirs).
     """
     if norm not in NORMS:
         raise OnnxvizError(f"unknown normalisation '{norm}'; valid: {', '.join(NORMS)}")
     lo = np.asarray(ch_min, dtype=np.float64)
     hi = np.asarray(ch_max, dtype=np.float64)
     finite = np.isfinite(lo) & np.isfinite(hi)
-    lo_all = float(lo[finite].min()) if finite.any() else 0.0
-    hi_all = float(hi[finite].max()) if finite.any() else 0.0
+    if layer_range is not None and all(np.isfinite(layer_range)):
+        lo_all, hi_all = float(layer_range[0]), float(layer_range[1])
+    else:
+        lo_all = float(lo[finite].min()) if finite.any() else 0.0
+        hi_all = float(hi[finite].max()) if finite.any() else 0.0
     tol = _constant_tolerance(lo_all, hi_all)
     if norm == "layer":
         high = hi_all if hi_all - lo_all > tol else lo_all

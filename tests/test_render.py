@@ -93,7 +93,7 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     assert names == ["filters.png", "index.html", "input.png", "maps/000.conv.jpg", "maps/000.conv.js",
                      "maps/001.relu.jpg", "maps/001.relu.js", "maps/002.pool.jpg", "maps/002.pool.js",
                      "summary.js", "summary.json"]
-    assert sorted(p.name for p in out.iterdir()) == ["photo", "run.js", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["assets", "index.html", "photo", "run.js", "run.json"]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["format"] == 2 and summary["input"] == {"height": SIZE, "width": SIZE, "resize": "stretch",
                                                            "file": "input.png"}
@@ -255,10 +255,10 @@ def test_real_mobilenet_render_top1_is_espresso(tmp_path, mobilenet_onnx, shared
     kinds = {layer["kind"] for layer in summary["layers"]}
     assert kinds == {"map", "vector"}  # 1x1 layers (the pooled head, the logits) are vectors
     for layer in summary["layers"]:
-        if layer["kind"] == "map":
-            assert (out / "coffee" / layer["data"]).is_file() and (out / "coffee" / layer["image"]).is_file()
-        else:
+        if layer["kind"] == "vector":  # 1x1 maps: their values, no pictures
             assert len(layer["values"]) == layer["shape"][0]
+        else:
+            assert (out / "coffee" / layer["data"]).is_file() and (out / "coffee" / layer["image"]).is_file()
 
 
 def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report(tmp_path, model_path):
@@ -278,7 +278,7 @@ def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report
 
     with pytest.raises(KeyboardInterrupt):
         render(model_path, [src], out, RenderOptions(batch_size=2, provider="cpu"), progress=progress)
-    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "assets")  # assets: the pages' script
     assert folders and len(folders) < 6 and not [p for p in out.iterdir() if "part" in p.name]
     for name in folders:
         assert {"summary.json", "summary.js", "index.html", "input.png"} <= {p.name for p in (out / name).iterdir()}
@@ -288,7 +288,7 @@ def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report
     # the next run renders everything again
     result = runner.invoke(app, ["render", str(model_path), str(src), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"p{k}" for k in range(6)]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["assets"] + [f"p{k}" for k in range(6)]
 
 
 def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(tmp_path, model_path, monkeypatch):
@@ -317,7 +317,7 @@ def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(t
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: the output disk is full (writing '") and "free some space" in line
     assert "this image was not finished" in line
-    folders = [p for p in out.iterdir() if p.is_dir()]
+    folders = [p for p in out.iterdir() if p.is_dir() and p.name != "assets"]  # assets: the pages' script
     assert [p.name for p in folders] == ["p0"] and (out / "p0" / "summary.json").is_file()
     assert not [p for p in out.rglob("*part*")]
 
