@@ -43,6 +43,7 @@ FORMATS = ("jpg", "png")
 PREPACK_FROM_IMAGES = 64
 STAGES = ("read", "infer", "draw", "encode", "write")
 PART = ".part-"
+_REPORT_FILES = ("summary.json", "summary.js", "index.html")
 
 Progress = Callable[[int, int, str], None]
 
@@ -520,8 +521,9 @@ class _Painter:
         except BaseException:
             shutil.rmtree(part, ignore_errors=True)
             raise
-        files = sum(1 for p in final.rglob("*") if p.is_file())
-        size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+        report_files = [p for p in (final / name for name in _REPORT_FILES) if p.is_file()]
+        files = len(writer.written) + len(report_files)
+        size = writer.bytes + sum(p.stat().st_size for p in report_files)
         return ImageResult(path, final, summary.predictions, len(layers), files, size), clock
 
 

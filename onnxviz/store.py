@@ -274,12 +274,16 @@ class ImageWriter:
         self.made_dirs: list[Path] = []
         self.written: list[Path] = []
         self.bytes = 0
+        self._known: set[Path] = set()
         self._ensure(self.folder)
 
     def _ensure(self, path: Path) -> None:
+        if path in self._known:
+            return
         if not path.exists():
             ensure_dir(path)
             self.made_dirs.append(path)
+        self._known.add(path)
 
     def write(self, relative: str, data: bytes) -> str:
         """Write one file. Plainly, not through a temporary name: the whole folder is a
