@@ -252,8 +252,13 @@ def test_real_mobilenet_render_top1_is_espresso(tmp_path, mobilenet_onnx, shared
     assert summary["predictions"][0]["label"] == "espresso" and summary["predictions"][0]["score"] > 0.9
     assert len(summary["layers"]) == 88 and summary["layers"][0]["name"] == "conv1"
     assert summary["filters"]["count"] == 8 and (out / "coffee" / "filters.png").is_file()
+    kinds = {layer["kind"] for layer in summary["layers"]}
+    assert kinds == {"map", "vector"}  # the global pooling output is 1x1: its values, no picture
     for layer in summary["layers"]:
-        assert (out / "coffee" / layer["data"]).is_file() and (out / "coffee" / layer["image"]).is_file()
+        if layer["kind"] == "map":
+            assert (out / "coffee" / layer["data"]).is_file() and (out / "coffee" / layer["image"]).is_file()
+        else:
+            assert layer["shape"][1:] == [1, 1] and len(layer["values"]) == layer["shape"][0]
 
 
 def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report(tmp_path, model_path):
