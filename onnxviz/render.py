@@ -380,10 +380,13 @@ def _finish_run(output: Path, run: store.Run, remove: bool) -> None:
     if not run.images:
         return
     write_run = getattr(report, "write_run", None)
-    if write_run is not None:
-        write_run(output, run.to_dict())
-    else:  # a report module without the run page: the run's data still lands beside the images
-        store.write_json_files(output, "run", "run", run.to_dict())
+    try:
+        if write_run is not None:
+            write_run(output, run.to_dict())
+        else:  # a report module without the run page: the run's data still lands beside the images
+            store.write_json_files(output, "run", "run", run.to_dict())
+    except OSError as exc:
+        raise store.output_error(exc, output / "run.json") from exc
 
 
 def _load_filters(model: Path):
@@ -518,6 +521,9 @@ class _Painter:
             _write_report(part, summary.to_dict())
             _replace_folder(part, final)
             clock["write"] += time.perf_counter() - t
+        except OSError as exc:
+            shutil.rmtree(part, ignore_errors=True)
+            raise store.output_error(exc, final) from exc
         except BaseException:
             shutil.rmtree(part, ignore_errors=True)
             raise

@@ -295,10 +295,7 @@ class ImageWriter:
                 fh.write(data)
         except OSError as exc:
             path.unlink(missing_ok=True)
-            if exc.errno in _NO_SPACE:
-                raise OutputError(f"the output disk is full (writing '{path}'); free some space or choose "
-                                  f"another folder with -o; this image was not finished") from exc
-            raise OutputError(f"cannot write '{path}': {exc.strerror or exc}") from exc
+            raise output_error(exc, path) from exc
         self.written.append(path)
         self.bytes += len(data)
         return relative
@@ -312,6 +309,14 @@ class ImageWriter:
                 folder.rmdir()
         if self.created and self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()
+
+
+def output_error(exc: OSError, path: Path) -> OutputError:
+    """A write that failed, as one line; a full disk says so."""
+    if exc.errno in _NO_SPACE:
+        return OutputError(f"the output disk is full (writing '{path}'); free some space or choose another "
+                           f"folder with -o; this image was not finished")
+    return OutputError(f"cannot write '{path}': {exc.strerror or exc}")
 
 
 def write_json_files(folder: Path, stem: str, function: str, data: dict[str, Any]) -> None:
