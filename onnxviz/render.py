@@ -379,12 +379,8 @@ def _finish_run(output: Path, run: store.Run, remove: bool) -> None:
         return
     if not run.images:
         return
-    write_run = getattr(report, "write_run", None)
     try:
-        if write_run is not None:
-            write_run(output, run.to_dict())
-        else:  # a report module without the run page: the run's data still lands beside the images
-            store.write_json_files(output, "run", "run", run.to_dict())
+        report.write_run(output, run.to_dict())
     except OSError as exc:
         raise store.output_error(exc, output / "run.json") from exc
 
@@ -393,24 +389,6 @@ def _load_filters(model: Path):
     from .filters import load_filters
 
     return load_filters(model)
-
-
-def _write_report(folder: Path, summary: dict[str, Any]) -> None:
-    if getattr(report, "write_run", None) is not None:
-        report.write_report(folder, summary)
-        return
-    # The report page of format 1 draws from its own fields; summary.json stays format 2.
-    report.write_report(folder, _format1_view(summary))
-    store.write_json_files(folder, "summary", "summary", summary)
-
-
-def _format1_view(summary: dict[str, Any]) -> dict[str, Any]:
-    layers = [{"index": layer["index"], "name": layer["name"], "op": layer["op"], "stats": layer["stats"],
-               "shape": [None, *layer["shape"]], "file": layer.get("grid") or layer.get("image") or "",
-               "channels_shown": len(layer.get("channels") or []), "channels_total": layer["shape"][0]}
-              for layer in summary["layers"]]
-    return dict(summary, input=[summary["input"]["height"], summary["input"]["width"]],
-                resize=summary["input"]["resize"], original=summary["input"]["file"], layers=layers)
 
 
 class _Painter:
@@ -518,7 +496,7 @@ class _Painter:
                             "writing": clock["write"] * 1000},
                 layers=layers)
             t = time.perf_counter()
-            _write_report(part, summary.to_dict())
+            report.write_report(part, summary.to_dict())
             _replace_folder(part, final)
             clock["write"] += time.perf_counter() - t
         except OSError as exc:

@@ -336,14 +336,14 @@ def test_a_render_that_fails_before_any_image_leaves_no_output_folder(tmp_path, 
 def test_a_full_disk_while_writing_the_report_is_one_line_too(tmp_path, model_path, monkeypatch):
     import errno
 
-    from onnxviz import render as render_module
+    from onnxviz import report
 
     write_image(tmp_path / "a.png")
 
     def full(folder, summary):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(render_module, "_write_report", full)
+    monkeypatch.setattr(report, "write_report", full)
     out = tmp_path / "out"
     result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(out)])
     assert result.exit_code == 1
