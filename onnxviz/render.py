@@ -33,7 +33,7 @@ import numpy as np
 from . import __version__
 from . import report
 from . import store
-from .errors import ImageError, LayerSelectionError, OnnxvizError, OutputError
+from .errors import ImageError, LayerSelectionError, OnnxvizError, OptionError, OutputError
 from .files import ensure_dir
 from .images import RESIZE_MODES, collect_images, load_image, resize_image
 from .metadata import LayerInfo, ModelInfo, load_info
@@ -68,19 +68,21 @@ class RenderOptions:
 
     def check(self) -> None:
         """Reject bad options before any work starts."""
-        for value, valid, flag in ((self.resize, RESIZE_MODES, "--resize"), (self.sort, SORTS, "--sort"),
-                                   (self.norm, NORMS, "--norm"), (self.fmt, FORMATS, "--format"),
-                                   (self.colormap, tuple(COLORMAPS), "--colormap")):
+        for value, valid, param in ((self.resize, RESIZE_MODES, "resize"), (self.sort, SORTS, "sort"),
+                                    (self.norm, NORMS, "norm"), (self.fmt, FORMATS, "fmt"),
+                                    (self.colormap, tuple(COLORMAPS), "colormap")):
             if value not in valid:
-                raise OnnxvizError(f"{flag} '{value}' is not valid; choose one of {', '.join(valid)}")
+                raise OptionError(f"{{{param}}} '{value}' is not valid; choose one of {', '.join(valid)}",
+                                  params=(param,))
         if self.batch_size < 1:
-            raise OnnxvizError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise OptionError(f"{{batch_size}} must be at least 1, got {self.batch_size}", params=("batch_size",))
         if self.max_channels is not None and self.max_channels < 1:
-            raise OnnxvizError(f"--max-channels must be at least 1, got {self.max_channels}")
+            raise OptionError(f"{{max_channels}} must be at least 1, got {self.max_channels}",
+                              params=("max_channels",))
         if self.top_k < 0:
-            raise OnnxvizError(f"--top-k must be 0 or more, got {self.top_k}")
+            raise OptionError(f"{{top_k}} must be 0 or more, got {self.top_k}", params=("top_k",))
         if not 1 <= self.quality <= 100:
-            raise OnnxvizError(f"--quality must be 1..100, got {self.quality}")
+            raise OptionError(f"{{quality}} must be 1..100, got {self.quality}", params=("quality",))
 
 
 @dataclass
@@ -122,11 +124,11 @@ def parse_channels(text: str | None) -> tuple[int, int] | None:
         return None
     match = re.fullmatch(r"\s*(\d*)\s*:\s*(\d*)\s*", text)
     if not match:
-        raise OnnxvizError(f"--channels takes A:B (e.g. 0:32), got '{text}'")
+        raise OptionError(f"{{channels}} takes A:B (e.g. 0:32), got '{text}'", params=("channels",))
     a = int(match.group(1) or 0)
     b = int(match.group(2)) if match.group(2) else 1 << 30
     if b <= a:
-        raise OnnxvizError(f"--channels {text} is empty; B must be larger than A")
+        raise OptionError(f"{{channels}} {text} is empty; B must be larger than A", params=("channels",))
     return a, b
 
 
@@ -172,8 +174,8 @@ def check_channels(chosen: list[LayerInfo], options: RenderOptions) -> None:
                                       f"export the model again with a fixed --input-size")
         if options.channels and options.channels[0] >= c and not h == w == 1:
             start, stop = options.channels
-            raise OnnxvizError(f"--channels {start}:{stop} selects nothing in layer '{layer.name}', which has {c} "
-                               f"channels; choose A below {c} or pick layers with --layers")
+            raise OptionError(f"{{channels}} {start}:{stop} selects nothing in layer '{layer.name}', which has {c} "
+                              f"channels; choose A below {c} or pick layers with {{layers}}", params=("channels", "layers"))
 
 
 def default_workers() -> int:
