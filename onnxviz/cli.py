@@ -141,8 +141,9 @@ def layers_cmd(
     try:
         info = load_info(model)
         source, size = info.source, f"{info.height}x{info.width} RGB 0..255"
-        rows = [{"index": i, "name": layer.name, "class": layer.op, "shape": layer.shape,
-                 "channels": layer.channels, "layout": layer.layout} for i, layer in enumerate(info.layers)]
+        rows = [{"index": i, "name": layer.name, "class": layer.cls or layer.op, "op": layer.op, "shape": layer.shape,
+                 "channels": layer.channels, "layout": layer.layout, "folded": layer.folded}
+                for i, layer in enumerate(info.layers)]
         title = f"{len(rows)} outputs"
     except ModelError as exc:
         if "not written by 'onnxviz export'" not in str(exc):
@@ -162,7 +163,8 @@ def layers_cmd(
     typer.echo(f"{model}: {source}, input {size}, {title}")
     for r in rows:
         shape = "x".join("N" if d is None else str(d) for d in r["shape"])
-        typer.echo(f"{r['index']:4d}  {r['name']:<{width}}  {r['class']:<24} {shape:<18} {r['channels'] or ''}")
+        folded = f"  ({' + '.join(r['folded'])} folded in by the exporter)" if r.get("folded") else ""
+        typer.echo(f"{r['index']:4d}  {r['name']:<{width}}  {r['class']:<24} {shape:<18} {r['channels'] or '':<5}{folded}")
 
 
 class Bar:

@@ -20,6 +20,9 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".w
 MAX_PIXELS: int = 100_000_000
 
 RESIZE_MODES: tuple[str, ...] = ("stretch", "crop", "pad")
+# A resize given as a number N: the shorter side to N (bilinear, antialiased), then a
+# centre crop to the input size, as torchvision's Resize(N) + CenterCrop(size) on PIL images.
+_PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point resampling (ImagingResample, 8 bits per channel)
 
 _FORMATS = "JPEG, PNG, BMP, WebP, TIFF"
 # Any depth, three channels, RGB order, EXIF orientation applied (OpenCV applies it for
@@ -212,26 +215,45 @@ def _to_rgb8(image: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
+def check_resize(value: str | int) -> str:
+    """A resize spec as the file and `--resize` give it: a mode, or a positive whole number."""
+    text = str(value).strip().lower()
+    if text in RESIZE_MODES:
+        return text
+    try:
+        number = int(text)
+    except ValueError:
+        raise OnnxvizError(f"--resize '{value}' is not valid; give {', '.join(RESIZE_MODES)}, or a number N "
+                           f"(the shorter side to N, bilinear, then a centre crop, e.g. 256)") from None
+    if number < 1:
+        raise OnnxvizError(f"--resize {number} is not a positive size; give the shorter side in pixels, e.g. 256")
+    return str(number)
+
+
 def resize_image(rgb: np.ndarray, height: int, width: int, mode: str = "stretch") -> np.ndarray:
-    """Resize RGB uint8 to exactly `[height, width, 3]`, nearest neighbour like Keras.
+    """Resize RGB uint8 to exactly `[height, width, 3]`.
 
     - `stretch`: ignore the aspect ratio; pixel-identical to
       `keras.utils.load_img(path, target_size=(height, width))` (PIL NEAREST).
     - `crop`: cut the centre to the target aspect ratio, then resize; identical to
       `load_img(..., keep_aspect_ratio=True)`.
     - `pad`: letterbox: scale to fit inside, centre, pad with black.
+    - a number N (`"256"`): the shorter side to N, bilinear with antialiasing, then the
+      centre `height x width`: torchvision's `Resize(N)` + `CenterCrop((height, width))` on
+      a PIL image, reproduced to the grey level (see `resize_shorter`).
 
-    Every mode samples with PIL's nearest rule (source index `int(i * s/d + s/(2d))`,
+    The first three sample with PIL's nearest rule (source index `int(i * s/d + s/(2d))`,
     accumulated in double precision as PIL does), so what the network sees is what it
     would see in Keras.
     """
-    if mode not in RESIZE_MODES:
-        raise OnnxvizError(f"unknown resize mode '{mode}'; valid modes: {', '.join(RESIZE_MODES)}")
+    mode = check_resize(mode) if not (isinstance(mode, str) and mode in RESIZE_MODES) else mode
     if height < 1 or width < 1:
         raise OnnxvizError(f"cannot resize to {height}x{width}; height and width must be at least 1")
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageError(f"resize_image takes an RGB image [H, W, 3]; got shape {tuple(rgb.shape)}")
     src_h, src_w = rgb.shape[:2]
+    if mode.isdigit():
+        return center_crop(resize_shorter(rgb, int(mode)), height, width)
     if mode == "stretch":
         return _nearest(rgb, 0, 0, src_h, src_w, height, width)
     if mode == "crop":
@@ -248,6 +270,77 @@ def resize_image(rgb: np.ndarray, height: int, width: int, mode: str = "stretch"
     top, left = (height - new_h) // 2, (width - new_w) // 2
     out[top:top + new_h, left:left + new_w] = _nearest(rgb, 0, 0, src_h, src_w, new_h, new_w)
     return out
+
+
+def resize_shorter(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The shorter side to `size`, the longer in proportion (truncated), bilinear with antialiasing.
+
+    torchvision's `Resize(size)` on a PIL image: the output size as
+    `_compute_resized_output_size` computes it, then Pillow's `Image.resize(..., BILINEAR)`,
+    whose separable triangle filter widens with the downscale factor (that is the
+    antialiasing). Pillow's arithmetic is reproduced: coefficients in double precision,
+    normalised, rounded to 22-bit fixed point; horizontal pass first, rounded and clipped to
+    uint8, then the vertical pass.
+    """
+    h, w = rgb.shape[:2]
+    if size < 1:
+        raise OnnxvizError(f"cannot resize the shorter side to {size}; it must be at least 1")
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_h, new_w = size, int(size * w / h)
+    if (new_h, new_w) == (h, w):
+        return rgb
+    out = rgb
+    if new_w != w:
+        out = _resample_axis(out, new_w, axis=1)
+    if new_h != h:
+        out = _resample_axis(out, new_h, axis=0)
+    return out
+
+
+def _resample_axis(rgb: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+    """Pillow's `precompute_coeffs` + `ImagingResample{Horizontal,Vertical}_8bpc` for BILINEAR."""
+    in_size = rgb.shape[axis]
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale  # the bilinear (triangle) filter's support is 1
+    ksize = int(np.ceil(support)) * 2 + 1
+    centers = (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum((centers - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum((centers + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)
+    x = ((taps[None, :] + xmin[:, None]) - centers[:, None] + 0.5) * (1.0 / filterscale)
+    weights = np.where(np.abs(x) < 1.0, 1.0 - np.abs(x), 0.0)
+    weights[taps[None, :] >= xmax[:, None]] = 0.0
+    total = weights.sum(axis=1, keepdims=True)
+    weights = np.divide(weights, total, out=weights, where=total != 0)
+    fixed = (0.5 + weights * (1 << _PRECISION_BITS)).astype(np.int64)  # all weights are >= 0
+    index = np.minimum(xmin[:, None] + taps[None, :], in_size - 1)
+    src = np.moveaxis(rgb, axis, 0).astype(np.int64)  # [in, other, 3]
+    acc = np.full((out_size,) + src.shape[1:], 1 << (_PRECISION_BITS - 1), dtype=np.int64)
+    for k in range(ksize):
+        acc += src[index[:, k]] * fixed[:, k, None, None]
+    out = np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.moveaxis(out, 0, axis))
+
+
+def center_crop(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """torchvision's `CenterCrop((height, width))`: Python's round for the offsets, and zero
+    padding first (as torchvision pads) when the image is smaller than the crop."""
+    h, w = rgb.shape[:2]
+    if height > h or width > w:
+        pad_l = (width - w) // 2 if width > w else 0
+        pad_t = (height - h) // 2 if height > h else 0
+        pad_r = (width - w + 1) // 2 if width > w else 0
+        pad_b = (height - h + 1) // 2 if height > h else 0
+        rgb = np.pad(rgb, ((pad_t, pad_b), (pad_l, pad_r), (0, 0)))
+        h, w = rgb.shape[:2]
+        if (h, w) == (height, width):
+            return rgb
+    top = int(round((h - height) / 2.0))
+    left = int(round((w - width) / 2.0))
+    return np.ascontiguousarray(rgb[top:top + height, left:left + width])
 
 
 def pil_nearest_indices(size: int, offset: int, src: int, dst: int) -> np.ndarray:

@@ -21,7 +21,9 @@ from onnx import ModelProto, NodeProto, TensorProto, TypeProto, helper
 
 from . import __version__
 from .errors import LayerSelectionError, ModelError, OnnxvizError, ValidationError
+from .external_data import check_external_data
 from .files import atomic_path, ensure_dir
+from .labels import load_labels
 from .graph import (
     LAYOUTS,
     PREFIX,
@@ -37,6 +39,8 @@ from .graph import (
     used_names,
 )
 from .metadata import LayerInfo, ModelInfo, Preprocessing, write_info
+from .module_names import apply_module_names, with_identity
+from .presets import choose_preprocessing, choose_resize
 
 MAX_BYTES = onnx.checker.MAXIMUM_PROTOBUF  # one protobuf file: 2 GiB
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
@@ -154,7 +158,7 @@ def inspect_onnx(src: Path, *, layout: str | None = None,
     the shapes then hold None where they depend on them.
     """
     src = Path(src)
-    model = load_onnx(src)
+    model, _, _ = apply_module_names(load_onnx(src))
     return _prepare(model, str(src), layout, input_size, require_size=False).inspection
 
 
@@ -170,9 +174,11 @@ def export_onnx(
     scale: float | str | None = None,
     bgr: bool = False,
     layout: str | None = None,
-    labels: Path | None = None,
+    labels: Path | str | None = None,
     input_size: int | tuple[int, int] | None = None,
     progress: Progress | None = None,
+    preprocess: str | None = None,
+    resize: str | int | None = None,
     validate: bool = True,
     tolerance: float = 1e-3,
 ) -> OnnxExportResult:
@@ -182,18 +188,24 @@ def export_onnx(
     maps made by those op types; `mean`/`std` (1 or 3 numbers, in the network's channel
     order) and `scale` describe what the network expects of 0..255 pixels, `bgr` that it
     takes BGR. With `validate`, the file is run next to the source in ONNX Runtime (CPU)
-    and every output must agree within `tolerance` of its range.
+    and every output must agree within `tolerance` of its range. `preprocess` names a preset
+    (`torchvision`, see `presets`); `resize` overrides the preset's resize recipe.
+    Models exported by torch are named after their modules (see `module_names`).
     """
     started = time.perf_counter()
     say = progress or (lambda _msg: None)
     src, output = Path(src), Path(output)
     where = str(src)
-    prep = make_preprocessing(mean=mean, std=std, scale=scale, bgr=bgr)
+    prep = (choose_preprocessing(preprocess, mean=mean, std=std, scale=scale, bgr=bgr)
+            or make_preprocessing(mean=mean, std=std, scale=scale, bgr=bgr))
+    choose_resize(preprocess, resize, 224, 224)  # bad values fail before any work
     ensure_dir(output.parent)  # an unwritable destination fails before any work
-    label_names = read_labels(labels) if labels is not None else None
+    label_names = load_labels(labels) if labels is not None else None
 
     say(f"loading {src}")
-    model = load_onnx(src)
+    model, identities, note = apply_module_names(load_onnx(src))
+    if note:
+        say(f"module names: {note}")
     prepared = _prepare(model, where, layout, input_size, require_size=True)
     insp = prepared.inspection
     if label_names is not None:
@@ -211,13 +223,14 @@ def export_onnx(
 
     plan = {name: _plan(prepared, name) for name in exposed}
     built = _build(prepared.model, prep, insp.layout, plan)
-    infos = [plan[name].info for name in exposed]
+    infos = [with_identity(plan[name].info, identities) for name in exposed]
     info = ModelInfo(
         input_name=insp.input_name, height=int(insp.height), width=int(insp.width),  # type: ignore[arg-type]
         layers=infos, preprocessing=prep, source=where, version=__version__,
         prediction_output=insp.prediction_output,
         prediction_is_probability=insp.prediction_is_probability if insp.prediction_output else False,
         labels=label_names, keras=None,
+        resize=choose_resize(preprocess, resize, int(insp.height), int(insp.width)),  # type: ignore[arg-type]
     )
     write_info(built, info)
     _check(built, f"the exported model for {where}", "this is a bug in onnxviz; please report it")
@@ -257,6 +270,7 @@ def load_onnx(src: Path) -> ModelProto:
     src = Path(src)
     if not src.is_file():
         raise ModelError(f"model file '{src}' does not exist")
+    check_external_data(src)
     if src.stat().st_size > MAX_BYTES:
         raise _too_big(str(src), src.stat().st_size)
     try:
