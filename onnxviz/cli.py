@@ -77,7 +77,10 @@ def export(
                                     "away (a conv's output read only by BatchNorm, an activation or an Add; a "
                                     "BatchNorm's read only by an activation; padding read by a conv): faster "
                                     "extraction, the maps after them stay"),
-    preprocess: Optional[str] = typer.Option(None, help="Keras model files: the preprocessing the model expects: caffe, tf, torch or none"),
+    preprocess: Optional[str] = typer.Option(None, help="the preprocessing the model expects: torchvision (ImageNet mean/std, "
+                                             "1/255, resize 256 + crop 224; ONNX models), caffe, tf, torch or none"),
+    resize: Optional[str] = typer.Option(None, help="ONNX models: how render resizes photos for this file: N (shorter "
+                                         "side to N, bilinear, centre crop), stretch, crop or pad; default: the preset's"),
     tolerance: float = typer.Option(1e-4, help="largest error allowed, relative to each layer's range"),
     op_types: Optional[str] = typer.Option(None, help="ONNX models: expose outputs of these op types, e.g. Conv,Relu,MaxPool,Concat"),
     mean: Optional[str] = typer.Option(None, help="ONNX models: mean to subtract (after --scale), 1 or 3 numbers"),
@@ -85,7 +88,8 @@ def export(
     scale: Optional[str] = typer.Option(None, help="ONNX models: factor applied to 0..255 pixels first, e.g. 1/255"),
     bgr: bool = typer.Option(False, help="ONNX models: the network takes BGR"),
     layout: Optional[str] = typer.Option(None, help="ONNX models: input layout nchw or nhwc (inferred when clear)"),
-    labels: Optional[Path] = typer.Option(None, help="class names, one per line or 'index,name'"),
+    labels: Optional[str] = typer.Option(None, help="class names: imagenet (the 1000 ImageNet classes, shipped), or a "
+                                         "file with one per line or 'index,name'"),
 ) -> None:
     """Export a model to one ONNX file with its feature maps as outputs, checked output by output."""
     progress = Progress()
@@ -97,6 +101,7 @@ def export(
             Path(model), target, layers=layers or None, exclude=exclude or None,
             op_types=_csv(op_types) or None, mean=_numbers(mean), std=_numbers(std),
             scale=scale, bgr=bgr, layout=layout, labels=labels, input_size=input_size, progress=progress,
+            preprocess=preprocess, resize=resize,
         )
         info = result.info
         typer.echo(f"wrote {result.output} ({result.size_bytes / 1e6:.1f} MB): "
@@ -104,9 +109,14 @@ def export(
         return
     from .keras_export import ExportOptions, export_keras
 
-    from .onnx_import import read_labels
+    from .labels import load_labels
 
-    file_labels = read_labels(labels) if labels else None
+    if resize is not None:
+        from .errors import OnnxvizError
+
+        raise OnnxvizError("--resize is for ONNX models; Keras models are resized as Keras' load_img does "
+                           "(choose at render time with 'onnxviz render --resize')")
+    file_labels = load_labels(labels) if labels else None
     opts = ExportOptions(weights=weights, input_size=input_size, alpha=alpha, layers=layers,
                          exclude=exclude, skip_fused=skip_fused, preprocess=preprocess, tolerance=tolerance,
                          include_top=top)
@@ -203,7 +213,8 @@ def render(
     fmt: str = typer.Option("jpg", "--format", help="jpg or png"),
     quality: int = typer.Option(90, help="JPEG quality 1..100"),
     top_k: int = typer.Option(5, help="predictions shown, when the model has class labels"),
-    resize: str = typer.Option("stretch", help="stretch (as Keras load_img), crop (centre) or pad"),
+    resize: Optional[str] = typer.Option(None, help="stretch (as Keras load_img), crop (centre), pad, or N: shorter side "
+                                         "to N, bilinear, centre crop (torchvision); default: the file's own, else stretch"),
     batch_size: int = typer.Option(8, help="images per inference batch"),
     provider: str = typer.Option("auto", help="auto (CUDA when it really loads, else CPU), cuda or cpu"),
 ) -> None:

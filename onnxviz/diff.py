@@ -62,7 +62,7 @@ def diff_model(model: Path, image: Path, providers: tuple[str, str] = ("cpu", "c
 
     first_session = open_session(model, "cpu" if against else providers[0])
     info = first_session.info
-    batch = resize_image(load_image(image), info.height, info.width)[None].astype(np.float32)
+    batch = resize_image(load_image(image), info.height, info.width, info.resize or "stretch")[None].astype(np.float32)
     first_out = first_session.run(batch)
     if against == "keras":
         from .keras_export import keras_outputs

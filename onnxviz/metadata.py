@@ -97,6 +97,9 @@ class ModelInfo:
     # Resize(N) + CenterCrop); None when the source says nothing (render then stretches).
     resize: str | None = None
 
+    def __post_init__(self) -> None:
+        self.source = portable_source(self.source)
+
     @property
     def feature_maps(self) -> list[LayerInfo]:
         return [layer for layer in self.layers if layer.is_feature_map]

@@ -22,7 +22,7 @@ from . import __version__
 from .drawing import draw_predictions, encode
 from .errors import ImageError, LayerSelectionError, OnnxvizError
 from .files import ensure_dir, write_bytes
-from .images import RESIZE_MODES, collect_images, load_image, resize_image
+from .images import check_resize, collect_images, load_image, resize_image
 from .metadata import LayerInfo, ModelInfo
 from .report import write_report
 from .tiling import COLORMAPS, NORMS, SORTS, layer_grid, layer_stats
@@ -44,14 +44,16 @@ class RenderOptions:
     fmt: str = "jpg"
     quality: int = 90
     top_k: int = 5
-    resize: str = "stretch"
+    resize: str | None = None  # None: the file's own recipe (metadata), else "stretch"
     batch_size: int = 8
     provider: str = "auto"
     filters: bool = True
 
     def check(self) -> None:
         """Reject bad options before any work starts."""
-        for value, valid, flag in ((self.resize, RESIZE_MODES, "--resize"), (self.sort, SORTS, "--sort"),
+        if self.resize is not None:
+            self.resize = check_resize(self.resize)
+        for value, valid, flag in ((self.sort, SORTS, "--sort"),
                                    (self.norm, NORMS, "--norm"), (self.fmt, FORMATS, "--format"),
                                    (self.colormap, tuple(COLORMAPS), "--colormap")):
             if value not in valid:
@@ -189,6 +191,7 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
         # Repacking weights at load pays back only over many batches (see runtime.session_options).
         session = open_session(Path(model), options.provider, prepack=len(images) > PREPACK_FROM_IMAGES)
         chosen = select_layers(session.info, options.layers, str(model))
+        resize = options.resize or session.info.resize or "stretch"
         wanted = [layer.name for layer in chosen]
         prediction = session.info.prediction_output
         if prediction and options.top_k > 0 and prediction not in wanted:
@@ -204,7 +207,7 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
             pixels, ok_paths = [], []
             for path in batch_paths:
                 try:
-                    pixels.append(resize_image(load_image(path), session.info.height, session.info.width, options.resize))
+                    pixels.append(resize_image(load_image(path), session.info.height, session.info.width, resize))
                     ok_paths.append(path)
                 except ImageError as exc:
                     failed.append(str(exc))
@@ -295,7 +298,7 @@ class _Painter:
             "image": str(path), "image_name": path.name, "model": str(self.model), "source": info.source,
             "onnxviz_version": __version__, "provider": self.session.provider,
             "provider_fallback": self.session.fallback,
-            "input": [info.height, info.width], "resize": opts.resize, "original": original,
+            "input": [info.height, info.width], "resize": opts.resize or info.resize or "stretch", "original": original,
             "predictions": [{"label": p["label"], "score": p["score"], "index": p["index"]} for p in preds],
             "filters": filters_entry, "layers": layers,
             "options": {"max_channels": opts.max_channels, "channels": opts.channels, "sort": opts.sort,

@@ -86,8 +86,8 @@ def test_layers_lists_network_order_and_json(tmp_path):
     assert result.exit_code == 0
     assert [line.split()[1] for line in result.stdout.splitlines()[1:]] == ["conv", "relu", "pool", "predictions"]
     data = json.loads(runner.invoke(app, ["layers", str(path), "--json"]).stdout)
-    assert data["layers"][2] == {"index": 2, "name": "pool", "class": "MaxPooling2D", "shape": [None, 6, 8, 8],
-                                 "channels": 6, "layout": "NCHW"}
+    assert data["layers"][2] == {"index": 2, "name": "pool", "class": "MaxPooling2D", "op": "MaxPooling2D",
+                                 "shape": [None, 6, 8, 8], "channels": 6, "layout": "NCHW", "folded": []}
 
 
 def test_filters_command_draws_the_first_convolution(tmp_path):

@@ -22,7 +22,7 @@ def test_round_trip_through_metadata_props_keeps_other_entries():
     write_info(model, info())  # rewriting replaces, never duplicates
     assert read_info(model) == info()
     keys = [p.key for p in model.metadata_props]
-    assert keys.count("onnxviz.layers") == 1 and "author" in keys
+    assert keys.count("onnxviz.layer.000") == 1 and keys.count("onnxviz.layer.001") == 1 and "author" in keys
     assert [layer.name for layer in read_info(model).feature_maps] == ["block1_conv1"]
     assert read_info(model).layer("predictions").channels == 1000
 
@@ -45,7 +45,7 @@ def test_files_without_onnxviz_metadata_and_damaged_metadata(tmp_path):
     model = onnx.ModelProto()
     write_info(model, info())
     for p in model.metadata_props:
-        if p.key == "onnxviz.layers":
+        if p.key == "onnxviz.layer.001":
             p.value = "{broken"
     with pytest.raises(ModelError, match="has damaged onnxviz metadata"):
         read_info(model, "y.onnx")

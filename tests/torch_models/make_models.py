@@ -13,7 +13,9 @@ Each model is exported by both of torch's exporters (`dynamo=True`, the default 
 `<model>_<dynamo|legacy>_opset<N>.onnx`, and run once with forward hooks on every module:
 `<model>_hooks.npz` holds `rgb` (the 0..255 HWC image fed), `input` (the normalised NCHW
 tensor, ImageNet mean/std, scale 1/255), and each module's output, keyed by the module's
-path, with `#2`, `#3` for its second and later calls (`layer1.0.relu#2`).
+path, with `#2`, `#3` for its second and later calls (`layer1.0.relu#2`). An output equal
+to one stored already (a container returns its last child's tensor) is listed in `aliases`
+as `outer=inner` instead of being stored twice.
 
 Run it with a CPU torch and onnxscript, in an environment of its own:
 
@@ -35,7 +37,7 @@ import torch
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
-SIZE = 32
+SIZE = 24
 OPSETS = (18, 20)
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -244,6 +246,20 @@ def hook_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
     return found
 
 
+def dedupe(refs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Keep one copy of equal outputs (a container returns its last child's tensor); the other
+    names are listed as `outer=inner` aliases."""
+    kept: dict[str, np.ndarray] = {}
+    aliases: list[str] = []
+    for key, value in refs.items():
+        same = next((k for k, v in kept.items() if v.shape == value.shape and np.array_equal(v, value)), None)
+        if same is None:
+            kept[key] = value
+        else:
+            aliases.append(f"{key}={same}")
+    return kept, aliases
+
+
 def main() -> int:
     torch.manual_seed(0)
     rgb = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3)).astype(np.float32)
@@ -253,8 +269,9 @@ def main() -> int:
         torch.manual_seed(seed)
         model = realistic(cls(), seed)
         tensor = torch.from_numpy(x)
-        refs = hook_outputs(model, tensor)
-        np.savez_compressed(HERE / f"{name}_hooks.npz", rgb=rgb, input=x, **refs)
+        refs, aliases = dedupe(hook_outputs(model, tensor))
+        np.savez_compressed(HERE / f"{name}_hooks.npz", rgb=rgb.astype(np.uint8), input=x,
+                            aliases=np.array(aliases, dtype=str), **refs)
         for opset in OPSETS:
             for dynamo in (True, False):
                 out = HERE / f"{name}_{'dynamo' if dynamo else 'legacy'}_opset{opset}.onnx"
