@@ -127,6 +127,7 @@ def select_layers(info: ModelInfo, patterns: list[str], where: str) -> list[Laye
 
 
 def safe_name(name: str) -> str:
+    name = re.sub(r"#(\d+)$", r"_call\1", name)  # a module's second call, `layer1.0.relu#2`
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "layer"
 
 

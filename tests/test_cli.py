@@ -145,3 +145,37 @@ def test_bench_bad_input(tmp_path, args, message):
     path = tmp_path / "tiny.onnx"
     onnx.save(tiny_model(), path)
     assert one_error_line(runner.invoke(app, ["bench", str(path), *args])) == message
+
+
+TORCH_RESNET = str(__import__("pathlib").Path(__file__).parent / "torch_models" / "resnet_dynamo_opset18.onnx")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preprocess", "imagenet"], "error: --preprocess 'imagenet' is not a preset; the presets are: torchvision ("),
+    (["--preprocess", "torchvision", "--std", "0.5"],
+     "error: --preprocess torchvision already sets mean, std, scale and channel order; leave out --std or --preprocess"),
+    (["--resize", "0"], "error: --resize 0 is not a positive size; give the shorter side in pixels, e.g. 256"),
+    (["--resize", "-256"], "error: --resize -256 is not a positive size; give the shorter side in pixels, e.g. 256"),
+    (["--resize", "big"], "error: --resize 'big' is not valid; give stretch, crop, pad, or a number N"),
+])
+def test_torch_export_option_errors(tmp_path, argv, message):
+    out = tmp_path / "x.onnx"
+    line = one_error_line(runner.invoke(app, ["export", TORCH_RESNET, "-o", str(out), *argv]))
+    assert line.startswith(message), line
+    assert not out.exists()
+
+
+def test_torch_export_then_layers_and_render_by_module_name(tmp_path):
+    out = tmp_path / "resnet.onnx"
+    result = runner.invoke(app, ["export", TORCH_RESNET, "-o", str(out), "--preprocess", "torchvision"])
+    assert result.exit_code == 0, result.output
+    listing = runner.invoke(app, ["layers", str(out)]).stdout
+    assert "layer1.0.bn2" in listing and "BatchNorm2d" in listing and "(layer1.0.conv2 folded in by the exporter)" in listing
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), (255 * __import__("numpy").random.default_rng(0).random((50, 40, 3))).astype("uint8"))
+    result = runner.invoke(app, ["render", str(out), str(image), "-o", str(tmp_path / "o"), "--layers", "layer1.*"])
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in (tmp_path / "o" / "photo").glob("*.jpg") if p.name[0].isdigit())
+    assert files == ["2.layer1.0.relu_0-8.jpg", "3.layer1.0.bn2_0-8.jpg", "4.layer1.0.relu_call2_0-8.jpg"]
+    line = one_error_line(runner.invoke(app, ["render", str(out), str(image), "-o", str(tmp_path / "p"), "--resize", "-1"]))
+    assert line == "error: --resize -1 is not a positive size; give the shorter side in pixels, e.g. 256"

@@ -54,3 +54,36 @@ def test_files_without_onnxviz_metadata_and_damaged_metadata(tmp_path):
     (tmp_path / "text.onnx").write_text("plain text, not protobuf")
     with pytest.raises(ModelError, match="is not an ONNX model"):
         load_info(tmp_path / "text.onnx")
+
+
+def test_files_written_with_one_layers_list_are_still_read():
+    import json
+
+    old = info().to_props()
+    layers = [{"name": layer.name, "op": layer.op, "shape": layer.shape, "layout": layer.layout} for layer in info().layers]
+    for key in [k for k in old if k.startswith("onnxviz.layer.")]:
+        del old[key]
+    old["onnxviz.layers"] = json.dumps(layers)
+    old["onnxviz.labels"] = json.dumps(["tench"] * 1000)
+    assert ModelInfo.from_props(old) == info()
+
+
+def test_values_are_short_and_portable_for_netron(tmp_path):
+    """Netron cuts metadata values off after 1000 characters: one entry per layer keeps each short,
+    and the source is the file's name, not the exporting machine's path."""
+    from pathlib import Path
+
+    from onnxviz.onnx_import import export_onnx
+
+    src = Path(__file__).parent / "torch_models" / "densenet_dynamo_opset18.onnx"
+    out = tmp_path / "d.onnx"
+    export_onnx(src.resolve(), out, preprocess="torchvision",
+                layers=["features.*"])
+    props = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert props["onnxviz.source"] == "densenet_dynamo_opset18.onnx"
+    assert max(len(v) for v in props.values()) < 300
+    assert props["onnxviz.resize"] == '{"mode":"shorter","size":27,"crop":"center"}'
+    layer = next(v for k, v in props.items() if k.startswith("onnxviz.layer.") and "norm2" in v)
+    assert layer == ('{"name":"features.denseblock1.denselayer1.norm2","op":"Conv","shape":[null,16,6,6],'
+                     '"layout":"NCHW","class":"BatchNorm2d","folded":["features.denseblock1.denselayer1.conv1"]}')
+    assert not any(str(tmp_path) in v or "/work/" in v for v in props.values())
