@@ -262,7 +262,7 @@ class _Painter:
         t2 = time.perf_counter()
         write_bytes(folder / name, data)
         entry = {
-            "index": index, "name": layer.name, "op": layer.op,
+            "index": index, "name": layer.name, "op": layer.op, "class": layer.cls, "folded": layer.folded,
             "shape": [None, *maps.shape], "file": name, "channels_shown": len(grid.channels),
             "channels_total": int(maps.shape[0]), "channels": grid.channels,
             "stats": {"mean": stats.mean, "zero_fraction": stats.zero_fraction, "dead_channels": stats.dead_channels,

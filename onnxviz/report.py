@@ -39,6 +39,20 @@ def _shape(shape: list) -> str:
     return " x ".join("N" if d is None else str(d) for d in shape)
 
 
+def _kind(layer: dict[str, Any]) -> str:
+    """`Conv`, or for a PyTorch module `BatchNorm2d, ONNX Conv: conv2 + bn2 (folded by the exporter)`."""
+    cls, folded = layer.get("class") or "", layer.get("folded") or []
+    if not cls and not folded:
+        return str(layer["op"])
+    text = f"{cls}, ONNX {layer['op']}" if cls else f"ONNX {layer['op']}"
+    if folded:
+        short = [name.rsplit(".", 1)[-1] for name in folded]
+        own = layer["name"].split("#")[0].removesuffix("+bn").rsplit(".", 1)[-1]
+        parts = short + ([own] if own not in short else ["bn"])
+        text += f": {' + '.join(parts)} (folded by the exporter)"
+    return text
+
+
 def render_html(summary: dict[str, Any]) -> str:
     """The report page of one image."""
     preds = summary.get("predictions") or []
@@ -64,7 +78,7 @@ def render_html(summary: dict[str, Any]) -> str:
         dead_html = (f", <span class=warn>{dead} dead channels</span>" if dead else ", no dead channels") if dead is not None else ""
         sections.append(
             f"<section class=layer id='layer-{layer['index']}'><h2>{layer['index']}. {_esc(layer['name'])} "
-            f"<small>({_esc(layer['op'])})</small></h2>"
+            f"<small>({_esc(_kind(layer))})</small></h2>"
             f"<div class=meta>shape {_esc(_shape(layer['shape']))} &middot; channels shown {layer['channels_shown']} of "
             f"{layer['channels_total']} &middot; mean activation {st['mean']:.4g} &middot; zeros {st['zero_fraction'] * 100:.1f}%"
             f"{dead_html} &middot; range {st['min']:.4g} .. {st['max']:.4g}</div>"

@@ -33,3 +33,14 @@ def test_write_report_writes_the_same_facts_as_json(tmp_path):
     json_path, html_path = write_report(tmp_path, summary())
     assert json.loads(json_path.read_text()) == summary()
     assert html_path.read_text() == render_html(summary())
+
+
+def test_report_names_the_module_class_and_the_exporter_fold():
+    from onnxviz.report import _kind
+
+    assert _kind({"op": "Conv", "class": "BatchNorm2d", "folded": ["layer1.0.conv2"], "name": "layer1.0.bn2"}) == \
+        "BatchNorm2d, ONNX Conv: conv2 + bn2 (folded by the exporter)"
+    assert _kind({"op": "Conv", "class": "", "folded": ["layer1.0.conv2"], "name": "layer1.0.conv2+bn"}) == \
+        "ONNX Conv: conv2 + bn (folded by the exporter)"
+    assert _kind({"op": "Relu", "class": "ReLU", "folded": [], "name": "layer1.0.relu#2"}) == "ReLU, ONNX Relu"
+    assert _kind({"op": "Conv2D", "name": "block1_conv1"}) == "Conv2D"  # files without classes, as before
