@@ -127,11 +127,12 @@ class ModelInfo:
             props[PREFIX + "resize"] = _json(resize_to_json(self.resize))
         digits = max(3, len(str(len(self.layers) - 1)))
         for i, layer in enumerate(self.layers):
-            entry = {"name": layer.name, "op": layer.op, "shape": layer.shape, "layout": layer.layout}
+            entry: dict[str, Any] = {"name": layer.name}  # what Netron shows first, before it cuts the line
             if layer.cls:
                 entry["class"] = layer.cls
             if layer.folded:
                 entry["folded"] = layer.folded
+            entry.update(op=layer.op, shape=layer.shape, layout=layer.layout)
             props[f"{PREFIX}layer.{i:0{digits}d}"] = _json(entry)
         if self.labels is not None:
             from .labels import IMAGENET, imagenet_labels

@@ -84,6 +84,6 @@ def test_values_are_short_and_portable_for_netron(tmp_path):
     assert max(len(v) for v in props.values()) < 300
     assert props["onnxviz.resize"] == '{"mode":"shorter","size":27,"crop":"center"}'
     layer = next(v for k, v in props.items() if k.startswith("onnxviz.layer.") and "norm2" in v)
-    assert layer == ('{"name":"features.denseblock1.denselayer1.norm2","op":"Conv","shape":[null,16,6,6],'
-                     '"layout":"NCHW","class":"BatchNorm2d","folded":["features.denseblock1.denselayer1.conv1"]}')
+    assert layer == ('{"name":"features.denseblock1.denselayer1.norm2","class":"BatchNorm2d",'
+                     '"folded":["features.denseblock1.denselayer1.conv1"],"op":"Conv","shape":[null,16,6,6],"layout":"NCHW"}')
     assert not any(str(tmp_path) in v or "/work/" in v for v in props.values())
