@@ -253,7 +253,7 @@ def resize_image(rgb: np.ndarray, height: int, width: int, mode: str = "stretch"
         raise ImageError(f"resize_image takes an RGB image [H, W, 3]; got shape {tuple(rgb.shape)}")
     src_h, src_w = rgb.shape[:2]
     if mode.isdigit():
-        return center_crop(resize_shorter(rgb, int(mode)), height, width)
+        return resize_shorter(rgb, int(mode), crop=(height, width))
     if mode == "stretch":
         return _nearest(rgb, 0, 0, src_h, src_w, height, width)
     if mode == "crop":
@@ -272,15 +272,16 @@ def resize_image(rgb: np.ndarray, height: int, width: int, mode: str = "stretch"
     return out
 
 
-def resize_shorter(rgb: np.ndarray, size: int) -> np.ndarray:
-    """The shorter side to `size`, the longer in proportion (truncated), bilinear with antialiasing.
+def resize_shorter(rgb: np.ndarray, size: int, crop: tuple[int, int] | None = None) -> np.ndarray:
+    """The shorter side to `size`, the longer in proportion (truncated), bilinear with antialiasing;
+    with `crop` (height, width), only the centre crop of that is computed and returned.
 
     torchvision's `Resize(size)` on a PIL image: the output size as
     `_compute_resized_output_size` computes it, then Pillow's `Image.resize(..., BILINEAR)`,
     whose separable triangle filter widens with the downscale factor (that is the
     antialiasing). Pillow's arithmetic is reproduced: coefficients in double precision,
     normalised, rounded to 22-bit fixed point; horizontal pass first, rounded and clipped to
-    uint8, then the vertical pass.
+    uint8, then the vertical pass. With `crop`, `CenterCrop` follows (see `center_crop`).
     """
     h, w = rgb.shape[:2]
     if size < 1:
@@ -289,24 +290,34 @@ def resize_shorter(rgb: np.ndarray, size: int) -> np.ndarray:
         new_w, new_h = size, int(size * h / w)
     else:
         new_h, new_w = size, int(size * w / h)
+    if crop is not None and (crop[0] > new_h or crop[1] > new_w):
+        return center_crop(resize_shorter(rgb, size), *crop)  # padded: rare, done in full
+    rows, cols = (0, new_h), (0, new_w)
+    if crop is not None:
+        top, left = int(round((new_h - crop[0]) / 2.0)), int(round((new_w - crop[1]) / 2.0))
+        rows, cols = (top, top + crop[0]), (left, left + crop[1])
     if (new_h, new_w) == (h, w):
-        return rgb
-    out = rgb
-    if new_w != w:
-        out = _resample_axis(out, new_w, axis=1)
+        return np.ascontiguousarray(rgb[rows[0]:rows[1], cols[0]:cols[1]])
+    if new_h != h:  # the input rows the vertical pass reads (Pillow's ybox)
+        coeffs = _coefficients(h, new_h, *rows)
+        first, last = int(coeffs[1].min()), int((coeffs[1] + coeffs[2]).max())
+    else:
+        first, last = rows
+    out = rgb[first:last]
+    out = _resample(out, w, new_w, cols, axis=1) if new_w != w else out[:, cols[0]:cols[1]]
     if new_h != h:
-        out = _resample_axis(out, new_h, axis=0)
-    return out
+        out = _resample(out, h, new_h, rows, axis=0, offset=first)
+    return np.ascontiguousarray(out)
 
 
-def _resample_axis(rgb: np.ndarray, out_size: int, axis: int) -> np.ndarray:
-    """Pillow's `precompute_coeffs` + `ImagingResample{Horizontal,Vertical}_8bpc` for BILINEAR."""
-    in_size = rgb.shape[axis]
+def _coefficients(in_size: int, out_size: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pillow's `precompute_coeffs` for BILINEAR, for outputs start..stop-1: fixed-point weights
+    [n, ksize], first input index [n] and number of inputs [n]."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = 1.0 * filterscale  # the bilinear (triangle) filter's support is 1
     ksize = int(np.ceil(support)) * 2 + 1
-    centers = (np.arange(out_size) + 0.5) * scale
+    centers = (np.arange(start, stop) + 0.5) * scale
     xmin = np.maximum((centers - support + 0.5).astype(np.int64), 0)
     xmax = np.minimum((centers + support + 0.5).astype(np.int64), in_size) - xmin
     taps = np.arange(ksize)
@@ -316,13 +327,24 @@ def _resample_axis(rgb: np.ndarray, out_size: int, axis: int) -> np.ndarray:
     total = weights.sum(axis=1, keepdims=True)
     weights = np.divide(weights, total, out=weights, where=total != 0)
     fixed = (0.5 + weights * (1 << _PRECISION_BITS)).astype(np.int64)  # all weights are >= 0
-    index = np.minimum(xmin[:, None] + taps[None, :], in_size - 1)
-    src = np.moveaxis(rgb, axis, 0).astype(np.int64)  # [in, other, 3]
-    acc = np.full((out_size,) + src.shape[1:], 1 << (_PRECISION_BITS - 1), dtype=np.int64)
-    for k in range(ksize):
-        acc += src[index[:, k]] * fixed[:, k, None, None]
+    return fixed, xmin, xmax
+
+
+def _resample(rgb: np.ndarray, in_size: int, out_size: int, keep: tuple[int, int], axis: int,
+              offset: int = 0) -> np.ndarray:
+    """Pillow's `ImagingResample{Horizontal,Vertical}_8bpc` along `axis`, outputs keep[0]..keep[1]-1;
+    `offset` is the input index of `rgb`'s first row (axis 0 only)."""
+    fixed, xmin, xmax = _coefficients(in_size, out_size, *keep)
+    src = rgb if axis == 0 else np.ascontiguousarray(rgb.transpose(1, 0, 2))
+    # int32 as in Pillow: a sum is at most 255 * 2**22 plus rounding, below 2**31.
+    acc = np.full((keep[1] - keep[0],) + src.shape[1:], 1 << (_PRECISION_BITS - 1), dtype=np.int32)
+    weights = fixed.astype(np.int32)
+    last = src.shape[0] - 1
+    for k in range(int(xmax.max())):
+        rows = np.minimum(xmin + k - offset, last)
+        acc += src[rows] * weights[:, k, None, None]
     out = np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(np.moveaxis(out, 0, axis))
+    return out if axis == 0 else out.transpose(1, 0, 2)
 
 
 def center_crop(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
