@@ -84,20 +84,18 @@ def apply_module_names(model: ModelProto) -> tuple[ModelProto, dict[str, ModuleI
     if not found.identities:
         return model, {}, found.note
     taken = used_names(model.graph)
-    outputs = {o.name for o in model.graph.output}  # the names the exporting code chose stay
-    renamed = set(found.identities) - outputs
+    renamed = set(found.identities)
     mapping: dict[str, str] = {}
     wanted = Counter(ident.name for ident in found.identities.values())
     for tensor, ident in found.identities.items():
         new = ident.name
-        if tensor in outputs or wanted[new] > 1 or (new in taken and new not in renamed):
+        if wanted[new] > 1 or (new in taken and new not in renamed):
             continue
         mapping[tensor] = new
     # Two steps, so that tensors can trade names (`relu` -> `layer1.0.relu`, `x` -> `relu`).
     temp = {old: f"\x00onnxviz{i}" for i, old in enumerate(mapping)}
     out = rename_tensors(rename_tensors(model, temp), {temp[old]: new for old, new in mapping.items()})
-    kept = {t: found.identities[t] for t in found.identities if t in outputs}
-    return out, {**{mapping[t]: found.identities[t] for t in mapping}, **kept}, found.note
+    return out, {mapping[t]: found.identities[t] for t in mapping}, found.note
 
 
 def with_identity(layer: LayerInfo, identities: dict[str, ModuleIdentity]) -> LayerInfo:
