@@ -173,7 +173,11 @@ def layers_cmd(
     typer.echo(f"{model}: {source}, input {size}, {title}")
     for r in rows:
         shape = "x".join("N" if d is None else str(d) for d in r["shape"])
-        folded = f"  ({' + '.join(r['folded'])} folded in by the exporter)" if r.get("folded") else ""
+        folded = ""
+        if r.get("folded") and r["name"].endswith("+bn"):  # TorchScript exporter: the BatchNorm's name is lost
+            folded = f"  (a BatchNorm folded into {' + '.join(r['folded'])} by the exporter)"
+        elif r.get("folded"):
+            folded = f"  ({' + '.join(r['folded'])} folded in by the exporter)"
         typer.echo(f"{r['index']:4d}  {r['name']:<{width}}  {r['class']:<24} {shape:<18} {r['channels'] or '':<5}{folded}")
 
 

@@ -179,3 +179,14 @@ def test_torch_export_then_layers_and_render_by_module_name(tmp_path):
     assert files == ["2.layer1.0.relu_0-8.jpg", "3.layer1.0.bn2_0-8.jpg", "4.layer1.0.relu_call2_0-8.jpg"]
     line = one_error_line(runner.invoke(app, ["render", str(out), str(image), "-o", str(tmp_path / "p"), "--resize", "-1"]))
     assert line == "error: --resize -1 is not a positive size; give the shorter side in pixels, e.g. 256"
+
+
+def test_layers_says_which_fold_each_exporter_made(tmp_path):
+    legacy = TORCH_RESNET.replace("dynamo", "legacy")
+    out = tmp_path / "legacy.onnx"
+    assert runner.invoke(app, ["export", legacy, "-o", str(out)]).exit_code == 0
+    lines = runner.invoke(app, ["layers", str(out)]).stdout.splitlines()
+    line = next(line for line in lines if "layer1.0.conv2+bn" in line)
+    assert line.endswith("(a BatchNorm folded into layer1.0.conv2 by the exporter)")
+    raw = runner.invoke(app, ["layers", TORCH_RESNET]).stdout  # a torch file not written by onnxviz
+    assert "layer1.0.bn2" in raw and "layer1.0.relu#2" in raw and "getitem" not in raw
