@@ -117,3 +117,24 @@ def test_export_records_the_recipe_and_render_and_diff_use_it(tmp_path, monkeypa
     assert seen == ["27"]
     with pytest.raises(OnnxvizError, match="^--resize 0 is not a positive size"):
         render(out, [photo], tmp_path / "out3", RenderOptions(resize="0"))
+
+
+def test_a_photo_through_the_file_equals_torchvisions_transform_through_the_source(shared_data, tmp_path):
+    """What render feeds (resize from the file's recipe, preprocessing folded in) against torchvision's
+    Resize + CenterCrop + ToTensor + Normalize, run through the original torch export."""
+    import onnxruntime as ort
+
+    from onnxviz.onnx_import import export_onnx
+    from onnxviz.runtime import open_session
+
+    src = MODELS / "mobilenetv3_dynamo_opset18.onnx"
+    out = tmp_path / "m.onnx"
+    result = export_onnx(src, out, preprocess="torchvision")
+    photo = shared_data / "images" / "chelsea.png"
+    pixels = resize_image(load_image(photo), 24, 24, result.info.resize)
+    ours = open_session(out, "cpu").run(pixels[None].astype(np.float32))
+    tv = torchvision_pil(Image.open(photo).convert("RGB"), 27, 24, 24).astype(np.float32) / 255.0
+    x = ((tv - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)).transpose(2, 0, 1)[None]
+    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    got = ours[result.info.prediction_output]
+    assert np.abs(got - want).max() <= 1e-5 * float(np.ptp(want))
