@@ -422,20 +422,18 @@ def _keras_worker(spec: dict[str, Any]) -> dict[str, Any]:
         import tensorflow as tf
     except ImportError as exc:
         return {"error": f"--compare-keras needs TensorFlow ({exc}): {_EXPORT_HINT}"}
-    source = spec["keras"]
-    if "path" in source:
-        base = keras.models.load_model(source["path"], compile=False)
-    else:
-        build = getattr(keras.applications, source["application"], None)
-        if build is None:
-            return {"error": f"keras.applications has no '{source['application']}' (Keras {keras.__version__})"}
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in source.get("kwargs", {}).items()
-                  if k != "weights"}
-        base = build(weights=None, **kwargs)  # timing only: weights do not change the work
-    missing = [n for n in spec["layers"] if n not in {layer.name for layer in base.layers}]
-    if missing:
-        return {"error": f"the Keras model has no layer {', '.join(missing)}; was the file exported from it?"}
-    model = keras.Model(base.input, [base.get_layer(n).output for n in spec["layers"]])
+    from .metadata import LayerInfo, ModelInfo, Preprocessing
+    from .sources.keras import rebuild
+
+    # The same rebuild (nested models flattened) as export and diff use; the layers the
+    # file exposes, under their names.
+    info = ModelInfo(input_name="input", height=spec["height"], width=spec["width"],
+                     layers=[LayerInfo(name, "", [], "") for name in spec["layers"]], preprocessing=Preprocessing(),
+                     source=spec.get("source", "the model"), version="", keras=spec["keras"])
+    try:
+        _, model, _, _ = rebuild(info, weights=False)  # timing only: weights do not change the work
+    except OnnxvizError as exc:
+        return {"error": str(exc)}
     call = tf.function(lambda x: model(x, training=False))
     rng = np.random.default_rng(0)
     timings: dict[str, dict[str, list[float]]] = {"predict": {}, "function": {}}

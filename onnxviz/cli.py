@@ -26,6 +26,16 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+# Library parameters whose flag is not `--` + the name with dashes.
+FLAGS = {"include_top": "--no-top", "source": "MODEL", "fmt": "--format", "output": "-o/--output",
+         "json_out": "--json", "as_json": "--json"}
+
+
+def flag_of(param: str) -> str:
+    """The command-line spelling of a library parameter, for error messages."""
+    return FLAGS.get(param, "--" + param.replace("_", "-"))
+
+
 def handles_errors(fn: Callable) -> Callable:
     """User errors print one line and exit 1; bugs keep their traceback."""
 
@@ -34,7 +44,7 @@ def handles_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except OnnxvizError as exc:
-            _err(f"error: {exc}")
+            _err(f"error: {exc.spoken(flag_of)}")
             raise typer.Exit(1)
         except KeyboardInterrupt:
             _err("interrupted; files already written are complete, nothing is half-written")
@@ -67,21 +77,24 @@ def _numbers(value: Optional[str]) -> Optional[List[str]]:
 def export(
     model: str = typer.Argument(..., help="keras.applications name (vgg16, resnet50, mobilenet, ...), a .keras/.h5 file, or an .onnx file"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write (default models/<name>.onnx)"),
-    weights: Optional[str] = typer.Option(None, help="imagenet (default for applications), none, or a weights file"),
+    weights: Optional[str] = typer.Option(None, help="applications: imagenet (default) or none; a weights file for applications and Keras files"),
     input_size: Optional[int] = typer.Option(None, help="input height and width, where the model allows it"),
-    alpha: Optional[float] = typer.Option(None, help="width multiplier of MobileNet models"),
-    top: bool = typer.Option(True, "--top/--no-top", help="keras.applications: keep the classifier (--no-top: convolutional part only)"),
+    alpha: Optional[float] = typer.Option(None, help="applications: width multiplier of MobileNet models"),
+    top: bool = typer.Option(True, "--top/--no-top", help="applications: keep the classifier (--no-top: convolutional part only)"),
     layers: List[str] = typer.Option([], "--layers", help="layers to expose (glob, repeatable), e.g. 'block*_conv*'"),
     exclude: List[str] = typer.Option([], "--exclude", help="layers to leave out (glob, repeatable)"),
     skip_fused: bool = typer.Option(False, "--skip-fused", help="Keras models: leave out what ONNX Runtime would fuse "
                                     "away (a conv's output read only by BatchNorm, an activation or an Add; a "
                                     "BatchNorm's read only by an activation; padding read by a conv): faster "
                                     "extraction, the maps after them stay"),
-    preprocess: Optional[str] = typer.Option(None, help="the preprocessing the model expects: torchvision (ImageNet mean/std, "
-                                             "1/255, resize 256 + crop 224; ONNX models), caffe, tf, torch or none"),
+    preprocess: Optional[str] = typer.Option(None, help="the preprocessing the model expects. Keras model files: caffe, "
+                                             "tf, torch or none (default: that of the keras.applications architecture "
+                                             "inside, else none). ONNX models: a preset, torchvision (ImageNet mean/std, "
+                                             "1/255, resize 256 + crop 224), caffe, tf, torch or none"),
     resize: Optional[str] = typer.Option(None, help="ONNX models: how render resizes photos for this file: N (shorter "
                                          "side to N, bilinear, centre crop), stretch, crop or pad; default: the preset's"),
-    tolerance: float = typer.Option(1e-4, help="largest error allowed, relative to each layer's range"),
+    tolerance: Optional[float] = typer.Option(None, help="largest error allowed, relative to each layer's range "
+                                              "(default 1e-4)"),
     op_types: Optional[str] = typer.Option(None, help="ONNX models: expose outputs of these op types, e.g. Conv,Relu,MaxPool,Concat"),
     mean: Optional[str] = typer.Option(None, help="ONNX models: mean to subtract (after --scale), 1 or 3 numbers"),
     std: Optional[str] = typer.Option(None, help="ONNX models: std to divide by, 1 or 3 numbers"),
@@ -92,37 +105,18 @@ def export(
                                          "file with one per line or 'index,name'"),
 ) -> None:
     """Export a model to one ONNX file with its feature maps as outputs, checked output by output."""
-    progress = Progress()
-    if model.lower().endswith(".onnx"):
-        from .onnx_import import export_onnx
-
-        target = output or Path("models") / f"{Path(model).stem}.onnx"
-        result = export_onnx(
-            Path(model), target, layers=layers or None, exclude=exclude or None,
-            op_types=_csv(op_types) or None, mean=_numbers(mean), std=_numbers(std),
-            scale=scale, bgr=bgr, layout=layout, labels=labels, input_size=input_size, progress=progress,
-            preprocess=preprocess, resize=resize,
-        )
-        info = result.info
-        typer.echo(f"wrote {result.output} ({result.size_bytes / 1e6:.1f} MB): "
-                   f"{len(info.layers)} outputs, {len(info.feature_maps)} feature maps")
-        return
-    from .keras_export import ExportOptions, export_keras
-
-    from .labels import load_labels
-
-    if resize is not None:
-        from .errors import OnnxvizError
-
-        raise OnnxvizError("--resize is for ONNX models; Keras models are resized as Keras' load_img does "
-                           "(choose at render time with 'onnxviz render --resize')")
-    file_labels = load_labels(labels) if labels else None
-    opts = ExportOptions(weights=weights, input_size=input_size, alpha=alpha, layers=layers,
-                         exclude=exclude, skip_fused=skip_fused, preprocess=preprocess, tolerance=tolerance,
-                         include_top=top)
-    result = export_keras(model, output, opts, progress=progress, labels=file_labels)
     from .compare import layer_group
+    from .pipeline import ExportOptions, export as run_export
 
+    options = ExportOptions(
+        weights=weights, input_size=input_size, alpha=alpha, include_top=top, layers=layers, exclude=exclude,
+        skip_fused=skip_fused, preprocess=preprocess, op_types=_csv(op_types), mean=_numbers(mean),
+        std=_numbers(std), scale=scale, bgr=bgr, layout=layout, labels=labels, resize=resize)
+    if tolerance is not None:
+        options.tolerance = tolerance
+    result = run_export(model, output, options, progress=Progress())
+    for note in result.notes:
+        _err(f"note: {note}")
     groups: dict[str, list] = {}
     for d in result.diffs:
         groups.setdefault(layer_group(d.name), []).append(d)
@@ -130,11 +124,12 @@ def export(
         worst = max(d.relative for d in diffs)
         typer.echo(f"  {group:<24} {len(diffs):3d} outputs  max relative error {worst:.1e}")
     info = result.info
+    typer.echo(f"preprocessing {result.preprocessing_reason}")
     typer.echo(
         f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB) in {result.seconds:.0f}s: "
-        f"{len(info.layers)} outputs match Keras (max relative error {result.max_relative:.1e}, "
-        f"tolerance {tolerance:g}); input RGB 0..255 {info.height}x{info.width}, preprocessing "
-        f"'{info.preprocessing.mode}' folded in"
+        f"{len(info.layers)} outputs match {result.reference} (max relative error {result.max_relative:.1e}, "
+        f"tolerance {result.tolerance:g}); input RGB 0..255 {info.height}x{info.width}, "
+        f"{len(info.feature_maps)} feature maps"
     )
 
 
@@ -158,7 +153,7 @@ def layers_cmd(
     except ModelError as exc:
         if "not written by 'onnxviz export'" not in str(exc):
             raise
-        from .onnx_import import inspect_onnx
+        from .sources.onnx import inspect_onnx
 
         seen = inspect_onnx(model)
         source, size = f"ONNX model not written by onnxviz ({seen.layout} input)", f"{seen.height}x{seen.width}"
@@ -267,7 +262,9 @@ def filters(
 def diff(
     model: Path = typer.Argument(..., help="an ONNX file written by onnxviz export"),
     image: Path = typer.Argument(..., help="one image"),
-    providers: str = typer.Option("cpu,cuda", help="two execution providers to compare: reference,candidate"),
+    providers: Optional[str] = typer.Option(None, help="two runs to compare, reference,candidate: cpu, cuda or "
+                                            "cpu-unoptimized (ONNX Runtime's fusions off). Default: cpu,cuda where "
+                                            "CUDA runs, else cpu-unoptimized,cpu"),
     against: Optional[str] = typer.Option(None, help="keras: compare ONNX Runtime CPU with the Keras model it came from"),
     tolerance: float = typer.Option(1e-3, help="largest error allowed, relative to each layer's range"),
     maps: Optional[Path] = typer.Option(None, help="folder for per-layer difference grids"),
@@ -277,8 +274,7 @@ def diff(
     from .diff import diff_model
     from .files import write_text
 
-    names = _csv(providers)
-    result = diff_model(model, image, tuple(names), against, tolerance, maps)  # type: ignore[arg-type]
+    result = diff_model(model, image, tuple(_csv(providers)) or None, against, tolerance, maps)
     typer.echo(result.table())
     if json_out:
         write_text(json_out, json.dumps(result.to_dict(), indent=2))

@@ -9,7 +9,7 @@ import numpy as np
 
 from .compare import TensorDiff, diff_outputs
 from .drawing import encode
-from .errors import OnnxvizError
+from .errors import OptionError
 from .files import write_bytes
 from .images import load_image, resize_image
 from .render import safe_name
@@ -48,32 +48,57 @@ class DiffResult:
         return "\n".join(lines)
 
 
-def diff_model(model: Path, image: Path, providers: tuple[str, str] = ("cpu", "cuda"), against: str | None = None,
-               tolerance: float = DEFAULT_TOLERANCE, maps_dir: Path | None = None) -> DiffResult:
-    """Compare every exposed output of `model` for one image between two runs."""
-    model, image = Path(model), Path(image)
-    if against not in (None, "keras"):
-        raise OnnxvizError(f"--against '{against}' is not supported; the only choice is 'keras'")
-    if tolerance <= 0:
-        raise OnnxvizError(f"--tolerance must be positive, got {tolerance}")
-    if against is None and len(providers) != 2:
-        raise OnnxvizError(f"--providers takes two names, e.g. cpu,cuda; got {','.join(providers) or 'none'}")
+# Runs `diff` can compare: an execution provider, or CPU with ONNX Runtime's graph rewrites off.
+UNOPTIMIZED = "cpu-unoptimized"
+
+
+def default_providers() -> tuple[str, str]:
+    """What this machine can compare: CPU against CUDA where CUDA runs, else CPU as written
+    (no fusions) against CPU as ONNX Runtime optimises it, which catches fusion bugs."""
+    from .runtime import cuda_status
+
+    return ("cpu", "cuda") if cuda_status()[0] else (UNOPTIMIZED, "cpu")
+
+
+def _open(model: Path, name: str):
     from .runtime import open_session
 
-    first_session = open_session(model, "cpu" if against else providers[0])
+    if name == UNOPTIMIZED:
+        return open_session(model, "cpu", optimize=False)
+    return open_session(model, name)
+
+
+def diff_model(model: Path, image: Path, providers: tuple[str, ...] | None = None, against: str | None = None,
+               tolerance: float = DEFAULT_TOLERANCE, maps_dir: Path | None = None) -> DiffResult:
+    """Compare every exposed output of `model` for one image between two runs: `providers`
+    (reference, candidate; default `default_providers()`), or ONNX Runtime against Keras."""
+    from .files import existing_file
+
+    model, image = existing_file(Path(model), "model file"), Path(image)
+    if against not in (None, "keras"):
+        raise OptionError(f"{{against}} '{against}' is not supported; the only choice is 'keras'", params=("against",))
+    if tolerance <= 0:
+        raise OptionError(f"{{tolerance}} must be positive, got {tolerance}", params=("tolerance",))
+    if against is not None and providers:
+        raise OptionError("give {providers} or {against}, not both", params=("providers", "against"))
+    providers = tuple(providers) if providers else default_providers()
+    if against is None and len(providers) != 2:
+        raise OptionError(f"{{providers}} takes two names, e.g. cpu,cuda or {UNOPTIMIZED},cpu; got "
+                          f"{','.join(providers) or 'none'}", params=("providers",))
+    first_session = _open(model, "cpu" if against else providers[0])
     info = first_session.info
     batch = resize_image(load_image(image), info.height, info.width, info.resize or "stretch")[None].astype(np.float32)
     first_out = first_session.run(batch)
     if against == "keras":
-        from .keras_export import keras_outputs
+        from .sources.keras import keras_outputs
 
         # Keras is the reference; ONNX Runtime CPU is measured against it.
         reference_out, reference_name = keras_outputs(info, batch), "keras"
         candidate_out, candidate_name = first_out, first_session.provider
     else:
-        second = first_session if providers[1] == providers[0] else open_session(model, providers[1])
-        reference_out, reference_name = first_out, first_session.provider
-        candidate_out, candidate_name = second.run(batch), second.provider
+        second = first_session if providers[1] == providers[0] else _open(model, providers[1])
+        reference_out, reference_name = first_out, _label(providers[0], first_session.provider)
+        candidate_out, candidate_name = second.run(batch), _label(providers[1], second.provider)
     names = [layer.name for layer in info.layers]
     diffs = diff_outputs({k: v[0] for k, v in reference_out.items()}, {k: v[0] for k, v in candidate_out.items()}, names)
     first = next((d.name for d in diffs if not d.ok(tolerance)), None)
@@ -88,3 +113,7 @@ def diff_model(model: Path, image: Path, providers: tuple[str, str] = ("cpu", "c
             write_bytes(path, encode(grid.image, "png"))
             written.append(str(path))
     return DiffResult(str(model), str(image), reference_name, candidate_name, tolerance, diffs, first, written)
+
+
+def _label(asked: str, used: str) -> str:
+    return UNOPTIMIZED if asked == UNOPTIMIZED else used

@@ -7,7 +7,25 @@ from __future__ import annotations
 
 
 class OnnxvizError(Exception):
-    """Bad input or an unmet requirement, explained in one line."""
+    """Bad input or an unmet requirement, explained in one line.
+
+    A message that names arguments writes them as `{name}` fields and lists them in
+    `params`: the library says `max_channels`, the command line `--max-channels`
+    (`spoken(flag_of)`), so each speaks the language its user typed.
+    """
+
+    def __init__(self, message: str, *, params: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.template = message
+        self.params = tuple(params)
+
+    def spoken(self, name_of=lambda param: param) -> str:
+        if not self.params:
+            return self.template
+        return self.template.format(**{p: name_of(p) for p in self.params})
+
+    def __str__(self) -> str:
+        return self.spoken()
 
 
 class ModelError(OnnxvizError):
@@ -32,3 +50,7 @@ class ValidationError(OnnxvizError):
 
 class OutputError(OnnxvizError):
     """A destination that cannot be written."""
+
+
+class OptionError(OnnxvizError):
+    """An option with a bad value, or one that does not apply to what it was given with."""

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import OutputError
+from .errors import ModelError, OnnxvizError, OutputError
 
 
 def ensure_dir(path: Path) -> Path:
@@ -18,6 +18,40 @@ def ensure_dir(path: Path) -> Path:
         raise OutputError(f"cannot create output folder '{path}': {exc.strerror}; choose another with -o") from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"output folder '{path}' is not writable; choose another with -o")
+    return path
+
+
+def existing_file(path: Path, what: str = "file") -> Path:
+    """`path` if it is a readable file; else the one message for that, wherever it is asked."""
+    path = Path(path)
+    error = ModelError if what.startswith("model") else OnnxvizError
+    if not path.exists():
+        raise error(f"{what} '{path}' does not exist; check the path")
+    if path.is_dir():
+        raise error(f"'{path}' is a folder, not a {what}")
+    if not os.access(path, os.R_OK):
+        raise error(f"{what} '{path}' cannot be read; check its permissions")
+    return path
+
+
+def check_writable(path: Path) -> Path:
+    """Fail now, creating nothing, if the file `path` could not be written later.
+
+    The nearest folder that exists must be writable, and nothing on the way may be a file;
+    the folders are made only when something is written (so a failed command leaves none).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"'{path}' is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"cannot write '{path}': '{parent}' is a file, not a folder; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write '{path}': folder '{parent}' is not writable; choose another path")
     return path
 
 

@@ -38,9 +38,9 @@ def load_filters(model_path: Path) -> Filters | None:
     from .graph import first_conv_weights
     from .protoscan import load_light
 
-    path = Path(model_path)
-    if not path.is_file():
-        raise ModelError(f"model file '{path}' does not exist")
+    from .files import existing_file
+
+    path = existing_file(Path(model_path), "model file")
     try:
         model = load_light(path)  # the first filters are small: skip reading the big weights
         found = first_conv_weights(model)
@@ -48,7 +48,9 @@ def load_filters(model_path: Path) -> Filters | None:
             model = onnx.load(str(path))  # an unusually large first kernel
             found = first_conv_weights(model)
     except Exception as exc:
-        raise ModelError(f"'{path}' is not an ONNX model ({type(exc).__name__})") from exc
+        from .modelfile import unreadable
+
+        raise unreadable(path, type(exc).__name__) from exc
     if found is None:
         return None
     name, weights = found

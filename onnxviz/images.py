@@ -217,16 +217,20 @@ def _to_rgb8(image: np.ndarray, path: Path) -> np.ndarray:
 
 def check_resize(value: str | int) -> str:
     """A resize spec as the file and `--resize` give it: a mode, or a positive whole number."""
+    from .errors import OptionError
+
     text = str(value).strip().lower()
     if text in RESIZE_MODES:
         return text
     try:
         number = int(text)
     except ValueError:
-        raise OnnxvizError(f"--resize '{value}' is not valid; give {', '.join(RESIZE_MODES)}, or a number N "
-                           f"(the shorter side to N, bilinear, then a centre crop, e.g. 256)") from None
+        shown = str(value).replace("{", "{{").replace("}", "}}")
+        raise OptionError(f"{{resize}} '{shown}' is not valid; give {', '.join(RESIZE_MODES)}, or a number N "
+                          f"(the shorter side to N, bilinear, then a centre crop, e.g. 256)", params=("resize",)) from None
     if number < 1:
-        raise OnnxvizError(f"--resize {number} is not a positive size; give the shorter side in pixels, e.g. 256")
+        raise OptionError(f"{{resize}} {number} is not a positive size; give the shorter side in pixels, e.g. 256",
+                          params=("resize",))
     return str(number)
 
 

@@ -231,15 +231,15 @@ def load_info(path: Any) -> ModelInfo:
     `custom_metadata_map` where one is open anyway)."""
     from pathlib import Path
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model file '{path}' does not exist")
+    from .files import existing_file
+    from .modelfile import unreadable
     from .protoscan import load_light
 
+    path = existing_file(Path(path), "model file")
     try:
         model = load_light(path)
     except Exception as exc:  # protobuf's DecodeError, a truncated or foreign file
-        raise ModelError(f"'{path}' is not an ONNX model ({type(exc).__name__}); give a file written by 'onnxviz export'") from exc
+        raise unreadable(path, type(exc).__name__) from exc
     if not model.graph.node:
-        raise ModelError(f"'{path}' is not an ONNX model (it has no graph); give a file written by 'onnxviz export'")
+        raise unreadable(path)
     return read_info(model, str(path))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from .errors import OnnxvizError
+from .errors import OptionError
 from .images import check_resize
 from .metadata import KERAS_MODES, Preprocessing
 
@@ -43,7 +43,8 @@ def get_preset(name: str) -> Preset:
     key = name.strip().lower()
     if key not in PRESETS:
         listed = "; ".join(f"{n} ({p.about})" for n, p in PRESETS.items())
-        raise OnnxvizError(f"--preprocess '{name}' is not a preset; the presets are: {listed}")
+        shown = name.replace("{", "{{").replace("}", "}}")
+        raise OptionError(f"{{preprocess}} '{shown}' is not a preset; the presets are: {listed}", params=("preprocess",))
     return PRESETS[key]
 
 
@@ -57,11 +58,12 @@ def choose_preprocessing(preprocess: str | None, *, mean: float | Sequence[float
     if preprocess is None:
         return None
     preset = get_preset(preprocess)
-    given = [flag for flag, value in (("--mean", mean), ("--std", std), ("--scale", scale), ("--bgr", bgr or None))
+    given = [param for param, value in (("mean", mean), ("std", std), ("scale", scale), ("bgr", bgr or None))
              if value is not None]
     if given:
-        raise OnnxvizError(f"--preprocess {preprocess} already sets mean, std, scale and channel order; "
-                           f"leave out {', '.join(given)} or --preprocess")
+        raise OptionError(f"{{preprocess}} {preprocess.strip().lower()} already sets mean, std, scale and channel "
+                          f"order; leave out {', '.join('{' + g + '}' for g in given)} or {{preprocess}}",
+                          params=("preprocess", *given))
     return replace(preset.preprocessing)
 
 

@@ -270,40 +270,28 @@ class Session:
 
 
 def _load_error(path: Path, exc: BaseException) -> ModelError:
-    message = _ort_message(exc)
-    if "NO_SUCHFILE" in str(exc) or not path.exists():
-        return ModelError(f"model file '{path}' does not exist")
-    if type(exc).__name__ in ("InvalidProtobuf", "NoModel") or not _parses_as_onnx(path):
-        return ModelError(f"'{path}' is not an ONNX model ({message})")
-    return ModelError(f"onnxruntime cannot load '{path}' ({message})")
+    from .modelfile import unreadable
 
-
-def _parses_as_onnx(path: Path) -> bool:
-    """Whether `path` is an ONNX protobuf with a graph (only asked once ORT has refused it)."""
-    import onnx
-
-    try:
-        return len(onnx.load(str(path), load_external_data=False).graph.node) > 0
-    except Exception:  # DecodeError and friends: not a protobuf at all
-        return False
+    return unreadable(path, _ort_message(exc))
 
 
 def open_session(path: Path, provider: str = "auto", *, threads: int | None = None,
-                 outputs: list[str] | None = None, prepack: bool = True) -> Session:
+                 outputs: list[str] | None = None, prepack: bool = True, optimize: bool = True) -> Session:
     """Open an onnxviz file on `provider` ("auto" | "cpu" | "cuda").
 
-    `prepack`: see `session_options`; False for runs of a few batches.
+    `prepack`: see `session_options`; False for runs of a few batches. `optimize=False` runs
+    the graph as written, without ONNX Runtime's fusions.
 
     `outputs` limits the outputs computed and returned (default: all graph outputs).
     `threads` is ORT's intra-op thread count (default: the physical cores available).
     """
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model file '{path}' does not exist")
-    if path.is_dir():
-        raise ModelError(f"'{path}' is a folder, not an ONNX model")
+    from .files import existing_file
+
+    path = existing_file(Path(path), "model file")
     providers = resolve_providers(provider)
     options = session_options(threads, prepack)
+    if not optimize:  # ONNX Runtime's graph rewrites (fusions) off: a reference for `diff`
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # ORT's pybind exceptions share no base class but Exception
@@ -337,6 +325,24 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
                 f"{len(available)}: {_shorten(available)}. Run 'onnxviz layers {path}'")
     return Session(path=path, session=session, provider=used, fallback=fallback, info=info,
                    input_name=inputs[0].name, output_names=names, threads=options.intra_op_num_threads)
+
+
+def run_model(model: bytes, feeds: dict[str, np.ndarray], *, what: str = "the model",
+              optimize: bool = True) -> dict[str, np.ndarray]:
+    """Every output of a serialized model for one set of inputs, on CPU: the one-off runs
+    of export's checks. `optimize=False` turns ONNX Runtime's graph rewrites off."""
+    options = ort.SessionOptions()
+    options.log_severity_level = LOG_ERRORS_ONLY
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(model, options, providers=[PROVIDERS["cpu"]])
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, feeds)))
+    except Exception as exc:  # ORT raises its own exception types for unsupported ops and the like
+        if is_allocation_error(exc):
+            raise OnnxvizError(f"{what} does not fit in memory ({_ort_message(exc)})") from exc
+        raise ModelError(f"ONNX Runtime cannot run {what}: {_ort_message(exc)}") from exc
 
 
 def _shorten(names: list[str], limit: int = 8) -> str:

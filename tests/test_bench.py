@@ -185,8 +185,7 @@ def test_compare_keras_without_tensorflow_says_how_to_install(tmp_path, monkeypa
 def test_compare_keras_times_the_keras_model_in_another_process(tmp_path):
     """MobileNet's first layers have these names; the ONNX side is the tiny graph, so only the plumbing is real."""
     path = tmp_path / "k.onnx"
-    keras = {"application": "MobileNet",
-             "kwargs": {"alpha": 0.25, "input_shape": [32, 32, 3], "weights": "imagenet"}}
+    keras = {"application": "MobileNet", "kwargs": {"alpha": 0.25, "input_shape": [32, 32, 3]}, "weights": "imagenet"}
     onnx.save(tiny_model(32, names=("conv1_relu", "conv_pw_1_relu"), keras=keras), str(path))
     result = bench.run_bench(path, ["cpu"], [2], runs=1, warmup=0, compare_keras=True)
     assert "tensorflow" not in sys.modules

@@ -24,14 +24,14 @@ def one_error_line(result) -> str:
 
 def test_unknown_model_name_lists_the_valid_ones(tmp_path):
     line = one_error_line(runner.invoke(app, ["export", "vgg17", "-o", str(tmp_path / "x.onnx")]))
-    assert line.startswith("error: unknown model 'vgg17': give a .keras/.h5 file or one of ")
+    assert line.startswith("error: unknown model 'vgg17': give a .keras/.h5/.onnx file or one of ")
     for name in ("vgg16", "inceptionv3", "resnet101v2", "mobilenet", "efficientnetb0", "convnexttiny", "densenet121"):
         assert name in line
 
 
 def test_missing_model_file(tmp_path):
     line = one_error_line(runner.invoke(app, ["export", str(tmp_path / "mine.keras")]))
-    assert line == f"error: model file '{tmp_path / 'mine.keras'}' does not exist"
+    assert line == f"error: model file '{tmp_path / 'mine.keras'}' does not exist; check the path"
 
 
 @needs_tensorflow
@@ -39,7 +39,7 @@ def test_a_file_that_is_not_a_keras_model(tmp_path):
     bad = tmp_path / "notes.h5"
     bad.write_text("not hdf5")
     line = one_error_line(runner.invoke(app, ["export", str(bad), "-o", str(tmp_path / "o.onnx")]))
-    assert line.startswith(f"error: '{bad}' is not a Keras model onnxviz can load (")
+    assert line.startswith(f"error: cannot read '{bad}' as HDF5 (")
     assert not (tmp_path / "o.onnx").exists()
 
 
@@ -49,27 +49,27 @@ def test_bad_preprocess_and_weights_values(tmp_path):
     line = one_error_line(runner.invoke(app, ["export", str(src), "--preprocess", "imagenet"]))
     assert line == "error: --preprocess 'imagenet' is not valid; choose one of caffe, tf, torch, none"
     line = one_error_line(runner.invoke(app, ["export", "vgg16", "--weights", str(tmp_path / "w.h5"), "-o", str(tmp_path / "v.onnx")]))
-    assert line.startswith(f"error: weights file '{tmp_path / 'w.h5'}' does not exist")
+    assert line.startswith(f"error: --weights file '{tmp_path / 'w.h5'}' does not exist")
 
 
 def test_unwritable_output_path_fails_before_any_work(tmp_path):
     (tmp_path / "file").write_text("x")
     line = one_error_line(runner.invoke(app, ["export", "vgg16", "-o", str(tmp_path / "file" / "v.onnx")]))
-    assert line.startswith(f"error: cannot create output folder '{tmp_path / 'file'}'")
+    assert line.startswith(f"error: cannot write '{tmp_path / 'file' / 'v.onnx'}': '{tmp_path / 'file'}' is a file")
 
 
 @needs_tensorflow
 def test_a_failed_export_leaves_the_existing_file_untouched(tmp_path):
     import keras
 
-    from test_keras_export import _tiny_functional
+    from test_source_keras import _tiny_functional
 
     src = tmp_path / "tiny.keras"
     _tiny_functional(keras).save(src)
     target = tmp_path / "tiny.onnx"
     target.write_bytes(b"an earlier export")
     line = one_error_line(runner.invoke(app, ["export", str(src), "-o", str(target), "--layers", "nope*"]))
-    assert line.startswith("error: --layers 'nope*' matches no layer; the model has 11: stem_conv, stem_bn")
+    assert line.startswith("error: --layers 'nope*' matches no layer of the model; it has 11: stem_conv, stem_bn")
     assert target.read_bytes() == b"an earlier export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.keras", "tiny.onnx"]
     result = runner.invoke(app, ["export", str(src), "-o", str(target)])

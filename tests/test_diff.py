@@ -51,7 +51,7 @@ def test_against_keras_needs_a_keras_export(tmp_path, model_path):
     write_image(tmp_path / "a.png")
     result = runner.invoke(app, ["diff", str(model_path), str(tmp_path / "a.png"), "--against", "keras"])
     assert result.exit_code == 1
-    assert "error: 'tiny' was not exported from Keras; compare providers instead" in result.stderr
+    assert "error: 'tiny' was not exported from a Keras file or application, so there is no Keras model to rebuild" in result.stderr
 
 
 @needs_tensorflow
@@ -60,8 +60,8 @@ def test_against_keras_finds_the_first_layer_that_diverges(tmp_path):
     changed after export diverges first at that conv, and so does everything after it."""
     import keras
 
-    from onnxviz.keras_export import ExportOptions, export_keras
-    from test_keras_export import _tiny_functional
+    from onnxviz.pipeline import ExportOptions, export as export_keras
+    from test_source_keras import _tiny_functional
 
     src = tmp_path / "tiny.keras"
     _tiny_functional(keras).save(src)

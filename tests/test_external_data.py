@@ -9,7 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxviz.errors import ModelError
-from onnxviz.onnx_import import export_onnx, load_onnx
+from onnxviz.api import export as export_onnx
+from onnxviz.sources.onnx import load_onnx
 
 
 def saved_with_external_data(folder):

@@ -73,7 +73,7 @@ def test_values_are_short_and_portable_for_netron(tmp_path):
     and the source is the file's name, not the exporting machine's path."""
     from pathlib import Path
 
-    from onnxviz.onnx_import import export_onnx
+    from onnxviz.api import export as export_onnx
 
     src = Path(__file__).parent / "torch_models" / "densenet_dynamo_opset18.onnx"
     out = tmp_path / "d.onnx"

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from onnxviz.module_names import CLASSES, SCOPES, apply_module_names, module_names
-from onnxviz.onnx_import import export_onnx
+from onnxviz.api import export as export_onnx
 from onnxviz.runtime import open_session
 
 MODELS = Path(__file__).parent / "torch_models"

@@ -75,15 +75,15 @@ def test_presets_and_their_errors():
     assert choose_resize("torchvision", None, 299, 299) == "342"  # torchvision's Inception V3 recipe
     assert choose_resize("torchvision", "232", 224, 224) == "232"  # --resize overrides the preset
     assert choose_resize(None, None, 224, 224) is None
-    with pytest.raises(OnnxvizError, match=r"^--preprocess 'imagenet' is not a preset; the presets are: torchvision "
+    with pytest.raises(OnnxvizError, match=r"^preprocess 'imagenet' is not a preset; the presets are: torchvision "
                                            r"\(ImageNet mean/std, scale 1/255, shorter side to 256 and centre crop "
                                            r"224\); caffe .*; tf .*; torch .*; none "):
         get_preset("imagenet")
-    with pytest.raises(OnnxvizError, match=r"^--preprocess torchvision already sets mean, std, scale and channel "
-                                           r"order; leave out --mean, --bgr or --preprocess$"):
+    with pytest.raises(OnnxvizError, match=r"^preprocess torchvision already sets mean, std, scale and channel "
+                                           r"order; leave out mean, bgr or preprocess$"):
         choose_preprocessing("torchvision", mean=[0.5], bgr=True)
     for bad in ("0", "-3"):
-        with pytest.raises(OnnxvizError, match=rf"^--resize {bad} is not a positive size; give the shorter side in "
+        with pytest.raises(OnnxvizError, match=rf"^resize {bad} is not a positive size; give the shorter side in "
                                                rf"pixels, e.g. 256$"):
             choose_resize("torchvision", bad, 224, 224)
 
@@ -91,7 +91,7 @@ def test_presets_and_their_errors():
 def test_export_records_the_recipe_and_render_and_diff_use_it(tmp_path, monkeypatch):
     from onnxviz.diff import diff_model
     from onnxviz.metadata import load_info
-    from onnxviz.onnx_import import export_onnx
+    from onnxviz.api import export as export_onnx
     from onnxviz.render import RenderOptions, render
 
     out = tmp_path / "resnet.onnx"
@@ -115,7 +115,7 @@ def test_export_records_the_recipe_and_render_and_diff_use_it(tmp_path, monkeypa
     monkeypatch.setattr(diff_mod, "resize_image", lambda *a: seen.append(a[3]) or real(*a))
     diff_model(out, photo, ("cpu", "cpu"), None, 1e-3, None)
     assert seen == ["27"]
-    with pytest.raises(OnnxvizError, match="^--resize 0 is not a positive size"):
+    with pytest.raises(OnnxvizError, match="^resize 0 is not a positive size"):
         render(out, [photo], tmp_path / "out3", RenderOptions(resize="0"))
 
 
@@ -124,7 +124,7 @@ def test_a_photo_through_the_file_equals_torchvisions_transform_through_the_sour
     Resize + CenterCrop + ToTensor + Normalize, run through the original torch export."""
     import onnxruntime as ort
 
-    from onnxviz.onnx_import import export_onnx
+    from onnxviz.api import export as export_onnx
     from onnxviz.runtime import open_session
 
     src = MODELS / "mobilenetv3_dynamo_opset18.onnx"

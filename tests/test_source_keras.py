@@ -63,7 +63,7 @@ def _keras_layer(keras, model, name, x):
 
 
 def test_every_output_of_a_functional_model_equals_keras(tmp_path, keras):
-    from onnxviz.keras_export import ExportOptions, export_keras
+    from onnxviz.pipeline import ExportOptions, export as export_keras
     from onnxviz.metadata import load_info
 
     model = _tiny_functional(keras)
@@ -90,7 +90,7 @@ def test_every_output_of_a_functional_model_equals_keras(tmp_path, keras):
 
 
 def test_sequential_and_nested_models_are_flattened(tmp_path, keras):
-    from onnxviz.keras_export import ExportOptions, export_keras
+    from onnxviz.pipeline import ExportOptions, export as export_keras
     from onnxviz.metadata import load_info
 
     keras.utils.set_random_seed(2)
@@ -118,14 +118,14 @@ def test_sequential_and_nested_models_are_flattened(tmp_path, keras):
 
 def test_layer_globs_select_and_bad_glob_lists_layers(tmp_path, keras):
     from onnxviz.errors import LayerSelectionError
-    from onnxviz.keras_export import ExportOptions, export_keras
+    from onnxviz.pipeline import ExportOptions, export as export_keras
     from onnxviz.metadata import load_info
 
     src = tmp_path / "tiny.keras"
     _tiny_functional(keras).save(src)
     result = export_keras(str(src), tmp_path / "sel.onnx", ExportOptions(layers=["branch_*", "stem_*"], exclude=["*_bn"]))
     assert [layer.name for layer in load_info(result.path).layers] == ["stem_conv", "stem_relu", "branch_a", "branch_b"]
-    with pytest.raises(LayerSelectionError, match=r"--layers 'conv_9' matches no layer; the model has \d+: stem_conv"):
+    with pytest.raises(LayerSelectionError, match=r"layers 'conv_9' matches no layer of the model; it has \d+: stem_conv"):
         export_keras(str(src), tmp_path / "bad.onnx", ExportOptions(layers=["conv_9"]))
     assert not (tmp_path / "bad.onnx").exists()
 
@@ -165,7 +165,7 @@ def test_missing_weights_offline_says_which_file_and_where(tmp_path):
 
 def test_transfer_learning_model_with_an_application_inside(tmp_path, keras):
     """The usual transfer-learning shape: a keras.applications base nested in a new head."""
-    from onnxviz.keras_export import ExportOptions, export_keras
+    from onnxviz.pipeline import ExportOptions, export as export_keras
 
     keras.utils.set_random_seed(3)
     base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(64, 64, 3), alpha=0.35)
@@ -198,7 +198,7 @@ def _ort_ops(path, tmp_path):
 
 
 def test_skip_fused_leaves_out_the_tensors_ort_fuses_away(tmp_path, keras):
-    from onnxviz.keras_export import ExportOptions, export_keras
+    from onnxviz.pipeline import ExportOptions, export as export_keras
     from onnxviz.metadata import load_info
 
     keras.utils.set_random_seed(4)
@@ -240,7 +240,7 @@ def test_skip_fused_leaves_out_the_tensors_ort_fuses_away(tmp_path, keras):
 
 
 def test_skip_fused_keeps_layers_named_with_layers(tmp_path, keras):
-    from onnxviz.keras_export import ExportOptions, export_keras
+    from onnxviz.pipeline import ExportOptions, export as export_keras
     from onnxviz.metadata import load_info
 
     src = tmp_path / "tiny.keras"

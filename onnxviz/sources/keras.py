@@ -1,4 +1,4 @@
-"""`onnxviz export` for Keras models: one ONNX file whose outputs are the layers' feature maps.
+"""Keras sources: `keras.applications` names, `keras.Model` objects and `.keras`/`.h5` files.
 
 TensorFlow, Keras and tf2onnx are imported inside the functions that need them, so the
 rest of onnxviz runs where TensorFlow is not installed.
@@ -6,14 +6,13 @@ rest of onnxviz runs where TensorFlow is not installed.
 The path: build or load the Keras model, flatten nested models so every inner layer has
 a tensor of its own, pick the layers, trace one `tf.function` that returns those tensors
 (4-D maps transposed to NCHW, where tf2onnx's transpose optimiser cancels them against
-its own), convert it with tf2onnx, name the outputs after the layers, fold the model's
-preprocessing in front (the file takes RGB 0..255 NHWC), write it atomically, then run
-it on ONNX Runtime and compare every output with Keras before saying done.
+its own), convert it with tf2onnx and name the outputs after the layers. The pipeline
+(`onnxviz.pipeline`) folds the preprocessing in, and checks every output against Keras
+itself, with Keras' own `preprocess_input`, through `reference` below.
 """
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 import os
 import time
@@ -23,87 +22,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import __version__
-from .compare import TensorDiff, diff_outputs, diff_tensor
-from .errors import LayerSelectionError, ModelError, OnnxvizError, ValidationError
-from .metadata import KERAS_MODES, LayerInfo, ModelInfo, Preprocessing, write_info
+from ..compare import diff_tensor
+from ..errors import ModelError, OnnxvizError, OptionError, ValidationError
+from ..metadata import KERAS_MODES, LayerInfo, Preprocessing
+from ..selection import Candidate, select
+from . import Adapter
+from .keras_apps import APPLICATIONS, Application, recognise, resolve_application
+from .keras_files import LoadedModel, check_model_file, load_model_file
 
 Progress = Callable[[str], None]
 
 OPSET = 17
-DEFAULT_TOLERANCE = 1e-4
 CLASS_INDEX_URL = "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
 CLASS_INDEX_MD5 = "c2c37ea517e94d9795004a39431a14cb"
-
-
-@dataclass(frozen=True)
-class Application:
-    """A `keras.applications` constructor and the preprocessing its weights expect."""
-
-    constructor: str
-    module: str
-    mode: str
-    alpha: bool = False
-    size: int = 224  # Keras' default input size
-
-
-def _apps() -> dict[str, Application]:
-    table: dict[str, Application] = {
-        "vgg16": Application("VGG16", "vgg16", "caffe"),
-        "vgg19": Application("VGG19", "vgg19", "caffe"),
-        "inceptionv3": Application("InceptionV3", "inception_v3", "tf", size=299),
-        "inceptionresnetv2": Application("InceptionResNetV2", "inception_resnet_v2", "tf", size=299),
-        "xception": Application("Xception", "xception", "tf", size=299),
-        "mobilenet": Application("MobileNet", "mobilenet", "tf", alpha=True),
-        "mobilenetv2": Application("MobileNetV2", "mobilenet_v2", "tf", alpha=True),
-        "mobilenetv3small": Application("MobileNetV3Small", "mobilenet_v3", "none", alpha=True),
-        "mobilenetv3large": Application("MobileNetV3Large", "mobilenet_v3", "none", alpha=True),
-        "nasnetmobile": Application("NASNetMobile", "nasnet", "tf"),
-        "nasnetlarge": Application("NASNetLarge", "nasnet", "tf", size=331),
-    }
-    for depth in (50, 101, 152):
-        table[f"resnet{depth}"] = Application(f"ResNet{depth}", "resnet", "caffe")
-        table[f"resnet{depth}v2"] = Application(f"ResNet{depth}V2", "resnet_v2", "tf")
-    for depth in (121, 169, 201):
-        table[f"densenet{depth}"] = Application(f"DenseNet{depth}", "densenet", "torch")
-    for b, size in enumerate((224, 240, 260, 300, 380, 456, 528, 600)):
-        table[f"efficientnetb{b}"] = Application(f"EfficientNetB{b}", "efficientnet", "none", size=size)
-    for v, size in zip(("b0", "b1", "b2", "b3", "s", "m", "l"), (224, 240, 260, 300, 384, 480, 480)):
-        table[f"efficientnetv2{v}"] = Application(f"EfficientNetV2{v.upper()}", "efficientnet_v2", "none", size=size)
-    for size in ("tiny", "small", "base", "large", "xlarge"):
-        table[f"convnext{size}"] = Application(f"ConvNeXt{size.capitalize()}", "convnext", "none")
-    return table
-
-
-APPLICATIONS = _apps()
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
-
-
-@dataclass
-class ExportOptions:
-    weights: str | None = None  # "imagenet" | "none" | a path; None: imagenet for applications, the file's own
-    input_size: int | None = None
-    alpha: float | None = None
-    layers: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    skip_fused: bool = False  # leave out the tensors ORT would fuse away (see fused_away)
-    preprocess: str | None = None  # for model files: caffe | tf | torch | none
-    include_top: bool = True  # applications: keep the classifier
-    tolerance: float = DEFAULT_TOLERANCE
-    probes: int = 2
-
-
-@dataclass
-class ExportResult:
-    """What `export_keras` wrote and how well it matched Keras."""
-
-    path: Path
-    info: ModelInfo
-    diffs: list[TensorDiff]
-    max_relative: float
-    size_bytes: int
-    seconds: float
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _quiet_tensorflow() -> None:
@@ -145,24 +76,6 @@ def _import_keras():
     return tf, keras
 
 
-def default_output(model: str) -> Path:
-    stem = Path(model).stem if _looks_like_path(model) else model.lower()
-    return Path("models") / f"{stem}.onnx"
-
-
-def _looks_like_path(model: str) -> bool:
-    return model.lower().endswith(MODEL_SUFFIXES) or os.sep in model or Path(model).exists()
-
-
-def resolve_application(name: str) -> Application:
-    app = APPLICATIONS.get(name.lower().replace("_", "").replace("-", ""))
-    if app is None:
-        raise ModelError(
-            f"unknown model '{name}': give a .keras/.h5 file or one of {', '.join(sorted(APPLICATIONS))}"
-        )
-    return app
-
-
 # ---------------------------------------------------------------- building the model
 
 def _keras_cache_file(url: str) -> Path:
@@ -186,11 +99,11 @@ def _download_error(exc: Exception, what: str) -> OnnxvizError | None:
     url, reason = match.group(1), (match.group(2) or "").strip() or "no network?"
     return OnnxvizError(
         f"could not download {what} from {url} ({reason}); put that file at {_keras_cache_file(url)}, "
-        f"or pass --weights PATH or --weights none"
+        f"or give a weights file or weights 'none'"
     )
 
 
-def build_application(app: Application, opts: ExportOptions):
+def build_application(app: Application, opts: Any):
     """The keras.applications model with the requested weights, size and alpha."""
     kwargs: dict[str, Any] = {}
     if not opts.include_top:
@@ -201,7 +114,7 @@ def build_application(app: Application, opts: ExportOptions):
     if opts.alpha is not None:
         if not app.alpha:
             with_alpha = sorted(n for n, a in APPLICATIONS.items() if a.alpha)
-            raise OnnxvizError(f"--alpha applies to {', '.join(with_alpha)}, not {app.constructor}")
+            raise OptionError(f"{{alpha}} applies to {', '.join(with_alpha)}, not {app.constructor}", params=("alpha",))
         kwargs["alpha"] = opts.alpha
     weights = opts.weights or "imagenet"
     if weights.lower() == "none":
@@ -211,7 +124,8 @@ def build_application(app: Application, opts: ExportOptions):
     else:
         path = Path(weights)
         if not path.is_file():
-            raise OnnxvizError(f"weights file '{weights}' does not exist; give an .h5/.weights.h5 file, 'imagenet' or 'none'")
+            raise OptionError(f"{{weights}} file '{weights}' does not exist; give an .h5/.weights.h5 file, "
+                              f"'imagenet' or 'none'", params=("weights",))
         weights_arg = str(path)
     _, keras = _import_keras()
     constructor = getattr(keras.applications, app.constructor)
@@ -229,34 +143,6 @@ def build_application(app: Application, opts: ExportOptions):
     record = {"application": app.constructor, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
               "weights": weights_arg if weights_arg in (None, "imagenet") else str(Path(weights_arg).resolve())}
     return model, record
-
-
-def check_model_file(path: Path) -> None:
-    if not path.exists():
-        raise ModelError(f"model file '{path}' does not exist")
-    if not path.is_file() or not os.access(path, os.R_OK):
-        raise ModelError(f"model file '{path}' cannot be read")
-    if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise ModelError(f"'{path}' is not a Keras model file (.keras, .h5); for ONNX files use a .onnx path")
-
-
-def load_model_file(path: Path, opts: ExportOptions):
-    check_model_file(path)
-    _, keras = _import_keras()
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"'{path}' is not a Keras model onnxviz can load ({first[:200]})") from exc
-    if not isinstance(model, keras.Model):
-        raise ModelError(f"'{path}' holds a {type(model).__name__}, not a Keras model")
-    if opts.weights and opts.weights.lower() not in ("imagenet", "none"):
-        try:
-            model.load_weights(opts.weights)
-        except Exception as exc:
-            raise OnnxvizError(f"cannot load weights '{opts.weights}' into '{path}': {str(exc).splitlines()[0]}") from exc
-    weights = opts.weights if opts.weights and opts.weights.lower() not in ("imagenet", "none") else None
-    return model, {"path": str(path.resolve()), "weights": str(Path(weights).resolve()) if weights else None}
 
 
 # ---------------------------------------------------------------- flattening
@@ -330,7 +216,7 @@ def _input_name(model) -> str:
     return name.split(":")[0] or "input"
 
 
-def _model_input_shape(model, opts: ExportOptions) -> tuple[int, int, int]:
+def _model_input_shape(model, opts: Any) -> tuple[int, int, int]:
     inputs = getattr(model, "inputs", None)
     if not inputs:
         raise ModelError("the model has no defined input; save it with an Input layer (keras.Input(shape=(H, W, 3)))")
@@ -344,10 +230,11 @@ def _model_input_shape(model, opts: ExportOptions) -> tuple[int, int, int]:
         raise ModelError(f"the model input has {c} channels; onnxviz takes RGB images (3 channels, channels-last)")
     if h is None or w is None:
         if opts.input_size is None:
-            raise ModelError("the model takes images of any size; give one with --input-size N")
+            raise OptionError("the model takes images of any size; give one with {input_size}", params=("input_size",))
         h = w = opts.input_size
     elif opts.input_size is not None and (h, w) != (opts.input_size, opts.input_size):
-        raise OnnxvizError(f"the model's input is fixed at {h}x{w}; drop --input-size or give {h}")
+        raise OptionError(f"the model's input is fixed at {h}x{w}; leave out {{input_size}} or give {h}",
+                          params=("input_size",))
     return int(h), int(w), 3
 
 
@@ -380,29 +267,12 @@ def select_layers(traced: list[_Traced], final_names: list[str], include: list[s
 
     `skip_fused` leaves out, from the default selection, the tensors `fused_away` names.
     """
-    if include:
-        chosen = []
-        for pattern in include:
-            if not any(fnmatch.fnmatchcase(t.name, pattern) for t in traced):
-                raise LayerSelectionError(_no_match(pattern, traced))
-        chosen = [t for t in traced if any(fnmatch.fnmatchcase(t.name, p) for p in include)]
-    else:
-        chosen = [t for t in traced
-                  if (len(t.tensor.shape) == 4 and t.op != "InputLayer" and not (skip_fused and fused_away(t)))
-                  or t.name in final_names]
-    for pattern in exclude:
-        if not any(fnmatch.fnmatchcase(t.name, pattern) for t in traced):
-            raise LayerSelectionError(_no_match(pattern, traced, flag="--exclude"))
-    chosen = [t for t in chosen if not any(fnmatch.fnmatchcase(t.name, p) for p in exclude)]
-    if not chosen:
-        raise LayerSelectionError("the layer selection is empty; loosen --layers/--exclude")
-    return chosen
-
-
-def _no_match(pattern: str, traced: list[_Traced], flag: str = "--layers") -> str:
-    names = [t.name for t in traced if t.op != "InputLayer"]
-    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-    return f"{flag} '{pattern}' matches no layer; the model has {len(names)}: {shown}"
+    default = [t.name for t in traced
+               if (len(t.tensor.shape) == 4 and t.op != "InputLayer" and not (skip_fused and fused_away(t)))
+               or t.name in final_names]
+    candidates = [Candidate(t.name) for t in traced if t.op != "InputLayer"]
+    chosen = set(select(candidates, include, exclude, default))
+    return [t for t in traced if t.name in chosen]
 
 
 # ---------------------------------------------------------------- conversion
@@ -459,19 +329,6 @@ def _convert(keras, tf, flat_model, input_name: str, shape: tuple[int, int, int]
     return model_proto
 
 
-def probe_images(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """Deterministic RGB 0..255 images with edges, gradients and texture."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    out = np.empty((n, height, width, 3), np.float32)
-    for i in range(n):
-        base = np.stack([xx / width, yy / height, (xx + yy) / (width + height)], -1) * 255
-        blocks = ((xx // max(1, width // 8) + yy // max(1, height // 8)) % 2)[..., None] * 80
-        noise = rng.uniform(0, 60, (height, width, 3))
-        out[i] = np.clip(base * (0.5 + 0.5 * (i % 2)) + blocks + noise, 0, 255)
-    return np.round(out)
-
-
 def _fetch_labels(keras) -> list[str] | None:
     try:
         path = keras.utils.get_file("imagenet_class_index.json", CLASS_INDEX_URL,
@@ -489,39 +346,105 @@ def _is_softmax(layer) -> bool:
     return getattr(act, "__name__", "") == "softmax"
 
 
-def export_keras(model: str, output: Path | None = None, opts: ExportOptions | None = None,
-                 progress: Progress | None = None, labels: list[str] | None = None) -> ExportResult:
-    """Export a keras.applications name or a .keras/.h5 file; see the module docstring."""
-    opts = opts or ExportOptions()
-    say = progress or (lambda _msg: None)
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    output = Path(output) if output else default_output(model)
 
-    from .files import atomic_path, ensure_dir
+# ---------------------------------------------------------------- adapters
 
-    ensure_dir(output.parent)  # fail on an unwritable destination before minutes of work
+def application(name: str) -> Adapter:
+    app = resolve_application(name)
+    stem = name.lower().replace("_", "").replace("-", "")
 
-    step = time.perf_counter()
-    if _looks_like_path(model):
-        check_model_file(Path(model))  # before the seconds TensorFlow takes to import
-        if opts.preprocess and opts.preprocess.lower() not in KERAS_MODES:
-            raise OnnxvizError(f"--preprocess '{opts.preprocess}' is not valid; choose one of {', '.join(KERAS_MODES)}")
-        say(f"loading {model}")
-        keras_model, record = load_model_file(Path(model), opts)
-        prep = KERAS_MODES[(opts.preprocess or "none").lower()]
-        source = str(model)
-    else:
-        app = resolve_application(model)
-        if opts.preprocess:
-            raise OnnxvizError("--preprocess applies to model files; keras.applications models come with their own")
+    def build(opts: Any, say: Progress):
         say(f"building {app.constructor} (weights: {opts.weights or 'imagenet'})")
-        keras_model, record = build_application(app, opts)
+        step = time.perf_counter()
+        model, record = build_application(app, opts)
         prep = KERAS_MODES[app.mode]
-        source = f"keras.applications.{app.constructor}"
-    tf, keras = _import_keras()
-    timings["build"] = time.perf_counter() - step
+        reason = f"keras.applications.{app.constructor} expects '{app.mode}'"
+        return _build(model, LoadedModel(model, record), prep, reason, f"keras.applications.{app.constructor}",
+                      opts, say, time.perf_counter() - step)
 
+    return Adapter("keras.applications name", stem, build)
+
+
+def keras_file(path: Path) -> Adapter:
+    check_model_file(path)  # before the seconds TensorFlow takes to import
+
+    def build(opts: Any, say: Progress):
+        _check_preprocess(opts)
+        say(f"loading {path}")
+        step = time.perf_counter()
+        _, keras = _import_keras()
+        loaded = load_model_file(path, keras)
+        if opts.weights and opts.weights.lower() not in ("imagenet", "none"):
+            _load_weights(loaded.model, opts.weights, str(path))
+            loaded.record["weights"] = str(Path(opts.weights).resolve())
+        elif opts.weights:
+            raise OptionError(f"{{weights}} '{opts.weights}' applies to keras.applications names; a model file "
+                              f"has its own weights (give a weights file to replace them)", params=("weights",))
+        for note in loaded.notes:
+            say(note)
+        prep, reason = _file_preprocessing(loaded.model, opts)
+        return _build(loaded.model, loaded, prep, reason, path.name, opts, say, time.perf_counter() - step)
+
+    return Adapter("Keras model", path.stem, build)
+
+
+def keras_model(model: Any) -> Adapter:
+    def build(opts: Any, say: Progress):
+        _check_preprocess(opts)
+        if opts.weights:
+            if opts.weights.lower() in ("imagenet", "none"):
+                raise OptionError(f"{{weights}} '{opts.weights}' applies to keras.applications names; a keras.Model "
+                                  f"has its own weights", params=("weights",))
+            _load_weights(model, opts.weights, model.name)
+        prep, reason = _file_preprocessing(model, opts)
+        # Rebuilt only from the file it was saved to: an in-memory model cannot be found again.
+        loaded = LoadedModel(model, {"model": model.name, "in_memory": True})
+        return _build(model, loaded, prep, reason, f"keras.Model '{model.name}'", opts, say, 0.0)
+
+    name = getattr(model, "name", None) or "model"
+    return Adapter("Keras model", name, build)
+
+
+def _check_preprocess(opts: Any) -> None:
+    if opts.preprocess and opts.preprocess.lower() not in KERAS_MODES:
+        raise OptionError(f"{{preprocess}} '{opts.preprocess}' is not valid; choose one of "
+                          f"{', '.join(KERAS_MODES)}", params=("preprocess",))
+
+
+def _load_weights(model: Any, weights: str, where: str) -> None:
+    if not Path(weights).is_file():
+        raise OptionError(f"{{weights}} file '{weights}' does not exist; give an .h5/.weights.h5 file",
+                          params=("weights",))
+    try:
+        model.load_weights(weights)
+    except Exception as exc:
+        raise OnnxvizError(f"cannot load weights '{weights}' into {where}: {str(exc).splitlines()[0]}") from exc
+
+
+def _file_preprocessing(model: Any, opts: Any) -> tuple[Preprocessing, str]:
+    """What a model file expects of pixels: as asked, else its application's, else none."""
+    if opts.preprocess:
+        mode = opts.preprocess.lower()
+        return KERAS_MODES[mode], f"'{mode}' as asked"
+    found = recognise(model)
+    if found is None:
+        return KERAS_MODES["none"], ("'none': no keras.applications architecture recognised in the model (pass the "
+                                     "preprocessing it was trained with if it expects scaled pixels)")
+    app = found.application
+    inside = "the model" if found.where == getattr(model, "name", None) else f"its part '{found.where}'"
+    what = f"{inside} has the architecture of keras.applications.{app.constructor} (layers {', '.join(found.evidence)})"
+    if found.scaled_by:
+        return KERAS_MODES["none"], (f"'none': {what}, but the model scales pixels itself first, in layer "
+                                     f"{found.scaled_by}")
+    return KERAS_MODES[app.mode], f"'{app.mode}': {what}, which expects it"
+
+
+def _build(keras_model: Any, loaded: LoadedModel, prep: Preprocessing, reason: str, source: str, opts: Any,
+           say: Progress, build_s: float):
+    from ..graph import rename_tensors
+    from ..pipeline import Built
+
+    tf, keras = _import_keras()
     shape = _model_input_shape(keras_model, opts)
     inp, finals, traced = flatten_model(keras_model, shape)
     final_names = [t.name for t in traced if any(t.tensor is f for f in finals)]
@@ -529,20 +452,15 @@ def export_keras(model: str, output: Path | None = None, opts: ExportOptions | N
     flat = keras.Model(inp, [t.tensor for t in chosen], name=f"{keras_model.name}_onnxviz")
     four_d = [len(t.tensor.shape) == 4 for t in chosen]
     say(f"exposing {len(chosen)} of {len(traced)} layers")
-
     step = time.perf_counter()
     say("converting with tf2onnx (VGG16-sized models take a few minutes)")
     proto = _convert(keras, tf, flat, inp.name, shape, four_d)
-    timings["convert"] = time.perf_counter() - step
-    from .graph import prepend_preprocessing, rename_tensors
-
+    convert_s = time.perf_counter() - step
     if len(proto.graph.output) != len(chosen):
         raise RuntimeError(f"tf2onnx produced {len(proto.graph.output)} outputs for {len(chosen)} layers")
     # tf2onnx names the outputs Identity:0, Identity_1:0, ...: give them the layer names
     proto = rename_tensors(proto, {out.name: t.name for out, t in zip(proto.graph.output, chosen)})
-    proto = prepend_preprocessing(proto, prep, "NHWC")
-
-    layer_infos = [
+    layers = [
         LayerInfo(t.name, t.op,
                   [None, int(t.tensor.shape[3]), int(t.tensor.shape[1]), int(t.tensor.shape[2])] if is4
                   else [None, *[None if d is None else int(d) for d in t.tensor.shape[1:]]],
@@ -550,45 +468,27 @@ def export_keras(model: str, output: Path | None = None, opts: ExportOptions | N
         for t, is4 in zip(chosen, four_d)
     ]
     prediction = _prediction_layer(keras_model, traced, final_names, chosen)
-    if prediction is not None and labels is None and prediction[1] == 1000:
+    labels = None
+    notes = list(loaded.notes)
+    if prediction is not None and prediction[1] == 1000:
         labels = _fetch_labels(keras)
         if labels is None:
-            say("warning: ImageNet class names not found (imagenet_class_index.json could not be "
-                "downloaded); predictions will show class numbers")
-    if labels is not None and prediction is not None and len(labels) != prediction[1]:
-        raise ModelError(f"{len(labels)} labels given for a model with {prediction[1]} classes")
-    info = ModelInfo(
-        input_name=inp.name, height=shape[0], width=shape[1], layers=layer_infos,
-        preprocessing=prep, source=source, version=__version__,
-        prediction_output=prediction[0] if prediction else None,
-        prediction_is_probability=prediction[2] if prediction else True,
-        labels=labels if prediction else None, keras=record,
-    )
-    write_info(proto, info)
-    proto.producer_name, proto.producer_version = "onnxviz", __version__
-    proto.doc_string = f"{source}, exported by onnxviz {__version__}"
+            notes.append("ImageNet class names not found (imagenet_class_index.json could not be downloaded); "
+                         "predictions will show class numbers")
+    record = dict(loaded.record)
 
-    step = time.perf_counter()
-    say("checking every output against Keras")
-    probes = probe_images(opts.probes, shape[0], shape[1])
-    reference = _keras_reference(keras, keras_model, flat, finals, chosen, four_d, prep, record, probes)
-    data = proto.SerializeToString()
-    del proto
-    actual = _ort_outputs(data, inp.name, probes)
-    names = [t.name for t in chosen]
-    diffs = diff_outputs(reference, actual, names)
-    timings["check"] = time.perf_counter() - step
-    bad = [d for d in diffs if not d.ok(opts.tolerance)]
-    if bad:
-        listing = ", ".join(f"{d.name} ({d.relative:.2g})" for d in bad[:10])
-        raise ValidationError(
-            f"{len(bad)} of {len(diffs)} outputs differ from Keras beyond relative {opts.tolerance:g}: "
-            f"{listing}{', ...' if len(bad) > 10 else ''}; nothing was written"
-        )
-    with atomic_path(output) as tmp:
-        tmp.write_bytes(data)
-    return ExportResult(output, info, diffs, max((d.relative for d in diffs), default=0.0),
-                        len(data), time.perf_counter() - started, timings)
+    def reference(probes: np.ndarray) -> dict[str, np.ndarray]:
+        return _keras_reference(keras, loaded, flat, finals, chosen, four_d, prep, record, probes)
+
+    return Built(
+        model=proto, input_name=inp.name, height=shape[0], width=shape[1], layout="NHWC", layers=layers,
+        preprocessing=prep, preprocessing_reason=reason, source=source, reference_name="Keras",
+        reference=reference, prediction_output=prediction[0] if prediction else None,
+        prediction_is_probability=prediction[2] if prediction else True,
+        classes=prediction[1] if prediction else None, labels=labels,
+        keras=None if record.get("in_memory") else record, notes=notes,
+        timings={"build": build_s, "convert": convert_s},
+    )
 
 
 def _prediction_layer(keras_model, traced, final_names, chosen) -> tuple[str, int, bool] | None:
@@ -604,22 +504,28 @@ def _prediction_layer(keras_model, traced, final_names, chosen) -> tuple[str, in
     return None
 
 
-def _keras_reference(keras, original, flat, finals, chosen, four_d, prep: Preprocessing, record, probes):
+def _keras_reference(keras, loaded: LoadedModel, flat, finals, chosen, four_d, prep: Preprocessing, record, probes):
     """Keras' own answer: Keras' own preprocess_input, then the model, per exposed layer."""
     x = _keras_preprocess(keras, prep, record, probes.copy())
     outs = flat.predict(x, batch_size=len(x), verbose=0)
     outs = outs if isinstance(outs, list) else [outs]
     ref = {t.name: (np.transpose(o, (0, 3, 1, 2)) if is4 else o) for t, o, is4 in zip(chosen, outs, four_d)}
-    # The flattened graph must compute what the model as the user has it computes.
-    direct = original.predict(x, batch_size=len(x), verbose=0)
-    direct = direct if isinstance(direct, list) else [direct]
+    # The flattened graph must compute what the model as the user has it computes: for a
+    # Keras 2 file, what Keras 2 itself computes from that file.
+    if loaded.original is not None:
+        direct = loaded.original(x)
+        what = "Keras 2 (tf_keras) reading the same file"
+    else:
+        direct = loaded.model.predict(x, batch_size=len(x), verbose=0)
+        direct = direct if isinstance(direct, list) else [direct]
+        what = "the model"
     rebuilt = keras.Model(flat.inputs, finals).predict(x, batch_size=len(x), verbose=0)
     rebuilt = rebuilt if isinstance(rebuilt, list) else [rebuilt]
     for a, b in zip(direct, rebuilt):
         d = diff_tensor("output", np.asarray(a), np.asarray(b))
         if not d.ok(1e-5):
-            raise ValidationError(f"flattening the nested model changed its output (relative {d.relative:.2g}); "
-                                  "export the inner model on its own")
+            raise ValidationError(f"the model onnxviz rebuilt computes another output than {what} "
+                                  f"(relative {d.relative:.2g}); nothing was written")
     return ref
 
 
@@ -635,47 +541,51 @@ def _keras_preprocess(keras, prep: Preprocessing, record, x: np.ndarray) -> np.n
     return x
 
 
-def _ort_outputs(data: bytes, input_name: str, probes: np.ndarray) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
+# ---------------------------------------------------------------- the Keras model behind a file
 
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, {input_name: probes})))
-
-
-def keras_outputs(info: ModelInfo, images: np.ndarray) -> dict[str, np.ndarray]:
-    """The exposed layers of an exported file computed by Keras itself, for RGB 0..255
-    NHWC `images` (4-D maps as NCHW): the model is rebuilt from the file's metadata."""
+def rebuild(info: Any, weights: bool = True) -> Any:
+    """The Keras model an onnxviz file was exported from, flattened, with the file's layers as
+    outputs (4-D maps NHWC, as Keras computes them): for `diff --against keras` and
+    `bench --compare-keras`. `weights=False` builds applications without weights (timing)."""
     record = info.keras
     if not record:
-        raise OnnxvizError(f"'{info.source}' was not exported from Keras; compare providers instead (--providers cpu,cuda)")
-    opts = ExportOptions(weights=record.get("weights") or "none")
-    if "weights" not in record:
+        raise OnnxvizError(f"'{info.source}' was not exported from a Keras file or application, so there is no "
+                           f"Keras model to rebuild; compare ONNX Runtime providers instead")
+    if weights and "weights" not in record and "path" not in record:
         raise OnnxvizError("this file does not record which weights it was exported with; export it again")
+    _, keras = _import_keras()
     if "application" in record:
-        if record.get("weights") is None:
-            raise OnnxvizError("this file was exported with --weights none: its random weights cannot be rebuilt in Keras")
-        _, keras = _import_keras()
-        kwargs = dict(record.get("kwargs", {}))
-        if "input_shape" in kwargs:
-            kwargs["input_shape"] = tuple(kwargs["input_shape"])
+        if weights and record.get("weights") is None:
+            raise OnnxvizError("this file was exported with weights 'none': its random weights cannot be rebuilt "
+                               "in Keras")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in record.get("kwargs", {}).items()}
         try:
-            model = getattr(keras.applications, record["application"])(weights=record["weights"], **kwargs)
+            model = getattr(keras.applications, record["application"])(
+                weights=record.get("weights") if weights else None, **kwargs)
         except Exception as exc:
             err = _download_error(exc, f"ImageNet weights for {record['application']}")
             raise (err or OnnxvizError(f"cannot rebuild {record['application']} in Keras: {exc}")) from exc
+        loaded = LoadedModel(model, record)
     else:
         path = Path(record["path"])
         if not path.is_file():
             raise OnnxvizError(f"the Keras model this file came from, '{path}', is no longer there")
-        model, _ = load_model_file(path, opts)
-    tf, keras = _import_keras()
-    inp, finals, traced = flatten_model(model, (info.height, info.width, 3))
+        loaded = load_model_file(path, keras)
+        if weights and record.get("weights"):
+            _load_weights(loaded.model, record["weights"], str(path))
+    inp, finals, traced = flatten_model(loaded.model, (info.height, info.width, 3))
     by_name = {t.name: t for t in traced}
     missing = [layer.name for layer in info.layers if layer.name not in by_name]
     if missing:
         raise OnnxvizError(f"the rebuilt Keras model has no layer {missing[0]!r}; has the source model changed?")
     chosen = [by_name[layer.name] for layer in info.layers]
-    flat = keras.Model(inp, [t.tensor for t in chosen])
+    return loaded, keras.Model(inp, [t.tensor for t in chosen]), finals, chosen
+
+
+def keras_outputs(info: Any, images: np.ndarray) -> dict[str, np.ndarray]:
+    """The exposed layers of an exported file computed by Keras itself, for RGB 0..255
+    NHWC `images` (4-D maps as NCHW): the model is rebuilt from the file's metadata."""
+    loaded, flat, finals, chosen = rebuild(info)
+    keras = _import_keras()[1]
     four_d = [len(t.tensor.shape) == 4 for t in chosen]
-    return _keras_reference(keras, model, flat, finals, chosen, four_d, info.preprocessing, record, images)
+    return _keras_reference(keras, loaded, flat, finals, chosen, four_d, info.preprocessing, loaded.record, images)

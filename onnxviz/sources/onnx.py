@@ -1,30 +1,24 @@
-"""`onnxviz export MODEL.onnx`: an onnxviz file from an ONNX model onnxviz did not write.
+"""ONNX sources: an ONNX file (external data included) or an `onnx.ModelProto` not written by onnxviz.
 
 The steps: load and check the model; find its one image input and the input's layout;
-fix height and width (the batch stays "N"); pick the feature maps; fold the stated
-preprocessing in front; expose the maps as NCHW outputs (the class scores as `[N, K]`);
-run the result and the source side by side in ONNX Runtime; write it atomically with
-its metadata. TensorFlow is never imported; onnxruntime only for the validation.
+fix height and width (the batch stays "N"); pick the feature maps; expose them as NCHW
+outputs (the class scores as `[N, K]`). The pipeline folds the stated preprocessing in
+front and checks every output against the source model run in ONNX Runtime (`_reference`).
+TensorFlow is never imported.
 """
 from __future__ import annotations
 
-import fnmatch
-import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
 from onnx import ModelProto, NodeProto, TensorProto, TypeProto, helper
 
-from . import __version__
-from .errors import LayerSelectionError, ModelError, OnnxvizError, ValidationError
-from .external_data import check_external_data
-from .files import atomic_path, ensure_dir
-from .labels import load_labels
-from .graph import (
+from ..errors import LayerSelectionError, ModelError, OnnxvizError, OptionError
+from ..files import existing_file
+from ..graph import (
     LAYOUTS,
     PREFIX,
     TO_NCHW,
@@ -32,15 +26,18 @@ from .graph import (
     expose_outputs,
     image_inputs,
     infer_types,
-    prepend_preprocessing,
     rename_tensors,
     set_input_shape,
     unique_name,
     used_names,
 )
-from .metadata import LayerInfo, ModelInfo, Preprocessing, write_info
-from .module_names import apply_module_names, with_identity
-from .presets import choose_preprocessing, choose_resize
+from ..batch import fixed_batch_of_one, free_batch
+from ..external_data import check_external_data
+from ..metadata import LayerInfo, Preprocessing
+from ..module_names import apply_module_names, with_identity
+from ..presets import choose_preprocessing, choose_resize
+from ..selection import Candidate, select
+from . import Adapter
 
 MAX_BYTES = onnx.checker.MAXIMUM_PROTOBUF  # one protobuf file: 2 GiB
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
@@ -106,49 +103,7 @@ class OnnxInspection:
     prediction_is_probability: bool
 
 
-@dataclass
-class OnnxExportResult:
-    output: Path
-    info: ModelInfo
-    layers: list[str]  # every exposed output, in the file's order (feature maps and final outputs)
-    size_bytes: int
-    layout: str
-    layout_inferred: bool
-    # Largest |exported - source| per output, relative to the source output's range;
-    # empty when validate=False.
-    max_relative_error: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
 # ---------------------------------------------------------------- public API
-
-def read_labels(path: Path) -> list[str]:
-    """Class names: one per line, or `index,name` lines (indices 0..K-1, any order)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ModelError(f"cannot read labels file '{path}': {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ModelError(f"labels file '{path}' is not UTF-8 text; give one class name per line") from exc
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise ModelError(f"labels file '{path}' is empty; give one class name per line")
-    indexed = [re.match(r"^(\d+)\s*,\s*(.*)$", line) for line in lines]
-    if not all(indexed):
-        return lines
-    labels: dict[int, str] = {}
-    for m in indexed:
-        index = int(m.group(1))  # type: ignore[union-attr]
-        if index in labels:
-            raise ModelError(f"labels file '{path}' gives index {index} twice")
-        labels[index] = m.group(2).strip()  # type: ignore[union-attr]
-    missing = sorted(set(range(len(labels))) - set(labels))
-    if missing:
-        raise ModelError(f"labels file '{path}' has {len(labels)} 'index,name' lines but no index "
-                         f"{missing[0]}; indices must run 0..{len(labels) - 1}")
-    return [labels[i] for i in range(len(labels))]
-
 
 def inspect_onnx(src: Path, *, layout: str | None = None,
                  input_size: int | tuple[int, int] | None = None) -> OnnxInspection:
@@ -162,92 +117,72 @@ def inspect_onnx(src: Path, *, layout: str | None = None,
     return _prepare(model, str(src), layout, input_size, require_size=False).inspection
 
 
-def export_onnx(
-    src: Path,
-    output: Path,
-    *,
-    layers: list[str] | None = None,
-    exclude: list[str] | None = None,
-    op_types: list[str] | None = None,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    scale: float | str | None = None,
-    bgr: bool = False,
-    layout: str | None = None,
-    labels: Path | str | None = None,
-    input_size: int | tuple[int, int] | None = None,
-    progress: Progress | None = None,
-    preprocess: str | None = None,
-    resize: str | int | None = None,
-    validate: bool = True,
-    tolerance: float = 1e-3,
-) -> OnnxExportResult:
-    """Write an onnxviz file from `src`: RGB 0..255 NHWC in, chosen feature maps (NCHW) out.
+def onnx_file(path: Path) -> Adapter:
+    path = Path(path)
+    existing_file(path, "model file")
 
-    `layers`/`exclude` are fnmatch globs over tensor and node names; `op_types` keeps the
-    maps made by those op types; `mean`/`std` (1 or 3 numbers, in the network's channel
-    order) and `scale` describe what the network expects of 0..255 pixels, `bgr` that it
-    takes BGR. With `validate`, the file is run next to the source in ONNX Runtime (CPU)
-    and every output must agree within `tolerance` of its range. `preprocess` names a preset
-    (`torchvision`, see `presets`); `resize` overrides the preset's resize recipe.
-    Models exported by torch are named after their modules (see `module_names`).
-    """
-    started = time.perf_counter()
-    say = progress or (lambda _msg: None)
-    src, output = Path(src), Path(output)
-    where = str(src)
-    prep = (choose_preprocessing(preprocess, mean=mean, std=std, scale=scale, bgr=bgr)
-            or make_preprocessing(mean=mean, std=std, scale=scale, bgr=bgr))
-    choose_resize(preprocess, resize, 224, 224)  # bad values fail before any work
-    ensure_dir(output.parent)  # an unwritable destination fails before any work
-    label_names = load_labels(labels) if labels is not None else None
+    def build(opts: Any, say: Progress):
+        say(f"loading {path}")
+        return _build(load_onnx(path), str(path), opts, say)
 
-    say(f"loading {src}")
-    model, identities, note = apply_module_names(load_onnx(src))
+    return Adapter("ONNX model", path.stem, build)
+
+
+def onnx_proto(model: ModelProto) -> Adapter:
+    name = model.graph.name or "model"
+
+    def build(opts: Any, say: Progress):
+        _check(model, f"the ONNX model '{name}'", "build it with onnx.helper and check it with onnx.checker")
+        return _build(model, f"the ONNX model '{name}'", opts, say)
+
+    return Adapter("ONNX model", name, build)
+
+
+def _build(model: ModelProto, where: str, opts: Any, say: Progress):
+    """Pick the maps, give each an NCHW output; the source in ONNX Runtime is the reference."""
+    from ..pipeline import Built
+
+    preset = choose_preprocessing(opts.preprocess, mean=opts.mean, std=opts.std, scale=opts.scale, bgr=opts.bgr)
+    prep = preset or make_preprocessing(mean=opts.mean, std=opts.std, scale=opts.scale, bgr=opts.bgr)
+    choose_resize(opts.preprocess, opts.resize, 224, 224)  # a bad value fails before any work
+    reason = (f"the '{prep.mode}' preset" if preset is not None else "as given by mean, std, scale and bgr"
+              if prep.mode == "custom" else "'none': the ONNX model gets 0..255 RGB pixels as they are (give "
+                                            "mean, std, scale or bgr to say what it expects)")
+    model, identities, note = apply_module_names(model)  # torch exports: maps named after their modules
     if note:
         say(f"module names: {note}")
-    prepared = _prepare(model, where, layout, input_size, require_size=True)
+    inputs = image_inputs(model.graph)
+    one_by_one = len(inputs) == 1 and fixed_batch_of_one(model, inputs[0].name)
+    if one_by_one:  # exported for one image: run on batches, checked against the source image by image
+        model, freed = free_batch(model)
+        if freed:
+            say(f"the model was exported for batch 1: {freed} reshape(s) made to keep any batch")
+    prepared = _prepare(model, where, opts.layout, opts.input_size, require_size=True)
     insp = prepared.inspection
-    if label_names is not None:
-        if insp.classes is None:
-            raise ModelError(f"{len(label_names)} labels given, but {where} has no class-score output "
-                             f"(its first output '{insp.outputs[0]}' is not [N, K] or [N, K, 1, 1]); leave out --labels")
-        if len(label_names) != insp.classes:
-            raise ModelError(f"{labels} has {len(label_names)} labels but {where} has {insp.classes} classes "
-                             f"(output '{insp.prediction_output}'); give a labels file with {insp.classes} names")
-
-    chosen = _select(prepared, layers, exclude, op_types, where)
+    chosen = _select(prepared, opts.layers, opts.exclude, opts.op_types, where)
     exposed = _network_order(prepared, chosen + [o for o in insp.outputs if o not in chosen])
     say(f"exposing {len(exposed)} outputs ({sum(1 for n in exposed if n in prepared.maps)} feature maps); "
         f"input {insp.layout}{' (inferred)' if insp.layout_inferred else ''} {insp.height}x{insp.width}")
-
     plan = {name: _plan(prepared, name) for name in exposed}
-    built = _build(prepared.model, prep, insp.layout, plan)
-    infos = [with_identity(plan[name].info, identities) for name in exposed]
-    info = ModelInfo(
-        input_name=insp.input_name, height=int(insp.height), width=int(insp.width),  # type: ignore[arg-type]
-        layers=infos, preprocessing=prep, source=where, version=__version__,
-        prediction_output=insp.prediction_output,
-        prediction_is_probability=insp.prediction_is_probability if insp.prediction_output else False,
-        labels=label_names, keras=None,
-        resize=choose_resize(preprocess, resize, int(insp.height), int(insp.width)),  # type: ignore[arg-type]
-    )
-    write_info(built, info)
+    built = _expose(prepared.model, plan)
     _check(built, f"the exported model for {where}", "this is a bug in onnxviz; please report it")
-    data = _serialize(built, where)
 
-    errors: dict[str, float] = {}
-    if validate:
-        say("checking the exported model against the source in ONNX Runtime")
-        errors = _validate(prepared, prep, plan, exposed, data, where, tolerance)
+    def reference(rgb: np.ndarray) -> dict[str, np.ndarray]:
+        if one_by_one:
+            parts = [_reference(prepared, prep, plan, exposed, rgb[i:i + 1], where) for i in range(len(rgb))]
+            return {name: np.concatenate([p[name] for p in parts]) for name in exposed}
+        return _reference(prepared, prep, plan, exposed, rgb, where)
 
-    say(f"writing {output}")
-    with atomic_path(output) as tmp:
-        tmp.write_bytes(data)
-    return OnnxExportResult(
-        output=output, info=info, layers=exposed, size_bytes=output.stat().st_size,
-        layout=insp.layout, layout_inferred=insp.layout_inferred, max_relative_error=errors,
-        seconds=time.perf_counter() - started,
+    return Built(
+        model=built, input_name=insp.input_name, height=int(insp.height), width=int(insp.width),  # type: ignore[arg-type]
+        layout=insp.layout, layers=[with_identity(plan[name].info, identities) for name in exposed], preprocessing=prep,
+        preprocessing_reason=reason, source=where, reference_name="ONNX Runtime running the source model",
+        reference=reference, prediction_output=insp.prediction_output,
+        prediction_is_probability=insp.prediction_is_probability if insp.prediction_output else False,
+        classes=insp.classes,
+        notes=([f"input layout {insp.layout}, inferred from its shape; give the layout if that is wrong"]
+               if insp.layout_inferred else []) + ([f"module names: {note}"] if note else []),
+        resize=choose_resize(opts.preprocess, opts.resize, int(insp.height), int(insp.width)),  # type: ignore[arg-type]
     )
 
 
@@ -258,28 +193,25 @@ def make_preprocessing(*, mean: float | Sequence[float] | None = None, std: floa
         return Preprocessing("none")
     return Preprocessing(
         "custom",
-        scale=1.0 if scale is None else _number(scale, "--scale"),
-        mean=_triple(mean, "--mean", 0.0),
-        std=_triple(std, "--std", 1.0, nonzero=True),
+        scale=1.0 if scale is None else _number(scale, "scale"),
+        mean=_triple(mean, "mean", 0.0),
+        std=_triple(std, "std", 1.0, nonzero=True),
         bgr=bool(bgr),
     )
 
 
 def load_onnx(src: Path) -> ModelProto:
     """Load an ONNX file (external data included), refusing what onnxviz cannot write back."""
-    src = Path(src)
-    if not src.is_file():
-        raise ModelError(f"model file '{src}' does not exist")
+    from ..modelfile import unreadable
+
+    src = existing_file(Path(src), "model file")
     check_external_data(src)
-    if src.stat().st_size > MAX_BYTES:
-        raise _too_big(str(src), src.stat().st_size)
     try:
         model = onnx.load(str(src))
     except Exception as exc:  # protobuf's DecodeError, missing external data, ...
-        raise ModelError(f"'{src}' is not a readable ONNX model ({type(exc).__name__}: {_one_line(exc)}); "
-                         f"give a .onnx file saved by an ONNX exporter") from exc
+        raise unreadable(src, f"{type(exc).__name__}: {_one_line(exc)}") from exc
     if not model.graph.node or not model.opset_import:
-        raise ModelError(f"'{src}' is not an ONNX model (it has no graph); give a .onnx file saved by an ONNX exporter")
+        raise unreadable(src)
     if model.ByteSize() > MAX_BYTES:
         raise _too_big(str(src), model.ByteSize())
     _check(model, str(src), "re-export it with a current exporter, or run "
@@ -380,11 +312,11 @@ def _layout(name: str, dims: list, layout: str | None, where: str) -> tuple[str,
     if layout is not None:
         chosen = layout.upper()
         if chosen not in LAYOUTS:
-            raise OnnxvizError(f"layout '{layout}' is not one of nchw, nhwc")
+            raise OptionError(f"{{layout}} '{layout}' is not one of nchw, nhwc", params=("layout",))
         channels = dims[1] if chosen == "NCHW" else dims[3]
         if isinstance(channels, int) and channels != 3:
-            raise ModelError(f"input '{name}' of {where} is {shape}: in {chosen} layout that is {channels} channels, "
-                             f"and onnxviz feeds RGB images (3 channels); check --layout")
+            raise OptionError(f"input '{name}' of {where} is {shape}: in {chosen} layout that is {channels} channels, "
+                             f"and onnxviz feeds RGB images (3 channels); check {{layout}}", params=("layout",))
         return chosen, False
     c1, c3 = dims[1], dims[3]
     if c1 == 3 and c3 != 3:
@@ -394,8 +326,8 @@ def _layout(name: str, dims: list, layout: str | None, where: str) -> tuple[str,
     if isinstance(c1, int) and isinstance(c3, int) and c1 != 3 and c3 != 3:
         raise ModelError(f"input '{name}' of {where} is {shape}, with no axis of 3 channels; "
                          f"onnxviz feeds RGB images to [N, 3, H, W] or [N, H, W, 3] inputs")
-    raise ModelError(f"cannot tell whether input '{name}' {shape} of {where} is NCHW or NHWC; "
-                     f"pass --layout nchw or --layout nhwc")
+    raise OptionError(f"cannot tell whether input '{name}' {shape} of {where} is NCHW or NHWC; "
+                      f"give {{layout}} nchw or nhwc", params=("layout",))
 
 
 def _size(name: str, dims: list, layout: str, input_size: int | tuple[int, int] | None, where: str,
@@ -405,18 +337,19 @@ def _size(name: str, dims: list, layout: str, input_size: int | tuple[int, int] 
     if input_size is not None:
         pair = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in pair):
-            raise OnnxvizError(f"input size {input_size!r} is not a positive size; give e.g. 224 or (224, 224)")
+            raise OptionError(f"{{input_size}} {input_size!r} is not a positive size; give e.g. 224 or (224, 224)",
+                              params=("input_size",))
         want = (int(pair[0]), int(pair[1]))
     fixed = (h if isinstance(h, int) else None, w if isinstance(w, int) else None)
     if want is None:
         if None in fixed and require:
-            raise ModelError(f"input '{name}' of {where} has a dynamic height or width ({_shape_str(dims)}); "
-                             f"pass --input-size (e.g. --input-size 224) to fix it")
+            raise OptionError(f"input '{name}' of {where} has a dynamic height or width ({_shape_str(dims)}); "
+                              f"give {{input_size}} (e.g. 224) to fix it", params=("input_size",))
         return fixed
     for have, asked in zip(fixed, want):
         if have is not None and have != asked:
-            raise ModelError(f"input '{name}' of {where} has a fixed size {_shape_str(dims)}; --input-size "
-                             f"{want[0]}x{want[1]} does not fit it: leave --input-size out")
+            raise OptionError(f"input '{name}' of {where} has a fixed size {_shape_str(dims)}; {{input_size}} "
+                              f"{want[0]}x{want[1]} does not fit it: leave it out", params=("input_size",))
     return want
 
 
@@ -507,47 +440,26 @@ def _select(prepared: _Prepared, layers: list[str] | None, exclude: list[str] | 
             op_types: list[str] | None, where: str) -> list[str]:
     graph = prepared.model.graph
     maps = prepared.maps
-    tensors = [(node, o) for node in graph.node for o in node.output if o]
-
-    def matches(glob: str) -> list[str]:
-        return [o for node, o in tensors
-                if fnmatch.fnmatchcase(o, glob) or (node.name and fnmatch.fnmatchcase(node.name, glob))]
-
-    def nothing(flag: str, glob: str) -> LayerSelectionError:
-        names = list(maps)
-        shown = ", ".join(names[:SHOWN]) + (", ..." if len(names) > SHOWN else "")
-        return LayerSelectionError(f"{flag} '{glob}' matches no tensor or node of {where}; it has {len(names)} "
-                                   f"feature maps: {shown}. Run 'onnxviz layers {where}' to see them all")
-
-    if layers:
-        chosen: list[str] = []
-        for glob in layers:
-            hits = matches(glob)
-            if not hits:
-                raise nothing("--layers", glob)
-            chosen += hits
-        chosen = list(dict.fromkeys(chosen))
-    elif op_types:
-        chosen = list(maps)
-    else:
-        chosen = [name for name, layer in maps.items() if layer.default]
+    candidates = [Candidate(o, (node.name,)) for node in graph.node for o in node.output if o]
+    hint = f". Run 'onnxviz layers {where}' to see them all"
+    default = list(maps) if op_types else [name for name, layer in maps.items() if layer.default]
+    chosen = select(candidates, layers or (), (), default, where=where, hint=hint, listed=list(maps))
     if op_types:
         wanted = [t.strip() for spec in op_types for t in spec.split(",") if t.strip()]
         present = {node.op_type.lower(): node.op_type for node in graph.node}
         unknown = [t for t in wanted if t.lower() not in present]
         if unknown:
-            raise LayerSelectionError(f"--op-types {', '.join(unknown)}: no such op in {where}; it has "
-                                      f"{', '.join(sorted(set(present.values())))}")
+            raise OptionError(f"{{op_types}} {', '.join(unknown)}: no such op in {where}; it has "
+                              f"{', '.join(sorted(set(present.values())))}", params=("op_types",))
         keep = {present[t.lower()] for t in wanted}
         chosen = [n for n in chosen if prepared.producer[n][1].op_type in keep]
-    for glob in exclude or []:
-        hits = set(matches(glob))
-        if not hits:
-            raise nothing("--exclude", glob)
-        chosen = [n for n in chosen if n not in hits]
+    if exclude:
+        dropped = set(select(candidates, exclude, (), where=where, params=("exclude", "exclude"), hint=hint,
+                             listed=list(maps)))
+        chosen = [n for n in chosen if n not in dropped]
     if not chosen:
-        raise LayerSelectionError(f"the selection (--layers, --exclude, --op-types) leaves no layer of {where} "
-                                  f"to expose; run 'onnxviz layers {where}' to see what it has")
+        raise LayerSelectionError(f"the selection leaves no layer of {where} to expose; run 'onnxviz layers "
+                                  f"{where}' to see what it has")
     return chosen
 
 
@@ -568,16 +480,16 @@ def _plan(prepared: _Prepared, name: str) -> _Exposure:
     d = _dims(name, prepared.types)
     if d is None:
         raise ModelError(f"shape inference cannot tell the shape of '{name}' in {insp.source}; "
-                         f"choose other layers with --layers")
+                         f"choose other layers")
     shape = [None] + [_int_or_none(v) for v in d[1:]] if d else []
     return _Exposure(LayerInfo(name, op, shape, "NC" if len(d) == 2 else ""))
 
 
 # ---------------------------------------------------------------- building and checking
 
-def _build(model: ModelProto, prep: Preprocessing, layout: str, plan: dict[str, _Exposure]) -> ModelProto:
-    """Preprocessing in front; a Transpose or Flatten after each tensor that needs one; the outputs."""
-    built = prepend_preprocessing(model, prep, layout)
+def _expose(model: ModelProto, plan: dict[str, _Exposure]) -> ModelProto:
+    """A Transpose or Flatten after each tensor that needs one; the outputs."""
+    built = model
     taken = used_names(built.graph)
     renames: dict[str, str] = {}
     extra: list[NodeProto] = []
@@ -597,53 +509,27 @@ def _build(model: ModelProto, prep: Preprocessing, layout: str, plan: dict[str, 
     return expose_outputs(built, list(plan))
 
 
-def _validate(prepared: _Prepared, prep: Preprocessing, plan: dict[str, _Exposure], exposed: list[str],
-              data: bytes, where: str, tolerance: float) -> dict[str, float]:
-    """Run the file and the source (same tensors exposed, preprocessing in numpy) in ORT CPU."""
+def _reference(prepared: _Prepared, prep: Preprocessing, plan: dict[str, _Exposure], exposed: list[str],
+               rgb: np.ndarray, where: str) -> dict[str, np.ndarray]:
+    """The source model's own values of the exposed tensors (preprocessing done in numpy),
+    in the exported file's layout."""
+    from ..runtime import run_model
+
     insp = prepared.inspection
-    rng = np.random.default_rng(0)
-    rgb = np.round(rng.uniform(0, 255, (1, int(insp.height), int(insp.width), 3))).astype(np.float32)  # type: ignore[arg-type]
     x = rgb[..., ::-1] if prep.bgr else rgb
     x = ((x * np.float32(prep.scale) - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32))
     x = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if insp.layout == "NCHW" else x, dtype=np.float32)
     source = expose_outputs(prepared.model, exposed)
-    want = _run(_serialize(source, where), {insp.input_name: x}, where, "the source model")
-    got = _run(data, {insp.input_name: rgb}, where, "the exported model")
-    errors: dict[str, float] = {}
-    failed = []
+    want = run_model(_serialize(source, where), {insp.input_name: x}, what=f"the source model {where}")
+    out = {}
     for name in exposed:
         ref = want[name]
         if plan[name].transpose:
             ref = ref.transpose(0, 3, 1, 2)
         if plan[name].flatten:
             ref = ref.reshape(ref.shape[0], -1)
-        out = got[name]
-        if out.shape != ref.shape:
-            failed.append(f"{name}: shape {list(out.shape)} != {list(ref.shape)}")
-            continue
-        ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
-        span = float(ref64.max() - ref64.min()) if ref64.size else 0.0
-        diff = float(np.abs(out64 - ref64).max()) if ref64.size else 0.0
-        errors[name] = diff / span if span > 0 else diff
-        if not errors[name] <= tolerance:
-            failed.append(f"{name}: max relative error {errors[name]:.1e}")
-    if failed:
-        raise ValidationError(f"the exported model disagrees with {where} on {len(failed)} outputs "
-                              f"(tolerance {tolerance:g}): {'; '.join(failed[:SHOWN])}")
-    return errors
-
-
-def _run(data: bytes, feeds: dict[str, np.ndarray], where: str, what: str) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, feeds)))
-    except Exception as exc:  # ORT raises its own exception types for unsupported ops and the like
-        raise ModelError(f"ONNX Runtime cannot run {what} for {where}: {_one_line(exc)}") from exc
+        out[name] = ref
+    return out
 
 
 def _check(model: ModelProto, where: str, advice: str) -> None:
@@ -703,27 +589,29 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _number(value: float | str, flag: str) -> float:
+def _number(value: float | str, param: str) -> float:
     try:
         if isinstance(value, str) and "/" in value:
             num, den = value.split("/", 1)
             return float(num) / float(den)
         return float(value)
     except (ValueError, ZeroDivisionError) as exc:
-        raise OnnxvizError(f"{flag} {value!r} is not a number; give e.g. 0.00392157 or 1/255") from exc
+        raise OptionError(f"{{{param}}} {value!r} is not a number; give e.g. 0.00392157 or 1/255",
+                          params=(param,)) from exc
 
 
-def _triple(value: float | Sequence[float] | None, flag: str, default: float, nonzero: bool = False) -> list[float]:
+def _triple(value: float | Sequence[float] | None, param: str, default: float, nonzero: bool = False) -> list[float]:
     if value is None:
         return [default] * 3
     values = [value] if isinstance(value, (int, float, str)) else list(value)
     if len(values) not in (1, 3):
-        raise OnnxvizError(f"{flag} takes 1 or 3 numbers, got {len(values)} (one per channel)")
+        raise OptionError(f"{{{param}}} takes 1 or 3 numbers, got {len(values)} (one per channel)", params=(param,))
     try:
-        numbers = [_number(v, flag) for v in values] * (3 if len(values) == 1 else 1)
+        numbers = [_number(v, param) for v in values] * (3 if len(values) == 1 else 1)
     except OnnxvizError:
         shown = ",".join(map(str, values))
-        raise OnnxvizError(f"{flag} takes numbers separated by commas, e.g. 0.485,0.456,0.406; got '{shown}'") from None
+        raise OptionError(f"{{{param}}} takes numbers separated by commas, e.g. 0.485,0.456,0.406; got '{shown}'",
+                          params=(param,)) from None
     if nonzero and any(v == 0 for v in numbers):
-        raise OnnxvizError(f"{flag} {numbers} has a 0; every std must be non-zero")
+        raise OptionError(f"{{{param}}} {numbers} has a 0; every std must be non-zero", params=(param,))
     return numbers

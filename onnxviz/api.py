@@ -1,0 +1,239 @@
+"""The Python API: `export`, `load` and `grid`, for notebooks and scripts.
+
+    import onnxviz
+    onnxviz.export("mobilenet", "mobilenet.onnx", alpha=0.25, input_size=128)
+    model = onnxviz.load("mobilenet.onnx")
+    acts = model.activations(["cat.jpg", "car.jpg"])      # {layer: [N, C, H, W] array}
+    model.predict("cat.jpg")                              # [[Prediction('tabby', 0.71, 281), ...]]
+    onnxviz.grid(acts["conv1"][0])                        # RGB uint8 picture of the channels
+
+Images may be file paths, numpy arrays (`[H, W, 3]` RGB or a batch `[N, H, W, 3]`, uint8 or
+float 0..255) or PIL images; they are resized to the model's input as the command does.
+Errors are `onnxviz.OnnxvizError`s that name the parameter at fault.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .errors import ImageError, OptionError
+
+DEFAULT_BATCH = 8
+
+
+# ---------------------------------------------------------------- export
+
+def export(source: Any, output: str | Path | None = None, *, progress: Callable[[str], None] | None = None,
+           **options: Any):
+    """Export `source` (a keras.applications name, a .keras/.h5/.onnx path, a `keras.Model` or an
+    `onnx.ModelProto`) to an onnxviz file; `options` are `pipeline.ExportOptions` fields
+    (`layers=["block*"]`, `weights="none"`, `mean=[...]`, ...). Returns an `ExportResult`."""
+    from .pipeline import ExportOptions, export as run
+
+    known = [f.name for f in fields(ExportOptions)]
+    unknown = [name for name in options if name not in known]
+    if unknown:
+        raise OptionError(f"export has no option {', '.join(map(repr, unknown))}; its options are "
+                          f"{', '.join(known)}")
+    return run(source, output, ExportOptions(**options), progress=progress)
+
+
+# ---------------------------------------------------------------- pictures
+
+class GridImage(np.ndarray):
+    """An RGB uint8 picture (`[H, W, 3]`) that Jupyter shows as an image."""
+
+    def _repr_png_(self) -> bytes:
+        import cv2
+
+        ok, data = cv2.imencode(".png", np.ascontiguousarray(np.asarray(self)[..., ::-1]))
+        return data.tobytes()
+
+
+def grid(maps: Any, *, max_channels: int | None = 64, channels: tuple[int, int] | None = None,
+         sort: str = "index", norm: str = "channel", colormap: str = "viridis") -> GridImage:
+    """One layer's maps for one image (`[C, H, W]`) tiled into an RGB uint8 picture.
+
+    Each tile is a channel, min-max normalised on its own (`norm="channel"`) or on the
+    layer's range (`norm="layer"`); `sort` by `index`, `mean` or `max`.
+    """
+    from .tiling import layer_grid
+
+    array = np.asarray(maps)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3:
+        raise OptionError(f"{{maps}} must be one image's maps [C, H, W] (or [1, C, H, W]); got shape "
+                          f"{list(array.shape)}; for a batch pick one image: acts[name][i]", params=("maps",))
+    drawn = layer_grid(array, max_channels=max_channels, channels=channels, sort=sort, norm=norm, colormap=colormap)
+    return np.ascontiguousarray(drawn.image[..., ::-1]).view(GridImage)
+
+
+class Activations(dict):
+    """Layer name -> `[N, C, H, W]` maps (or `[N, K]` vectors) for a batch; shows itself in Jupyter."""
+
+    shown_layers = 12
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for name, value in list(self.items())[:self.shown_layers]:
+            if value.ndim == 4 and min(value.shape[2:]) > 1:
+                png = base64.b64encode(grid(value[0], max_channels=32)._repr_png_()).decode()
+                picture = f"<img src='data:image/png;base64,{png}' style='max-width:480px;image-rendering:pixelated'>"
+            else:
+                picture = "vector"
+            rows.append(f"<tr><td><code>{html.escape(name)}</code></td><td>{list(value.shape)}</td>"
+                        f"<td>{picture}</td></tr>")
+        more = len(self) - self.shown_layers
+        note = f"<p>and {more} more layers (first image shown)</p>" if more > 0 else "<p>first image shown</p>"
+        return f"<table>{''.join(rows)}</table>{note}"
+
+
+@dataclass
+class Prediction:
+    label: str
+    score: float
+    index: int
+
+
+# ---------------------------------------------------------------- models
+
+def load(path: str | Path, provider: str = "auto", *, threads: int | None = None) -> "Model":
+    """Open an onnxviz file on `provider` ("auto": CUDA when it really runs, else CPU)."""
+    from .runtime import open_session
+
+    return Model(open_session(Path(path), provider, threads=threads, prepack=False))
+
+
+class Model:
+    """An onnxviz file opened in ONNX Runtime."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self.path: Path = session.path
+        self.info = session.info
+        self.provider: str = session.provider  # what ONNX Runtime really runs on
+        self.fallback: str | None = session.fallback  # why not CUDA, when "auto" fell back
+
+    def __repr__(self) -> str:
+        return (f"<onnxviz.Model {self.path.name}: {len(self.info.layers)} outputs, input "
+                f"{self.info.height}x{self.info.width}, on {self.provider}>")
+
+    @property
+    def layers(self) -> list:
+        """The exposed outputs in network order (`LayerInfo`: name, op, shape, layout)."""
+        return list(self.info.layers)
+
+    def activations(self, images: Any, layers: str | Sequence[str] | None = None, *,
+                    batch_size: int = DEFAULT_BATCH, resize: str | None = None) -> Activations:
+        """Layer name -> maps of every image, `[N, C, H, W]` (vectors `[N, K]`), in network order.
+        `layers`: names or globs (default: every output of the file). `resize`: as the file says
+        (torchvision's for `--preprocess torchvision`), else `stretch`; or stretch, crop, pad, N."""
+        names = self._names(layers)
+        pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch")
+        parts = self._run(pixels, names, batch_size)
+        return Activations((name, np.concatenate([p[name] for p in parts])) for name in names)
+
+    def predict(self, images: Any, top_k: int = 5, *, batch_size: int = DEFAULT_BATCH,
+                resize: str | None = None) -> list[list[Prediction]]:
+        """The `top_k` classes of every image, best first."""
+        from .render import top_predictions
+
+        output = self.info.prediction_output
+        if output is None:
+            raise OptionError(f"'{self.path.name}' has no class-score output, so there is nothing to predict; "
+                              f"export the model with its classifier")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise OptionError(f"{{top_k}} must be a positive integer, got {top_k!r}", params=("top_k",))
+        pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch")
+        scores = np.concatenate([p[output] for p in self._run(pixels, [output], batch_size)])
+        return [[Prediction(p["label"], p["score"], p["index"]) for p in top_predictions(s, self.info, top_k)]
+                for s in scores]
+
+    def render(self, images: str | Path | Iterable[str | Path], output: str | Path = "onnxviz-out",
+               progress: Callable[[int, int, str], None] | None = None, **options: Any):
+        """What `onnxviz render` does: grids, predictions and a report per image file into `output`.
+        `options` are `render.RenderOptions` fields (`layers`, `max_channels`, `sort`, ...)."""
+        from .render import RenderOptions, render
+
+        known = [f.name for f in fields(RenderOptions)]
+        unknown = [name for name in options if name not in known]
+        if unknown:
+            raise OptionError(f"render has no option {', '.join(map(repr, unknown))}; its options are "
+                              f"{', '.join(known)}")
+        paths = [images] if isinstance(images, (str, Path)) else list(images)
+        if not all(isinstance(p, (str, Path)) for p in paths):
+            raise OptionError("{images} must be image files or folders for render (it writes a report per "
+                              "file); for arrays use model.activations() and onnxviz.grid()", params=("images",))
+        options.setdefault("provider", self.provider)
+        return render(self.path, [Path(p) for p in paths], Path(output), RenderOptions(**options), progress)
+
+    # ------------------------------------------------------------ internals
+
+    def _names(self, layers: str | Sequence[str] | None) -> list[str]:
+        from .selection import Candidate, select
+
+        if layers is None:
+            return [layer.name for layer in self.info.layers]
+        patterns = [layers] if isinstance(layers, str) else list(layers)
+        return select([Candidate(layer.name) for layer in self.info.layers], patterns,
+                      where=f"'{self.path.name}'", hint=f". See model.layers")
+
+    def _run(self, pixels: np.ndarray, names: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"{{batch_size}} must be a positive integer, got {batch_size!r}",
+                              params=("batch_size",))
+        self._session.output_names = names
+        return [self._session.run(pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
+
+
+# ---------------------------------------------------------------- images
+
+def to_batch(images: Any, height: int, width: int, resize: str = "stretch") -> np.ndarray:
+    """Paths, arrays or PIL images -> float32 `[N, height, width, 3]` RGB 0..255, as the file takes."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        items: list[Any] = list(images)
+    elif isinstance(images, (list, tuple)):
+        items = list(images)
+    else:
+        items = [images]
+    if not items:
+        raise ImageError("images is empty; give image paths, arrays [H, W, 3] or PIL images")
+    return np.stack([_one(item, n, height, width, resize) for n, item in enumerate(items)])
+
+
+def _one(item: Any, n: int, height: int, width: int, resize: str) -> np.ndarray:
+    from .images import load_image, resize_image
+
+    if isinstance(item, (str, Path)):
+        rgb = load_image(Path(item))
+    elif type(item).__module__.startswith("PIL."):
+        rgb = np.asarray(item.convert("RGB"))
+    elif isinstance(item, np.ndarray):
+        rgb = _array(item, n)
+        if rgb.shape[:2] == (height, width):
+            return rgb.astype(np.float32)
+        rgb = np.clip(np.round(rgb), 0, 255).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
+    else:
+        raise ImageError(f"image {n} is a {type(item).__name__}; give a file path, a numpy array [H, W, 3] "
+                         f"(RGB, uint8 or float 0..255) or a PIL image")
+    return resize_image(rgb, height, width, resize).astype(np.float32)
+
+
+def _array(a: np.ndarray, n: int) -> np.ndarray:
+    expected = "[H, W, 3] RGB (channels last), or a batch [N, H, W, 3], uint8 or float 0..255"
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ImageError(f"image {n} has dtype {a.dtype}; expected {expected}")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] != 3 or min(a.shape[:2]) < 1:
+        hint = "; it looks channels-first: use a.transpose(1, 2, 0)" if a.ndim == 3 and a.shape[0] == 3 else ""
+        raise ImageError(f"image {n} has shape {list(a.shape)}; expected {expected}{hint}")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise ImageError(f"image {n} has NaN or infinite values; expected pixels 0..255")
+    return a

@@ -1,0 +1,110 @@
+"""The export pipeline: one options type checked against the source kind, one validation, one write."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+from onnxviz import pipeline
+from onnxviz.cli import app
+from onnxviz.errors import OnnxvizError, ValidationError
+from onnxviz.pipeline import APPLICABLE, ExportOptions, check_options
+
+runner = CliRunner()
+
+
+def tiny_onnx(path):
+    """x [1, 3, 8, 8] -> Conv -> Relu -> GlobalAveragePool -> Flatten -> scores [1, 4]."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["scores"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(path))
+    return model
+
+
+def test_every_option_belongs_to_some_source_kind():
+    every = {f for kind in APPLICABLE.values() for f in kind}
+    assert every == set(pipeline.ExportOptions.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("kind, options, named", [
+    ("ONNX model", ExportOptions(weights="x.h5", alpha=3.0, include_top=False, skip_fused=True),
+     "weights}, {alpha}, {include_top}, {skip_fused}"),
+    ("keras.applications name", ExportOptions(mean=[1, 2, 3], layout="nhwc", op_types=["Conv"], preprocess="tf"),
+     "preprocess}, {op_types}, {mean}, {layout}"),
+    ("Keras model", ExportOptions(alpha=0.5, include_top=False, bgr=True, scale="1/255"),
+     "alpha}, {include_top}, {scale}, {bgr}"),
+    ("Keras model", ExportOptions(resize="256"), "resize}"),
+])
+def test_an_option_for_another_source_is_an_error_that_names_what_applies(kind, options, named):
+    with pytest.raises(OnnxvizError) as err:
+        check_options(options, kind)
+    assert err.value.template.startswith("{" + named)
+    for name in APPLICABLE[kind]:
+        assert "{" + name + "}" in err.value.template
+
+
+def test_the_command_names_flags_and_exits_1_for_options_of_the_other_source(tmp_path):
+    src = tmp_path / "plain.onnx"
+    tiny_onnx(src)
+    out = tmp_path / "out" / "plain.onnx"
+    result = runner.invoke(app, ["export", str(src), "--tolerance", "0", "--weights", "missing.h5", "--alpha", "3",
+                                 "--skip-fused", "--no-top", "-o", str(out)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: --weights, --alpha, --no-top, --skip-fused do not apply to an ONNX model; an ONNX "
+        "model takes --bgr, --exclude, --input-size, --labels, --layers, --layout, --mean, --op-types, --preprocess, "
+        "--resize, --scale, --std, --tolerance")
+    result = runner.invoke(app, ["export", "vgg16", "--mean", "1,2,3", "--layout", "nhwc", "--op-types", "Conv",
+                                 "-o", str(out)])
+    assert result.exit_code == 1 and result.stderr.startswith(
+        "error: --op-types, --mean, --layout do not apply to a keras.applications name;")
+    assert not (tmp_path / "out").exists()  # a failed command leaves no folder behind
+
+
+def test_the_api_names_parameters(tmp_path):
+    import onnxviz
+
+    src = tmp_path / "plain.onnx"
+    tiny_onnx(src)
+    with pytest.raises(OnnxvizError, match=r"^alpha does not apply to an ONNX model; an ONNX model takes bgr, "):
+        onnxviz.export(src, tmp_path / "o.onnx", alpha=0.5)
+    with pytest.raises(OnnxvizError, match=r"^export has no option 'alhpa'; its options are weights, input_size"):
+        onnxviz.export(src, tmp_path / "o.onnx", alhpa=0.5)
+    with pytest.raises(OnnxvizError, match=r"^source must be a keras.applications name, a .keras/.h5/.onnx path"):
+        onnxviz.export(42)
+
+
+def test_a_modelproto_exports_and_validates(tmp_path):
+    import onnxviz
+
+    model = tiny_onnx(tmp_path / "plain.onnx")
+    result = onnxviz.export(model, tmp_path / "from_proto.onnx", scale="1/255")
+    assert [layer.name for layer in result.info.layers] == ["r", "scores"]
+    assert result.kind == "ONNX model" and result.max_relative < 1e-5 and result.path.is_file()
+    assert "scale" in result.preprocessing_reason
+
+
+def test_a_failed_check_writes_nothing(tmp_path, monkeypatch):
+    import onnxviz
+    from onnxviz.sources import onnx as onnx_source
+
+    src = tmp_path / "plain.onnx"
+    tiny_onnx(src)
+    real = onnx_source._reference
+
+    def off_by_one(*args, **kwargs):
+        return {k: v + 1.0 for k, v in real(*args, **kwargs).items()}
+
+    monkeypatch.setattr(onnx_source, "_reference", off_by_one)
+    out = tmp_path / "new" / "out.onnx"
+    with pytest.raises(ValidationError, match=r"^2 of 2 outputs differ from ONNX Runtime running the source model "
+                                              r"beyond relative 0.0001: r \(.*\), scores \(.*\); nothing was written$"):
+        onnxviz.export(src, out)
+    assert not (tmp_path / "new").exists()
