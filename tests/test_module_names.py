@@ -206,3 +206,17 @@ def test_fraction_of_default_maps_named_after_modules(tmp_path):
             named += 1
             assert not layer.name.startswith(("/", "getitem", "conv2d", "max_pool", "cat")), layer.name
     assert (named, total) == (140, 144)
+
+
+def test_the_command_says_once_that_some_maps_keep_tensor_names(tmp_path):
+    from typer.testing import CliRunner
+
+    from onnxviz.cli import app
+
+    model = onnx.load(MODELS / "resnet_dynamo_opset18.onnx")
+    partial = tmp_path / "partial.onnx"
+    onnx.save(_strip(model, 3), partial)
+    result = CliRunner().invoke(app, ["export", str(partial), "-o", str(tmp_path / "out.onnx")])
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.stderr.splitlines() if "module names:" in line]
+    assert said == [f"note: module names: {module_names(_strip(model, 3)).note}"]

@@ -149,8 +149,6 @@ def _build(model: ModelProto, where: str, opts: Any, say: Progress):
               if prep.mode == "custom" else "'none': the ONNX model gets 0..255 RGB pixels as they are (give "
                                             "mean, std, scale or bgr to say what it expects)")
     model, identities, note = apply_module_names(model)  # torch exports: maps named after their modules
-    if note:
-        say(f"module names: {note}")
     inputs = image_inputs(model.graph)
     one_by_one = len(inputs) == 1 and fixed_batch_of_one(model, inputs[0].name)
     if one_by_one:  # exported for one image: run on batches, checked against the source image by image
