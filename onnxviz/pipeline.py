@@ -190,7 +190,7 @@ def export(source: Any, output: str | Path | None = None, options: ExportOptions
     )
     write_info(proto, info)
     proto.producer_name, proto.producer_version = "onnxviz", __version__
-    proto.doc_string = f"{built.source}, exported by onnxviz {__version__}"
+    proto.doc_string = f"{info.source}, exported by onnxviz {__version__}"  # no folders of this machine
     data = _serialize(proto, built.source)
     del proto
 

@@ -138,3 +138,23 @@ def test_a_photo_through_the_file_equals_torchvisions_transform_through_the_sour
     want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
     got = ours[result.info.prediction_output]
     assert np.abs(got - want).max() <= 1e-5 * float(np.ptp(want))
+
+
+def test_the_api_resizes_as_the_file_says(tmp_path):
+    import cv2
+
+    import onnxviz
+
+    out = tmp_path / "resnet.onnx"
+    onnxviz.export(MODELS / "resnet_legacy_opset20.onnx", out, preprocess="torchvision")
+    photo = tmp_path / "photo.png"
+    rgb = np.random.default_rng(3).integers(0, 256, (41, 57, 3), dtype=np.uint8)
+    cv2.imwrite(str(photo), rgb[..., ::-1])
+    model = onnxviz.load(out)
+    got = model.activations(photo, "layer1.*")
+    want = model.activations(resize_image(rgb, 24, 24, "27"), "layer1.*", resize="stretch")  # already 24x24
+    assert list(got) == ["layer1.0.relu", "layer1.0.conv2+bn", "layer1.0.relu#2"]
+    for name in got:
+        np.testing.assert_array_equal(got[name], want[name])
+    stretched = model.activations(photo, "layer1.0.relu", resize="stretch")["layer1.0.relu"]
+    assert not np.array_equal(stretched, got["layer1.0.relu"])
