@@ -85,10 +85,11 @@ def _load_keras2_h5(path: Path, keras: Any, first_error: BaseException) -> Loade
                     f"(onnxviz.export(model)), or save it again without them")
             changes: list[str] = []
             config = _keras3_config(config, changes)
-            from keras.src.legacy.saving import legacy_h5_format, saving_utils
-            from keras.src.saving import saving_options
+            # Keras' own reader of legacy .h5 files, fed the rewritten config
+            from keras.src.legacy.saving import legacy_h5_format, saving_options, saving_utils
+            from keras.src.saving import serialization_lib
 
-            with saving_options.keras_option_scope(use_legacy_config=True):
+            with saving_options.keras_option_scope(use_legacy_config=True), serialization_lib.SafeModeScope(True):
                 model = saving_utils.model_from_config(config)
                 legacy_h5_format.load_weights_from_hdf5_group(f["model_weights"], model)
     except (OnnxvizError, OSError) as exc:
@@ -172,6 +173,10 @@ def _keras3_config(config: Any, changes: list[str]) -> Any:
                     "batch_shape": shape, "dtype": first["config"].get("dtype", "float32"),
                     "name": f"{first['config'].get('name', 'input')}_input"}})
                 changes.append("Sequential: batch_input_shape made an Input layer")
+        if cls in ("BatchNormalization", "LayerNormalization") and isinstance(cfg.get("axis"), list) \
+                and len(cfg["axis"]) == 1:
+            cfg["axis"] = cfg["axis"][0]  # Keras 2 wrote [3]; Keras 3 takes 3
+            changes.append(f"{cls}: axis as a number")
         if cls == "InputLayer" and "batch_input_shape" in cfg:
             cfg["batch_shape"] = cfg.pop("batch_input_shape")
     for layer in _layer_configs(config):  # what is left of batch_input_shape says nothing Keras 3 needs
