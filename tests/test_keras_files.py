@@ -28,18 +28,25 @@ def _keras2(script: str, tmp_path):
 
 @needs_tf_keras
 def test_a_keras2_sequential_nesting_a_depthwise_model_exports_and_matches_keras2(tmp_path):
-    # The shape of a Teachable Machine file: a Sequential holding a model with DepthwiseConv2D, then a head.
+    # The shape of a Teachable Machine file: Sequential[Sequential[Functional base with
+    # DepthwiseConv2D, pooling], Sequential[Dense, Dense]], saved by Keras 2.
     _keras2("""
         k2.utils.set_random_seed(0)
-        base = k2.Sequential([k2.layers.Conv2D(6, 3, strides=2, input_shape=(24, 24, 3), name="Conv1"),
-                              k2.layers.BatchNormalization(name="bn_Conv1"), k2.layers.ReLU(name="Conv1_relu"),
-                              k2.layers.DepthwiseConv2D(3, padding="same", name="dw"),
-                              k2.layers.ReLU(6.0, name="dw_relu")], name="base")
+        inp = k2.Input((24, 24, 3), name="input_1")
+        x = k2.layers.Conv2D(6, 3, strides=2, name="Conv1")(inp)
+        x = k2.layers.BatchNormalization(name="bn_Conv1")(x)
+        x = k2.layers.ReLU(name="Conv1_relu")(x)
+        y = k2.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+        y = k2.layers.ReLU(6.0, name="dw_relu")(y)
+        x = k2.layers.Add(name="add")([x, y])
+        base = k2.Model(inp, x, name="model1")
         bn = base.get_layer("bn_Conv1")
         rng = np.random.default_rng(0)
         bn.set_weights([rng.uniform(0.5, 1.5, 6), rng.normal(0, .3, 6), rng.normal(0, .2, 6), rng.uniform(.5, 2, 6)])
-        model = k2.Sequential([base, k2.layers.GlobalAveragePooling2D(name="gap"),
-                               k2.layers.Dense(3, activation="softmax", name="head")], name="tm")
+        body = k2.Sequential([base, k2.layers.GlobalAveragePooling2D(name="gap")], name="sequential_1")
+        head = k2.Sequential([k2.layers.Dense(5, activation="relu", input_shape=(6,), name="dense_Dense1"),
+                              k2.layers.Dense(3, activation="softmax", name="dense_Dense2")], name="sequential_3")
+        model = k2.Sequential([body, head], name="sequential_4")
         model.save("keras_model.h5")
         x = np.random.default_rng(1).uniform(0, 255, (2, 24, 24, 3)).astype("float32")
         np.save("x.npy", x)
@@ -53,7 +60,7 @@ def test_a_keras2_sequential_nesting_a_depthwise_model_exports_and_matches_keras
 
     result = export(str(tmp_path / "keras_model.h5"), tmp_path / "tm.onnx", ExportOptions(preprocess="tf"))
     names = [layer.name for layer in result.info.layers]
-    assert names == ["Conv1", "bn_Conv1", "Conv1_relu", "dw", "dw_relu", "head"]  # every 4-D map + the output
+    assert names == ["Conv1", "bn_Conv1", "Conv1_relu", "dw", "dw_relu", "add", "dense_Dense2"]  # 4-D maps, output
     assert any("saved by Keras 2" in note and "dropped Keras 2's groups=1" in note for note in result.notes)
     assert not any("tf_keras is not installed" in note for note in result.notes)
     sess = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
@@ -61,7 +68,7 @@ def test_a_keras2_sequential_nesting_a_depthwise_model_exports_and_matches_keras
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x})))
     want = np.load(tmp_path / "dw_relu.npy").transpose(0, 3, 1, 2)  # computed by Keras 2 itself
     assert np.abs(got["dw_relu"] - want).max() <= 1e-4 * (want.max() - want.min())
-    np.testing.assert_allclose(got["head"], np.load(tmp_path / "head.npy"), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["dense_Dense2"], np.load(tmp_path / "head.npy"), rtol=1e-4, atol=1e-6)
 
 
 @needs_tf_keras

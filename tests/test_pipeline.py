@@ -108,3 +108,22 @@ def test_a_failed_check_writes_nothing(tmp_path, monkeypatch):
                                               r"beyond relative 0.0001: r \(.*\), scores \(.*\); nothing was written$"):
         onnxviz.export(src, out)
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"this is not a model", "is not an ONNX model: it does not parse as one (a truncated file, or another kind of "
+                             "file); give a .onnx file written by an ONNX exporter or 'onnxviz export'"),
+])
+def test_one_bad_file_gets_one_message_from_every_command(tmp_path, content, message):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    (tmp_path / "cat.png").write_bytes(b"")
+    lines = set()
+    for args in (["render", str(bad), str(tmp_path / "cat.png"), "-o", str(tmp_path / "out")], ["layers", str(bad)],
+                 ["export", str(bad), "-o", str(tmp_path / "x.onnx")], ["filters", str(bad), "-o",
+                 str(tmp_path / "f.png")], ["bench", str(bad)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, args
+        lines.add(result.stderr.strip().splitlines()[-1])
+    assert lines == {f"error: '{bad}' {message}"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx", "cat.png"]  # no folders left behind

@@ -1,12 +1,12 @@
 """Loading the Keras files people have: `.keras` files, and `.h5` files of Keras 2 and 3.
 
 Keras 3 refuses many Keras 2 era `.h5` files (Teachable Machine's among them) over
-arguments Keras 2 wrote into every layer's config: `groups=1` on `DepthwiseConv2D`,
-`batch_input_shape` on a Sequential's first layer. Those are rewritten into their Keras 3
-form (the values are Keras 2's defaults or the input shape, so the network is the same),
-the weights are loaded by Keras' own legacy reader, and, where `tf_keras` (Keras 2 for
-current TensorFlow) is installed, the rebuilt model's output is checked against the file
-loaded by Keras 2 itself before anything is exported.
+arguments Keras 2 wrote into every layer's config (`groups=1` on `DepthwiseConv2D`,
+`batch_input_shape`, `axis=[3]`) and over nested models. Such a file is read by Keras 2
+itself (`tf_keras`, Keras 2 for current TensorFlow), then rebuilt in Keras 3 layer by
+layer: each layer from its own config (those arguments rewritten to their Keras 3 form,
+same meaning) with its own weights, wired as in the original, nested models inlined. The
+export then checks the rebuilt model's output against Keras 2's on the probe images.
 """
 from __future__ import annotations
 
@@ -66,65 +66,113 @@ def _checked_model(model: Any, path: Path, keras: Any) -> Any:
 
 
 def _load_keras2_h5(path: Path, keras: Any, first_error: BaseException) -> LoadedModel:
+    """A Keras 2 `.h5` file read by Keras 2 (`tf_keras`) and rebuilt, layer by layer, in Keras 3."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
             raw = f.attrs.get("model_config")
             version = f.attrs.get("keras_version", b"")
-            version = version.decode() if isinstance(version, bytes) else str(version)
-            if raw is None:
-                raise ModelError(f"'{path}' holds weights only (no model config); load it into the model it came "
-                                 f"from and save that with model.save('model.keras')")
-            config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-            unknown = sorted(_unknown_classes(config, keras))
-            if unknown:
-                raise ModelError(
-                    f"'{path}' uses layers Keras does not know: {', '.join(unknown)}; they are custom layers of "
-                    f"the code that saved it: export a keras.Model you built with those classes imported "
-                    f"(onnxviz.export(model)), or save it again without them")
-            changes: list[str] = []
-            config = _keras3_config(config, changes)
-            # Keras' own reader of legacy .h5 files, fed the rewritten config
-            from keras.src.legacy.saving import legacy_h5_format, saving_options, saving_utils
-            from keras.src.saving import serialization_lib
-
-            with saving_options.keras_option_scope(use_legacy_config=True), serialization_lib.SafeModeScope(True):
-                model = saving_utils.model_from_config(config)
-                legacy_h5_format.load_weights_from_hdf5_group(f["model_weights"], model)
-    except (OnnxvizError, OSError) as exc:
-        if isinstance(exc, OnnxvizError):
-            raise
+    except OSError as exc:
         raise ModelError(f"cannot read '{path}' as HDF5 ({exc}); {_what_to_try(path)}") from exc
-    except Exception as exc:
-        raise ModelError(f"Keras cannot load '{path}': {_cause(first_error)}. Read as a Keras {version or '2'} file "
-                         f"it still fails: {_cause(exc)}. {_what_to_try(path)}") from exc
-    model = _checked_model(model, path, keras)
-    notes = [f"'{path.name}' was saved by Keras {version or '2'}; rebuilt for Keras 3"
-             + (f" ({'; '.join(sorted(set(changes)))})" if changes else "")]
-    original = _keras2_runner(path)
-    if original is None:
-        notes.append("tf_keras is not installed, so the rebuilt model was not compared with Keras 2's own reading "
-                     "of the file (pip install tf_keras)")
-    return LoadedModel(model, {}, original, notes)
-
-
-def _keras2_runner(path: Path) -> Callable[[np.ndarray], list[np.ndarray]] | None:
-    """The file as Keras 2 (`tf_keras`) computes it, or None without tf_keras."""
+    version = version.decode() if isinstance(version, bytes) else str(version or "")
+    if raw is None:
+        raise ModelError(f"'{path}' holds weights only (no model config); load it into the model it came "
+                         f"from and save that with model.save('model.keras')")
+    config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    unknown = sorted(_unknown_classes(config, keras))
+    if unknown:
+        raise ModelError(
+            f"'{path}' uses layers Keras does not know: {', '.join(unknown)}; they are custom layers of the code "
+            f"that saved it: export a keras.Model you built with those classes imported (onnxviz.export(model)), "
+            f"or save it again without them")
     try:
         import tf_keras
     except ImportError:
-        return None
+        raise ModelError(f"Keras 3 cannot load '{path}' ({_cause(first_error)}); it was saved by Keras "
+                         f"{version or '2'}: pip install tf_keras (Keras 2), then export again") from first_error
     try:
-        model = tf_keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras 2 cannot read it either: nothing to compare with
-        raise ModelError(f"Keras 2 (tf_keras) cannot load '{path}' either: {_cause(exc)}") from exc
+        original = tf_keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        raise ModelError(f"neither Keras 3 nor Keras 2 (tf_keras) can load '{path}': {_cause(exc)}. "
+                         f"{_what_to_try(path)}") from exc
+    changes: list[str] = []
+    try:
+        model = _from_keras2(original, keras, changes)
+    except Exception as exc:
+        raise ModelError(f"Keras 2 reads '{path}', but its layers could not be rebuilt in Keras 3: {_cause(exc)}. "
+                         f"{_what_to_try(path)}") from exc
 
     def run(x: np.ndarray) -> list[np.ndarray]:
-        out = model.predict(x, batch_size=len(x), verbose=0)
+        out = original.predict(x, batch_size=len(x), verbose=0)
         return [np.asarray(o) for o in (out if isinstance(out, list) else [out])]
 
-    return run
+    note = (f"'{path.name}' was saved by Keras {version or '2'}: read by Keras 2 (tf_keras) and rebuilt in Keras 3 "
+            f"layer by layer" + (f" ({'; '.join(sorted(set(changes)))})" if changes else ""))
+    return LoadedModel(model, {}, run, [note])
+
+
+def _from_keras2(original: Any, keras: Any, changes: list[str]) -> Any:
+    """The Keras 3 twin of a Keras 2 model: the same layers (names, configs, weights), wired the
+    same way, nested models flattened into one graph."""
+    made: dict[int, Any] = {}
+
+    def twin(layer: Any) -> Any:
+        if id(layer) not in made:
+            cls = type(layer).__name__
+            config = {"class_name": cls, "config": dict(layer.get_config())}
+            _keras3_config(config, changes)
+            made[id(layer)] = getattr(keras.layers, cls).from_config(config["config"])
+        return made[id(layer)]
+
+    def call(layer: Any, args: Any, kwargs: dict) -> Any:
+        if hasattr(layer, "layers") and hasattr(layer, "inputs"):  # a nested model: inline it
+            return run(layer, args[0] if len(args) == 1 else list(args))
+        new = twin(layer)
+        first = not new.built
+        out = new(*args, **kwargs)
+        if first:
+            new.set_weights(layer.get_weights())
+        return out
+
+    def run(model: Any, x: Any) -> Any:
+        if type(model).__name__ == "Sequential":
+            for layer in model.layers:
+                x = call(layer, (x,), {})
+            return x
+        xs = x if isinstance(x, (list, tuple)) else [x]
+        value = {id(t): v for t, v in zip(model.inputs, xs)}
+        for depth in sorted(model._nodes_by_depth, reverse=True):
+            for node in model._nodes_by_depth[depth]:
+                if node.is_input:
+                    continue
+                swap = lambda t: value[id(t)] if id(t) in value else t  # noqa: E731
+                args = _map(swap, node.call_args)
+                kwargs = {k: _map(swap, v) for k, v in node.call_kwargs.items() if k not in ("training", "mask")}
+                out = call(node.layer, args, kwargs)
+                outs = out if isinstance(out, (list, tuple)) else [out]
+                for t, v in zip(_flat(node.outputs), outs):
+                    value[id(t)] = v
+        outs = [value[id(t)] for t in model.outputs]
+        return outs[0] if len(outs) == 1 else outs
+
+    shape = original.inputs[0].shape
+    inp = keras.Input(shape=tuple(shape[1:]), name=original.inputs[0].name.split(":")[0])
+    return keras.Model(inp, run(original, inp), name=original.name)
+
+
+def _map(fn: Callable, value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map(fn, v) for v in value)
+    if isinstance(value, dict):
+        return {k: _map(fn, v) for k, v in value.items()}
+    return fn(value)
+
+
+def _flat(value: Any) -> list:
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _flat(v)]
+    return [value]
 
 
 def _layer_configs(config: Any):
@@ -159,6 +207,12 @@ def _looks_like_layer(layer: dict) -> bool:
 def _keras3_config(config: Any, changes: list[str]) -> Any:
     """Keras 2 layer configs in the form Keras 3 reads, noting each change made."""
     for layer in _layer_configs(config):
+        # tf_keras names its own modules (tf_keras.src.engine.functional): Keras 3 finds
+        # the same classes by name.
+        if str(layer.get("module", "")).startswith("tf_keras"):
+            del layer["module"]
+            if layer.get("registered_name") == layer["class_name"]:
+                layer["registered_name"] = None
         cls, cfg = layer["class_name"], layer["config"]
         for key, default in _KERAS2_DEFAULTS.get(cls, {}).items():
             if key in cfg and cfg[key] == default:
@@ -185,10 +239,14 @@ def _keras3_config(config: Any, changes: list[str]) -> Any:
 
 
 def _cause(exc: BaseException) -> str:
-    """The exception's own words, whole, on one line (the cause is often at the end)."""
+    """The exception's own words on one line: its last "Exception encountered" (the cause,
+    which Keras puts at the end), without the layer configs Keras prints around it."""
+    import re
+
     text = " ".join(str(exc).split()) or type(exc).__name__
     reason = text.rsplit("Exception encountered: ", 1)[-1]
-    return reason if len(reason) < len(text) else text
+    reason = re.sub(r" ?(Full object config|config)[:=] ?\{.*$", "", reason)
+    return reason.strip() or text[:500]
 
 
 def _what_to_try(path: Path) -> str:
