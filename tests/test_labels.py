@@ -61,3 +61,13 @@ def test_labels_imagenet_is_stored_by_name_and_read_back_as_the_names(tmp_path):
 
         again(Path(__file__).parent / "torch_models" / "resnet_dynamo_opset18.onnx", tmp_path / "r.onnx",
               labels="imagenet")
+
+
+def test_a_1000_class_head_without_labels_gets_a_note_naming_the_shipped_list(tmp_path):
+    from onnxviz.api import export
+
+    result = export(classifier(tmp_path / "c.onnx"), tmp_path / "out.onnx")
+    assert ("its 1000 classes have no names: if they are ImageNet's (torchvision's classifiers), give the labels "
+            "'imagenet' (--labels imagenet) for the names shipped with onnxviz") in result.notes
+    assert not any("1000 classes" in n for n in export(classifier(tmp_path / "d.onnx"), tmp_path / "o2.onnx",
+                                                        labels="imagenet").notes)

@@ -179,7 +179,10 @@ def _build(model: ModelProto, where: str, opts: Any, say: Progress):
         prediction_is_probability=insp.prediction_is_probability if insp.prediction_output else False,
         classes=insp.classes,
         notes=([f"input layout {insp.layout}, inferred from its shape; give the layout if that is wrong"]
-               if insp.layout_inferred else []) + ([f"module names: {note}"] if note else []),
+               if insp.layout_inferred else []) + ([f"module names: {note}"] if note else [])
+        + (["its 1000 classes have no names: if they are ImageNet's (torchvision's classifiers), give the labels "
+            "'imagenet' (--labels imagenet) for the names shipped with onnxviz"]
+           if insp.classes == 1000 and opts.labels is None else []),
         resize=choose_resize(opts.preprocess, opts.resize, int(insp.height), int(insp.width)),  # type: ignore[arg-type]
     )
 
