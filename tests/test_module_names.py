@@ -2,7 +2,6 @@
 tests/torch_models/make_models.py with forward hooks as the reference; torch is not needed here)."""
 from __future__ import annotations
 
-import ast
 import copy
 import fnmatch
 from pathlib import Path
