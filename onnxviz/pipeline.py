@@ -82,6 +82,11 @@ def check_options(options: ExportOptions, kind: str) -> None:
                           f"{article} {kind} takes {applicable}", params=tuple(wrong) + tuple(sorted(APPLICABLE[kind])))
     if not options.tolerance > 0:
         raise OptionError(f"{{tolerance}} must be positive, got {options.tolerance:g}", params=("tolerance",))
+    if kind == "ONNX model":  # a preset and a resize are checked before the model is loaded
+        from .presets import choose_preprocessing, choose_resize
+
+        choose_preprocessing(options.preprocess, mean=options.mean, std=options.std, scale=options.scale, bgr=options.bgr)
+        choose_resize(options.preprocess, options.resize, 224, 224)
     size = options.input_size
     sizes = list(size) if isinstance(size, (tuple, list)) else [size]
     if size is not None and not (len(sizes) in (1, 2) and all(
