@@ -6,8 +6,9 @@
     python benchmarks/compare_baseline.py --model models/vgg16-hed.onnx \
         --weights ../shared/data/weights/vgg16_hed_edges_notop.h5 --image ../shared/data/images/chelsea.png
 
-Both draw the first 64 channels of VGG16's 18 conv/pool layers for one image, with
-viridis: the baseline as PNG, onnxviz as `--format` (JPEG, its default, or PNG). Each repeat runs the baseline and then `onnxviz render` (the order
+Both draw the first 64 channels of VGG16's 18 conv/pool layers for one image: the baseline
+as viridis PNG figures, onnxviz as its default output (per layer the exact 8-bit maps as
+PNG in a .js and a static JPEG; `--model` may be a file with or without its classifier). Each repeat runs the baseline and then `onnxviz render` (the order
 swaps every repeat) and times each whole process from outside, interpreter start and
 imports included. The drawing part comes from each one's own report: the baseline's
 JSON, and render's summary.json (everything but inference: drawing and writing). Prints a table, then one JSON line.
@@ -39,7 +40,7 @@ def run_baseline(args: argparse.Namespace, out: Path) -> dict:
 
 def run_onnxviz(args: argparse.Namespace, out: Path) -> dict:
     cmd = [sys.executable, "-m", "onnxviz", "render", str(args.model), str(args.image), "-o", str(out),
-           "--format", args.format, "--colormap", "viridis", "--max-channels", "64", "--provider", "cpu"]
+           "--colormap", "viridis", "--max-channels", "64", "--provider", "cpu"]
     start = time.perf_counter()
     subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
@@ -47,7 +48,7 @@ def run_onnxviz(args: argparse.Namespace, out: Path) -> dict:
     ms = summary["timings_ms"]
     drawing = sum(v for k, v in ms.items() if k != "inference")  # drawing/tiling and writing
     return {"wall_s": wall, "drawing_s": drawing / 1e3, "inference_s": ms["inference"] / 1e3,
-            "pictures": len(list(out.rglob(f"*.{args.format}")))}
+            "pictures": len(list(out.rglob("maps/*.js")))}
 
 
 def main() -> None:
@@ -58,8 +59,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--style", choices=("subplot", "subplots"), default="subplot",
                         help="the baseline's drawing loop (see keras_matplotlib_baseline.py)")
-    parser.add_argument("--format", choices=("jpg", "png"), default="jpg",
-                        help="onnxviz's picture format (jpg is render's default; the baseline writes PNG)")
     args = parser.parse_args()
 
     runs: dict[str, list[dict]] = {"keras+matplotlib": [], "onnxviz render": []}
@@ -74,7 +73,7 @@ def main() -> None:
     def med(name: str, key: str) -> float:
         return statistics.median(run[key] for run in runs[name])
 
-    report = {"repeats": args.repeats, "style": args.style, "format": args.format, "model": str(args.model), "image": str(args.image), "tools": {}}
+    report = {"repeats": args.repeats, "style": args.style, "model": str(args.model), "image": str(args.image), "tools": {}}
     print(f"{'':18s} {'process s':>10s} {'drawing s':>10s} {'inference s':>12s} {'pictures':>8s}")
     for name in runs:
         row = {key: med(name, key) for key in ("wall_s", "drawing_s", "inference_s")}

@@ -141,8 +141,8 @@ def _check_providers(providers: Iterable[str]) -> list[str]:
     names = [str(p).strip().lower() for p in providers]
     bad = [p for p in names if p not in PROVIDERS]
     if bad or not names:
-        raise ProviderError(f"unknown provider {', '.join(repr(p) for p in bad) or '(none)'}; "
-                            f"valid: {', '.join(PROVIDERS)}")
+        raise ProviderError(f"{{providers}}: unknown provider {', '.join(repr(p) for p in bad) or '(none)'}; "
+                            f"valid: {', '.join(PROVIDERS)}", params=("providers",))
     return list(dict.fromkeys(names))
 
 
@@ -151,13 +151,14 @@ def _check_batch_sizes(batch_sizes: Iterable[Any]) -> list[int]:
     bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1]
     if bad or not values:
         shown = ", ".join(repr(v) for v in bad) if bad else "(none)"
-        raise OnnxvizError(f"batch sizes must be positive integers, like 1,8; got {shown}")
+        raise OnnxvizError(f"{{batch_sizes}} must be positive integers, like 1,8; got {shown}",
+                           params=("batch_sizes",))
     return list(dict.fromkeys(int(v) for v in values))
 
 
 def _check_count(name: str, value: Any, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise OnnxvizError(f"{name} must be an integer >= {least}, not {value!r}")
+        raise OnnxvizError(f"{{{name}}} must be an integer >= {least}, not {value!r}", params=(name,))
     return int(value)
 
 
@@ -365,17 +366,22 @@ def _bench_one(name: str, session: Session, floor: Session | None, size: int, ru
 
 # ---------------------------------------------------------------- Keras, in another process
 
+def _escape(value: Any) -> str:
+    return str(value).replace("{", "{{").replace("}", "}}")
+
+
 def _check_keras_available(model: Path, info: ModelInfo) -> None:
     if info.keras is None:
-        raise ModelError(f"'{model}' does not say how to rebuild its Keras source (it was not exported from Keras), "
-                         f"so --compare-keras has nothing to compare with")
+        raise ModelError(f"'{_escape(model)}' does not say how to rebuild its Keras source (it was not exported "
+                         f"from Keras), so {{compare_keras}} has nothing to compare with", params=("compare_keras",))
     if "path" in info.keras and not Path(info.keras["path"]).exists():
         raise ModelError(f"the Keras source '{info.keras['path']}' recorded in '{model}' is not there; "
                          f"run from the folder it was exported in, or export again")
     if "path" not in info.keras and "application" not in info.keras:
         raise ModelError(f"'{model}' has Keras metadata onnxviz cannot use: {info.keras}; export it again")
     if importlib.util.find_spec("tensorflow") is None:
-        raise OnnxvizError(f"--compare-keras needs TensorFlow, which is not installed: {_EXPORT_HINT}")
+        raise OnnxvizError(f"{{compare_keras}} needs TensorFlow, which is not installed: {_EXPORT_HINT}",
+                           params=("compare_keras",))
 
 
 def _add_keras(result: BenchResult, info: ModelInfo, model: Path, sizes: list[int], runs: int, warmup: int) -> None:

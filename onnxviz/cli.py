@@ -209,29 +209,35 @@ def render(
     sort: str = typer.Option("index", help="channel order: index, mean or max (most active first)"),
     norm: str = typer.Option("channel", help="channel: min-max per channel; layer: one scale per layer"),
     colormap: str = typer.Option("viridis", help="viridis, gray, inferno, magma, plasma, jet, turbo, ..."),
-    fmt: str = typer.Option("jpg", "--format", help="jpg or png"),
-    quality: int = typer.Option(90, help="JPEG quality 1..100"),
+    grids: bool = typer.Option(False, "--grids/--no-grids", help="also write coloured grid pictures per layer into "
+                               "grids/ (for papers and READMEs); the report needs none"),
+    fmt: str = typer.Option("jpg", "--format", help="of the grids: jpg or png"),
+    quality: int = typer.Option(90, help="JPEG quality 1..100 of the grids"),
     top_k: int = typer.Option(5, help="predictions shown, when the model has class labels"),
     resize: Optional[str] = typer.Option(None, help="stretch (as Keras load_img), crop (centre), pad, or N: shorter side "
                                          "to N, bilinear, centre crop (torchvision); default: the file's own, else stretch"),
     batch_size: int = typer.Option(8, help="images per inference batch"),
     provider: str = typer.Option("auto", help="auto (CUDA when it really loads, else CPU), cuda or cpu"),
 ) -> None:
-    """Draw every layer's feature maps, the predictions, the first-layer filters and a report per image."""
+    """Store every layer's feature maps, the predictions and the first-layer filters, with a report, per image."""
     from .render import RenderOptions, parse_channels, render as run_render
 
     opts = RenderOptions(layers=layers, max_channels=max_channels, channels=parse_channels(channels), sort=sort,
-                         norm=norm, colormap=colormap, fmt=fmt.lower().replace("jpeg", "jpg"), quality=quality,
-                         top_k=top_k, resize=resize, batch_size=batch_size, provider=provider)
+                         norm=norm, colormap=colormap, grids=grids, fmt=fmt.lower().replace("jpeg", "jpg"),
+                         quality=quality, top_k=top_k, resize=resize, batch_size=batch_size, provider=provider)
     result = run_render(model, images, output, opts, progress=Bar())
     note = f"; CUDA not used: {result.fallback}" if result.fallback and provider == "auto" else ""
     typer.echo(f"ran on {result.provider}{note}")
-    for item in result.images:
+    for item in result.images[:20]:
         best = f": {item.predictions[0]['label']} {item.predictions[0]['score'] * 100:.1f}%" if item.predictions else ""
         typer.echo(f"  {item.folder}/index.html  {item.layers} layers{best}")
+    if len(result.images) > 20:
+        typer.echo(f"  ... and {len(result.images) - 20} more (listed in {result.output}/run.json)")
     t = result.timings
+    per_image = result.bytes / len(result.images) / 1e6 if result.images else 0.0
     typer.echo(f"rendered {len(result.images)} image(s) into {result.output} in {result.seconds:.1f}s "
-               f"({result.images_per_second:.1f} images/s; inference {t['infer']:.1f}s, drawing {t['draw']:.1f}s, "
+               f"({result.images_per_second:.1f} images/s, {per_image:.1f} MB per image; work per stage: read "
+               f"{t['read']:.1f}s, inference {t['infer']:.1f}s, drawing {t['draw']:.1f}s, encoding {t['encode']:.1f}s, "
                f"writing {t['write']:.1f}s)")
     for warning in result.failed:
         _err(f"warning: {warning}")

@@ -43,6 +43,7 @@ def load_filters(model_path: Path) -> Filters | None:
     path = existing_file(Path(model_path), "model file")
     try:
         model = load_light(path)  # the first filters are small: skip reading the big weights
+        _load_small_external(model, path.parent)
         found = first_conv_weights(model)
         if found is None and any(n.op_type == "Conv" for n in model.graph.node):
             model = onnx.load(str(path))  # an unusually large first kernel
@@ -62,6 +63,22 @@ def load_filters(model_path: Path) -> Filters | None:
     if info is not None:
         name = _layer_name(model, name, {layer.name for layer in info.layers})
     return Filters(name, list(weights.shape), order, draw_filters(weights, channel_order=order))
+
+
+def _load_small_external(model, base_dir: Path, max_bytes: int = 64 << 10) -> None:
+    """Read the small tensors of a model whose weights are external data (a first conv's
+    kernels are a few KB), leaving the large ones on disk."""
+    from onnx import TensorProto
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    for tensor in model.graph.initializer:
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        if int(info.get("length", max_bytes + 1)) <= max_bytes:
+            load_external_data_for_tensor(tensor, str(base_dir))
+            tensor.data_location = TensorProto.DEFAULT
+            del tensor.external_data[:]
 
 
 _ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "HardSigmoid", "HardSwish", "Add"}

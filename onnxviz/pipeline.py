@@ -12,16 +12,20 @@ check fails.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from . import __version__
 from .compare import TensorDiff, diff_outputs
-from .errors import ModelError, OptionError, ValidationError
+from .errors import ModelError, OptionError, OutputError, ValidationError
 from .metadata import LayerInfo, ModelInfo, Preprocessing
 
 Progress = Callable[[str], None]
@@ -159,7 +163,8 @@ def probe_images(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
 def export(source: Any, output: str | Path | None = None, options: ExportOptions | None = None, *,
            progress: Progress | None = None) -> ExportResult:
     """Export `source` to one onnxviz file at `output` (default `models/<name>.onnx`)."""
-    from .files import check_writable, write_bytes
+    from .files import check_writable
+    from .modelfile import save_model
     from .graph import prepend_preprocessing
     from .labels import load_labels
     from .metadata import write_info
@@ -196,27 +201,54 @@ def export(source: Any, output: str | Path | None = None, options: ExportOptions
     write_info(proto, info)
     proto.producer_name, proto.producer_version = "onnxviz", __version__
     proto.doc_string = f"{info.source}, exported by onnxviz {__version__}"  # no folders of this machine
-    data = _serialize(proto, built.source)
-    del proto
 
     step = time.perf_counter()
-    say(f"checking every output against {built.reference_name}")
-    probes = probe_images(PROBES, built.height, built.width)
-    want = built.reference(probes)
-    got = run_model(data, {built.input_name: probes}, what=f"the exported model of {built.source}")
-    names = [layer.name for layer in built.layers]
-    diffs = diff_outputs(want, got, names)
+    with _staged(output) as staged:
+        # Written as it will be (weights beside the graph, see modelfile), then run from there:
+        # what is checked is the file itself, and models over 2 GB need no protobuf of their own.
+        size = save_model(proto, staged)
+        del proto
+        say(f"checking every output against {built.reference_name}")
+        probes = probe_images(PROBES, built.height, built.width)
+        want = built.reference(probes)
+        got = run_model(str(staged), {built.input_name: probes}, what=f"the exported model of {built.source}")
+        names = [layer.name for layer in built.layers]
+        diffs = diff_outputs(want, got, names)
+        del want, got
+        bad = [d for d in diffs if not d.ok(options.tolerance)]
+        if bad:
+            listing = ", ".join(f"{d.name} ({d.relative:.2g})" for d in bad[:10])
+            raise ValidationError(
+                f"{len(bad)} of {len(diffs)} outputs differ from {built.reference_name} beyond relative "
+                f"{options.tolerance:g}: {listing}{', ...' if len(bad) > 10 else ''}; nothing was written")
+        say(f"writing {output}")
     timings = dict(built.timings, check=time.perf_counter() - step)
-    bad = [d for d in diffs if not d.ok(options.tolerance)]
-    if bad:
-        listing = ", ".join(f"{d.name} ({d.relative:.2g})" for d in bad[:10])
-        raise ValidationError(
-            f"{len(bad)} of {len(diffs)} outputs differ from {built.reference_name} beyond relative "
-            f"{options.tolerance:g}: {listing}{', ...' if len(bad) > 10 else ''}; nothing was written")
-    say(f"writing {output}")
-    write_bytes(output, data)
-    return ExportResult(output, info, adapter.kind, built.reference_name, diffs, options.tolerance, len(data),
+    return ExportResult(output, info, adapter.kind, built.reference_name, diffs, options.tolerance, size,
                         time.perf_counter() - started, built.preprocessing_reason, built.layout, built.notes, timings)
+
+
+@contextlib.contextmanager
+def _staged(output: Path) -> Iterator[Path]:
+    """A path in a hidden folder beside `output` to write the model (and its data file) to; when
+    the block ends without error, the files move into place, the data file first. Otherwise
+    they are removed, with any folder made for them: nothing on disk changes."""
+    made = [p for p in [output.parent, *output.parent.parents] if not p.exists()]
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write '{output}': {exc.strerror or exc}; choose another path") from exc
+    try:
+        yield stage / output.name
+        files = sorted(stage.iterdir(), key=lambda f: f.name == output.name)  # the model last
+        for f in files:
+            os.replace(f, output.parent / f.name)
+    except BaseException:
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)  # the outermost folder made for it
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _labels(value: Any, read_labels: Callable[[Path], list[str]]) -> list[str] | None:
@@ -228,14 +260,3 @@ def _labels(value: Any, read_labels: Callable[[Path], list[str]]) -> list[str] |
     if not names:
         raise OptionError("{labels} is empty; give a labels file or the class names", params=("labels",))
     return names
-
-
-MAX_BYTES = 2**31 - 1  # one protobuf message
-
-
-def _serialize(model: Any, where: str) -> bytes:
-    size = model.ByteSize()
-    if size > MAX_BYTES:
-        raise ModelError(f"the export of {where} is {size / 2**30:.1f} GiB; a single ONNX file holds at most 2 GiB: "
-                         f"expose fewer layers or export a smaller model")
-    return model.SerializeToString()

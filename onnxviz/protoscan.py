@@ -67,13 +67,24 @@ def _length_prefixed(field: int, payload: bytes) -> bytes:
 
 def load_light(path: Path, max_tensor_bytes: int = 64 << 10) -> onnx.ModelProto:
     """The model with its graph, metadata and small initializers; large ones left out."""
+    return scan(path, max_tensor_bytes)[0]
+
+
+def scan(path: Path, max_tensor_bytes: int = 64 << 10) -> tuple[onnx.ModelProto, int]:
+    """`load_light`, and how many initializers it left out (0: the model is complete, as a
+    model whose weights are ONNX external data is)."""
+    skipped = 0
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         model_parts: list[bytes] = []
         for field, tag_start, start, stop in _fields(buf, 0, len(buf)):
             if field != _MODEL_GRAPH:
                 model_parts.append(buf[tag_start:stop])
                 continue
-            graph_parts = [buf[t:e] for f, t, s, e in _fields(buf, start, stop)
-                           if f != _GRAPH_INITIALIZER or e - s <= max_tensor_bytes]
+            graph_parts = []
+            for f, t, s, e in _fields(buf, start, stop):
+                if f != _GRAPH_INITIALIZER or e - s <= max_tensor_bytes:
+                    graph_parts.append(buf[t:e])
+                else:
+                    skipped += 1
             model_parts.append(_length_prefixed(_MODEL_GRAPH, b"".join(graph_parts)))
-    return onnx.ModelProto.FromString(b"".join(model_parts))
+    return onnx.ModelProto.FromString(b"".join(model_parts)), skipped

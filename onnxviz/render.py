@@ -1,34 +1,48 @@
-"""`onnxviz render`: images through an onnxviz file, one folder of pictures and a report each.
+"""`onnxviz render`: images through an onnxviz file, one folder of maps and a report each.
 
-Per image, in `OUT/<image stem>/`: one grid per layer `<index>.<layer>_<first>-<last>.jpg`,
-`original.jpg` (the input as the model saw it, with its top-k predictions), `filters.jpg`
-(the first convolution's kernels), `summary.json` and `index.html`. Everything is written
-atomically; nothing already in OUT is deleted.
+The folder layout is `store`'s (format 2): per layer the shown channels at native
+resolution, 8-bit, as a PNG inside `maps/NNN.<layer>.js` and a static JPEG beside it, plus
+`input.png`, `filters.png`, `summary.json` and the report; `OUT/run.json` lists the images.
+
+Three stages overlap, with memory bounded: a reader thread decodes and resizes the next
+batch; ONNX Runtime runs the current one; worker threads turn the previous batch into
+statistics and sprites, encode and write them (numpy and OpenCV release the GIL). Doing
+the reductions inside the ONNX graph instead was measured slower on CPU (benchmarks/RESULTS.md).
+Each image is written into a hidden `.NAME.part-*` folder that is renamed into place once
+its report is written: an interrupted or failed render leaves no half-made image folder.
 """
 from __future__ import annotations
 
 import fnmatch
 import os
+import queue
 import re
+import shutil
+import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from . import __version__
-from .drawing import draw_predictions, encode
-from .errors import ImageError, LayerSelectionError, OnnxvizError
-from .files import ensure_dir, write_bytes
+from . import report
+from . import store
+from .errors import ImageError, LayerSelectionError, OnnxvizError, OutputError
+from .files import ensure_dir
 from .images import check_resize, collect_images, load_image, resize_image
-from .metadata import LayerInfo, ModelInfo
-from .report import write_report
-from .tiling import COLORMAPS, NORMS, SORTS, layer_grid, layer_stats
+from .metadata import LayerInfo, ModelInfo, load_info
+from .tiling import COLORMAPS, NORMS, SORTS, make_sprite, select_channels, sprite_grid, sprite_ranges
 
 FORMATS = ("jpg", "png")
 PREPACK_FROM_IMAGES = 64
+STAGES = ("read", "infer", "draw", "encode", "write")
+PART = ".part-"
 
 Progress = Callable[[int, int, str], None]
 
@@ -41,13 +55,15 @@ class RenderOptions:
     sort: str = "index"
     norm: str = "channel"
     colormap: str = "viridis"
-    fmt: str = "jpg"
-    quality: int = 90
+    grids: bool = False  # coloured grid pictures for papers, in grids/
+    fmt: str = "jpg"  # of the grids
+    quality: int = 90  # JPEG quality of the grids
     top_k: int = 5
     resize: str | None = None  # None: the file's own recipe (metadata), else "stretch"
     batch_size: int = 8
     provider: str = "auto"
     filters: bool = True
+    workers: int | None = None  # threads that draw, encode and write (default: the CPUs, at most 4)
 
     def check(self) -> None:
         """Reject bad options before any work starts."""
@@ -75,6 +91,7 @@ class ImageResult:
     predictions: list[dict[str, Any]]
     layers: int
     files: int
+    bytes: int
 
 
 @dataclass
@@ -89,11 +106,15 @@ class RenderResult:
     failed: list[str]  # one-line warnings, one per image that could not be rendered
     layers: list[str]
     seconds: float
-    timings: dict[str, float]  # total seconds per stage: load, infer, draw, write
+    timings: dict[str, float]  # seconds of work per stage (STAGES); stages overlap, so they add up to more than `seconds`
 
     @property
     def images_per_second(self) -> float:
         return len(self.images) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def bytes(self) -> int:
+        return sum(i.bytes for i in self.images)
 
 
 def parse_channels(text: str | None) -> tuple[int, int] | None:
@@ -126,9 +147,7 @@ def select_layers(info: ModelInfo, patterns: list[str], where: str) -> list[Laye
     return [layer for layer in maps if any(fnmatch.fnmatchcase(layer.name, p) for p in patterns)]
 
 
-def safe_name(name: str) -> str:
-    name = re.sub(r"#(\d+)$", r"_call\1", name)  # a module's second call, `layer1.0.relu#2`
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "layer"
+safe_name = store.safe_name
 
 
 def top_predictions(scores: np.ndarray, info: ModelInfo, k: int) -> list[dict[str, Any]]:
@@ -145,13 +164,26 @@ def top_predictions(scores: np.ndarray, info: ModelInfo, k: int) -> list[dict[st
             for i in order]
 
 
-def _grid_file(layer_index: int, layer: LayerInfo, shown: list[int], sort: str, fmt: str) -> str:
-    if sort == "index":
-        span = f"{shown[0]}-{shown[0] + len(shown)}" if shown == list(range(shown[0], shown[0] + len(shown))) \
-            else f"{min(shown)}-{max(shown) + 1}"
-    else:
-        span = f"top{len(shown)}-by-{sort}"
-    return f"{layer_index}.{safe_name(layer.name)}_{span}.{fmt}"
+def check_channels(chosen: list[LayerInfo], options: RenderOptions) -> None:
+    """Every chosen layer has a fixed [C, H, W] and `--channels` selects something in each."""
+    for layer in chosen:
+        c, h, w = layer.shape[1:]
+        if not all(isinstance(d, int) and d > 0 for d in (c, h, w)):
+            raise LayerSelectionError(f"layer '{layer.name}' has no fixed [C, H, W] shape ({layer.shape}); "
+                                      f"export the model again with a fixed --input-size")
+        if options.channels and options.channels[0] >= c and not h == w == 1:
+            start, stop = options.channels
+            raise OnnxvizError(f"--channels {start}:{stop} selects nothing in layer '{layer.name}', which has {c} "
+                               f"channels; choose A below {c} or pick layers with --layers")
+
+
+def default_workers() -> int:
+    """Threads that draw, encode and write: the physical cores, at most 4. Deep networks
+    (ResNet101V2, InceptionV3) take longer to draw than to infer, so ONNX Runtime waits for
+    the workers and they can use every core while it does."""
+    from .runtime import physical_cores
+
+    return max(1, min(4, physical_cores()))
 
 
 def _folder_names(images: list[Path]) -> list[str]:
@@ -170,9 +202,52 @@ def _folder_names(images: list[Path]) -> list[str]:
     return names
 
 
-def _batches(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+class _Stopped(Exception):
+    """The run was interrupted: an image in progress is abandoned."""
+
+
+@dataclass
+class _Batch:
+    paths: list[Path]
+    pixels: np.ndarray | None
+    read_s: float
+    failed: list[tuple[Path, str]]
+
+
+def _read_batches(images: list[Path], info: ModelInfo, options: RenderOptions, out: queue.Queue,
+                  stop: threading.Event) -> None:
+    """Reader thread: decoded, resized batches into `out` (bounded), then None."""
+    try:
+        for start in range(0, len(images), options.batch_size):
+            t = time.perf_counter()
+            pixels, ok, failed = [], [], []
+            for path in images[start:start + options.batch_size]:
+                if stop.is_set():
+                    return
+                try:
+                    pixels.append(resize_image(load_image(path), info.height, info.width, options.resize or info.resize or "stretch"))
+                    ok.append(path)
+                except ImageError as exc:
+                    failed.append((path, str(exc)))
+            batch = _Batch(ok, np.stack(pixels).astype(np.float32) if pixels else None,
+                           time.perf_counter() - t, failed)
+            while not stop.is_set():
+                try:
+                    out.put(batch, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+    except BaseException as exc:  # handed to the main thread, which raises it
+        out.put(exc)
+        return
+    out.put(None)
+
+
+def _clean_parts(output: Path) -> None:
+    """Remove image folders left half-made by a run that was killed (`.NAME.part-*`)."""
+    for part in output.glob(f".*{PART}*"):
+        if part.is_dir():
+            shutil.rmtree(part, ignore_errors=True)
 
 
 def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions | None = None,
@@ -183,54 +258,133 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
     options = options or RenderOptions()
     options.check()
     started = time.perf_counter()
+    model = Path(model)
     images, failed = collect_images(list(inputs))
-    output = ensure_dir(Path(output))
-    # Drawing is numpy and OpenCV, which release the GIL: layers are drawn on all cores.
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+    info = load_info(model)
+    chosen = select_layers(info, options.layers, str(model))
+    check_channels(chosen, options)
+    keep = [info.prediction_output] if info.prediction_output and options.top_k > 0 else []
+    output = Path(output)
+    made_output = not output.exists()
+    workers = options.workers or default_workers()
+    timings = dict.fromkeys(STAGES, 0.0)
+    results: list[ImageResult] = []
+    run = store.Run(str(model), info.source, [
+        store.RunLayer(i, layer.name, list(layer.shape[1:]), "vector" if layer.shape[2] == layer.shape[3] == 1 else "map")
+        for i, layer in ((info.layers.index(layer), layer) for layer in chosen)])
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         # The filters are read while ORT builds the session (which releases the GIL).
-        filters_job = pool.submit(_load_filters, Path(model)) if options.filters else None
+        filters_job = pool.submit(_load_filters, model) if options.filters else None
         # Repacking weights at load pays back only over many batches (see runtime.session_options).
-        session = open_session(Path(model), options.provider, prepack=len(images) > PREPACK_FROM_IMAGES)
-        chosen = select_layers(session.info, options.layers, str(model))
-        resize = options.resize or session.info.resize or "stretch"
-        wanted = [layer.name for layer in chosen]
-        prediction = session.info.prediction_output
-        if prediction and options.top_k > 0 and prediction not in wanted:
-            wanted.append(prediction)
-        session.output_names = wanted
+        session = open_session(model, options.provider, prepack=len(images) > PREPACK_FROM_IMAGES)
+        session.output_names = keep + [layer.name for layer in chosen]
         filters = filters_job.result() if filters_job else None
-        painter = _Painter(Path(model), session, chosen, options, output, filters, pool)
-        results: list[ImageResult] = []
+        output = ensure_dir(output)
+        _clean_parts(output)
+        painter = _Painter(model, session, chosen, options, output, filters, stop)
+        batches: queue.Queue = queue.Queue(maxsize=2)
+        reader = threading.Thread(target=_read_batches, args=(images, info, options, batches, stop),
+                                  name="onnxviz-reader", daemon=True)
         folders = dict(zip(images, _folder_names(images)))
+        slots = threading.BoundedSemaphore(options.batch_size)  # images drawn at once: one batch's maps
+        pending: deque[tuple[Path, Future]] = deque()
         done = 0
-        for batch_paths in _batches(images, options.batch_size):
-            t = time.perf_counter()
-            pixels, ok_paths = [], []
-            for path in batch_paths:
+
+        def collect(block: bool) -> None:
+            nonlocal done
+            while pending and (block or pending[0][1].done()):
+                path, job = pending.popleft()
                 try:
-                    pixels.append(resize_image(load_image(path), session.info.height, session.info.width, resize))
-                    ok_paths.append(path)
+                    result, stage_s = job.result()
                 except ImageError as exc:
                     failed.append(str(exc))
                     done += 1
                     if progress:
                         progress(done, len(images), f"skipped {path.name}")
-            painter.timings["load"] += time.perf_counter() - t
-            if not ok_paths:
-                continue
-            t = time.perf_counter()
-            outputs = session.run(np.stack(pixels))
-            infer_s = time.perf_counter() - t
-            painter.timings["infer"] += infer_s
-            for n, path in enumerate(ok_paths):
-                results.append(painter.paint(path, folders[path], pixels[n], {k: v[n] for k, v in outputs.items()},
-                                             infer_s * 1000 / len(ok_paths)))
+                    continue
+                for key, value in stage_s.items():
+                    timings[key] += value
+                results.append(result)
+                run.images.append(_run_image(result))
                 done += 1
                 if progress:
                     progress(done, len(images), path.name)
-            del outputs, pixels
-    return RenderResult(Path(model), output, session.provider, session.fallback, results, failed,
-                        wanted[:len(chosen)], time.perf_counter() - started, painter.timings)
+
+        try:
+            reader.start()
+            while True:
+                item = batches.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                timings["read"] += item.read_s
+                for path, warning in item.failed:
+                    failed.append(warning)
+                    done += 1
+                    if progress:
+                        progress(done, len(images), f"skipped {path.name}")
+                if item.pixels is None:
+                    continue
+                t = time.perf_counter()
+                outputs = session.run(item.pixels)
+                infer_s = time.perf_counter() - t
+                timings["infer"] += infer_s
+                share = {"read": item.read_s / len(item.paths), "infer": infer_s / len(item.paths)}
+                for n, path in enumerate(item.paths):
+                    while not slots.acquire(timeout=0.1):
+                        collect(False)
+                    job = pool.submit(painter.paint, path, folders[path], n, item.pixels, outputs, share)
+                    job.add_done_callback(lambda _: slots.release())
+                    pending.append((path, job))
+                collect(False)
+                del outputs
+            collect(True)
+        except BaseException:
+            stop.set()
+            for _, job in pending:
+                job.cancel()
+            for path, job in pending:
+                if job.cancelled():
+                    continue
+                try:
+                    result, _ = job.result()
+                except BaseException:  # noqa: S110 - an abandoned image cleans up after itself
+                    continue
+                results.append(result)  # finished while the run stopped: complete, so listed
+                run.images.append(_run_image(result))
+            pending.clear()
+            _finish_run(output, run, made_output and not results)
+            raise
+        finally:
+            stop.set()
+            reader.join(timeout=5)
+    _finish_run(output, run, made_output and not results)
+    return RenderResult(model, output, session.provider, session.fallback, results, failed,
+                        [layer.name for layer in chosen], time.perf_counter() - started, timings)
+
+
+def _run_image(result: ImageResult) -> store.RunImage:
+    top = result.predictions[0] if result.predictions else None
+    return store.RunImage(result.folder.name, result.image.name,
+                          {"label": top["label"], "score": top["score"]} if top else None)
+
+
+def _finish_run(output: Path, run: store.Run, remove: bool) -> None:
+    """Write the run's index (run.json and the page), or remove OUT when this run made it and
+    rendered nothing."""
+    if remove:
+        if output.is_dir() and not any(output.iterdir()):
+            output.rmdir()
+        return
+    if not run.images:
+        return
+    write_run = getattr(report, "write_run", None)
+    if write_run is not None:
+        write_run(output, run.to_dict())
+    else:  # a report module without the run page: the run's data still lands beside the images
+        store.write_json_files(output, "run", "run", run.to_dict())
 
 
 def _load_filters(model: Path):
@@ -239,72 +393,159 @@ def _load_filters(model: Path):
     return load_filters(model)
 
 
+def _write_report(folder: Path, summary: dict[str, Any]) -> None:
+    if getattr(report, "write_run", None) is not None:
+        report.write_report(folder, summary)
+        return
+    # The report page of format 1 draws from its own fields; summary.json stays format 2.
+    report.write_report(folder, _format1_view(summary))
+    store.write_json_files(folder, "summary", "summary", summary)
+
+
+def _format1_view(summary: dict[str, Any]) -> dict[str, Any]:
+    layers = [{"index": layer["index"], "name": layer["name"], "op": layer["op"], "stats": layer["stats"],
+               "class": layer.get("class", ""), "folded": layer.get("folded", []),
+               "shape": [None, *layer["shape"]], "file": layer.get("grid") or layer.get("image") or "",
+               "channels_shown": len(layer.get("channels") or []), "channels_total": layer["shape"][0]}
+              for layer in summary["layers"]]
+    return dict(summary, input=[summary["input"]["height"], summary["input"]["width"]],
+                resize=summary["input"]["resize"], original=summary["input"]["file"], layers=layers)
+
+
 class _Painter:
-    """Draws and writes everything for one image; shared state of one render run."""
+    """Turns one image's ONNX Runtime outputs into its folder; shared state of one render run."""
 
-    def __init__(self, model: Path, session, chosen: list[LayerInfo], options: RenderOptions, output: Path,
-                 filters, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, model: Path, session, chosen: list[LayerInfo], options: RenderOptions,
+                 output: Path, filters, stop: threading.Event) -> None:
         self.model, self.session, self.info = model, session, session.info
-        self.chosen, self.options, self.output, self.filters, self.pool = chosen, options, output, filters, pool
+        self.chosen, self.options, self.output, self.filters = chosen, options, output, filters
+        self.stop = stop
         self.index_of = {layer.name: i for i, layer in enumerate(self.info.layers)}
-        self.filters_bytes = encode(filters.image, options.fmt, options.quality) if filters is not None else None
-        self.timings = {"load": 0.0, "infer": 0.0, "draw": 0.0, "write": 0.0}
+        self.width = store.index_width(len(self.info.layers))
+        self.filters_png = store.encode_png(filters.image) if filters is not None else None
 
-    def _layer(self, folder: Path, layer: LayerInfo, maps: np.ndarray) -> tuple[dict[str, Any], float, float]:
+    def _layer(self, writer: store.ImageWriter, layer: LayerInfo, outputs: dict[str, np.ndarray],
+               n: int, clock: dict[str, float]) -> store.Layer:
         opts = self.options
         t = time.perf_counter()
-        grid = layer_grid(maps, max_channels=opts.max_channels, channels=opts.channels,
-                          sort=opts.sort, norm=opts.norm, colormap=opts.colormap)
-        stats = layer_stats(maps)
-        data = encode(grid.image, opts.fmt, opts.quality)
+        c, h, w = (int(d) for d in layer.shape[1:])
+        maps = outputs[layer.name][n]
+        flat = maps.reshape(c, -1)
+        # Whole-layer numbers in passes without an axis (the fast reductions) and one count
+        # per channel; per-channel min/max/mean only for the stored channels.
+        nonzero = np.count_nonzero(flat, axis=1)
+        lo, hi = flat.min(), flat.max()
         index = self.index_of[layer.name]
-        name = _grid_file(index, layer, grid.channels, opts.sort, opts.fmt)
+        stats = store.Stats(store.one(lo), store.one(hi), store.one(np.add.reduce(flat, axis=None) / flat.size),
+                            store.one(1.0 - nonzero.sum() / flat.size), int(np.count_nonzero(nonzero == 0)))
+        entry = store.Layer(index, layer.name, layer.op, [c, h, w], "map", stats, None, cls=layer.cls,
+                            folded=list(layer.folded) or None)
+        if h == w == 1:
+            entry.kind, entry.values = "vector", store.rounded(flat[:, 0])
+            entry.channel_stats = store.ChannelStats(entry.values, entry.values, entry.values)
+            clock["draw"] += time.perf_counter() - t
+            return entry
+        scores = None
+        if opts.sort != "index":
+            scores = (flat.mean(axis=1), flat.max(axis=1))
+        chosen = select_channels(maps, opts.max_channels, opts.channels, opts.sort, scores=scores)
+        part = flat[chosen]
+        ch_min, ch_max = part.min(axis=1), part.max(axis=1)
+        low, high = sprite_ranges(ch_min, ch_max, opts.norm, layer_range=(float(lo), float(hi)))
+        sprite = make_sprite(maps[chosen], chosen.tolist(), low, high)
+        entry.channel_stats = store.ChannelStats(store.rounded(ch_min), store.rounded(ch_max),
+                                                 store.rounded(part.mean(axis=1)))
+        grid = sprite_grid(sprite, opts.colormap) if opts.grids else None
         t2 = time.perf_counter()
-        write_bytes(folder / name, data)
-        entry = {
-            "index": index, "name": layer.name, "op": layer.op, "class": layer.cls, "folded": layer.folded,
-            "shape": [None, *maps.shape], "file": name, "channels_shown": len(grid.channels),
-            "channels_total": int(maps.shape[0]), "channels": grid.channels,
-            "stats": {"mean": stats.mean, "zero_fraction": stats.zero_fraction, "dead_channels": stats.dead_channels,
-                      "min": stats.min, "max": stats.max},
-        }
-        return entry, t2 - t, time.perf_counter() - t2
+        clock["draw"] += t2 - t
+        script = store.layer_script(index, store.encode_png(sprite.image))
+        static = store.encode_jpeg(sprite.image, store.STATIC_QUALITY)
+        grid_bytes = None
+        if grid is not None:
+            grid_bytes = (store.encode_jpeg(grid, opts.quality) if opts.fmt == "jpg" else store.encode_png(grid))
+        t3 = time.perf_counter()
+        clock["encode"] += t3 - t2
+        stem = store.layer_stem(index, self.width, layer.name)
+        entry.channels, entry.tile, entry.columns = sprite.channels, list(sprite.tile), sprite.columns
+        entry.low = store.rounded(np.float32(sprite.low), store.EXACT_DIGITS)
+        entry.high = store.rounded(np.float32(sprite.high), store.EXACT_DIGITS)
+        entry.data = writer.write(f"maps/{stem}.js", script)
+        entry.image = writer.write(f"maps/{stem}.{store.STATIC_EXT}", static)
+        if grid_bytes is not None:
+            span = store.channel_span(sprite.channels, c, opts.sort)
+            entry.grid = writer.write(f"grids/{stem}_{span}.{opts.fmt}", grid_bytes)
+        clock["write"] += time.perf_counter() - t3
+        return entry
 
-    def paint(self, path: Path, folder_name: str, rgb: np.ndarray, outputs: dict[str, np.ndarray],
-              infer_ms: float) -> ImageResult:
+    def paint(self, path: Path, folder_name: str, n: int, pixels: np.ndarray, outputs: dict[str, np.ndarray],
+              share: dict[str, float]) -> tuple[ImageResult, dict[str, float]]:
+        """Everything of one image, into a hidden folder renamed into place at the end."""
         opts, info = self.options, self.info
-        folder = ensure_dir(self.output / folder_name)
-        t0 = time.perf_counter()
-        jobs = [self.pool.submit(self._layer, folder, layer, outputs[layer.name]) for layer in self.chosen]
-        preds = (top_predictions(outputs[info.prediction_output], info, opts.top_k)
-                 if info.prediction_output and opts.top_k > 0 else [])
-        original = f"original.{opts.fmt}"
-        write_bytes(folder / original, encode(draw_predictions(rgb, [(p["label"], p["score"]) for p in preds]),
-                                              opts.fmt, opts.quality))
-        filters_entry = None
-        if self.filters is not None:
-            filters_name = f"filters.{opts.fmt}"
-            write_bytes(folder / filters_name, self.filters_bytes)
-            filters_entry = {"file": filters_name, "layer": self.filters.layer, "count": self.filters.weights_shape[0],
-                             "kernel": self.filters.kernel, "channel_order": self.filters.channel_order}
-        done = [job.result() for job in jobs]
-        layers = [entry for entry, _, _ in done]
-        draw_s, write_s = sum(d for _, d, _ in done), sum(w for _, _, w in done)
-        # wall time, split between drawing and writing as their CPU time was
-        wall = time.perf_counter() - t0
-        share = draw_s / (draw_s + write_s) if draw_s + write_s > 0 else 1.0
-        self.timings["draw"] += wall * share
-        self.timings["write"] += wall * (1 - share)
-        summary = {
-            "image": str(path), "image_name": path.name, "model": str(self.model), "source": info.source,
-            "onnxviz_version": __version__, "provider": self.session.provider,
-            "provider_fallback": self.session.fallback,
-            "input": [info.height, info.width], "resize": opts.resize or info.resize or "stretch", "original": original,
-            "predictions": [{"label": p["label"], "score": p["score"], "index": p["index"]} for p in preds],
-            "filters": filters_entry, "layers": layers,
-            "options": {"max_channels": opts.max_channels, "channels": opts.channels, "sort": opts.sort,
-                        "norm": opts.norm, "colormap": opts.colormap},
-            "timings_ms": {"inference": infer_ms, "drawing": wall * share * 1000, "writing": wall * (1 - share) * 1000},
-        }
-        write_report(folder, summary)
-        return ImageResult(path, folder, summary["predictions"], len(layers), len(layers) + 4 + (self.filters is not None))
+        clock = dict.fromkeys(STAGES, 0.0)
+        final = self.output / folder_name
+        part = Path(tempfile.mkdtemp(prefix=f".{folder_name}{PART}", dir=self.output))
+        writer = store.ImageWriter(part)
+        try:
+            t = time.perf_counter()
+            rgb = pixels[n].astype(np.uint8)
+            input_png = store.encode_png(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            clock["encode"] += time.perf_counter() - t
+            t = time.perf_counter()
+            writer.write("input.png", input_png)
+            filters_entry = None
+            if self.filters is not None:
+                writer.write("filters.png", self.filters_png)
+                filters_entry = store.FiltersEntry("filters.png", self.filters.layer, self.filters.weights_shape[0],
+                                                   self.filters.kernel, self.filters.channel_order)
+            clock["write"] += time.perf_counter() - t
+            layers = []
+            for layer in self.chosen:
+                if self.stop.is_set():
+                    raise _Stopped()
+                layers.append(self._layer(writer, layer, outputs, n, clock))
+            preds = (top_predictions(outputs[info.prediction_output][n], info, opts.top_k)
+                     if info.prediction_output and opts.top_k > 0 else [])
+            summary = store.Summary(
+                image=str(path), image_name=path.name, model=str(self.model), source=info.source,
+                onnxviz_version=__version__, provider=self.session.provider,
+                provider_fallback=self.session.fallback, input=store.Input(info.height, info.width, opts.resize or info.resize or "stretch"),
+                predictions=[{"index": p["index"], "label": p["label"], "score": p["score"]} for p in preds],
+                filters=filters_entry,
+                options={"max_channels": opts.max_channels, "channels": list(opts.channels) if opts.channels else None,
+                         "sort": opts.sort, "norm": opts.norm, "colormap": opts.colormap},
+                timings_ms={"read": share["read"] * 1000, "inference": share["infer"] * 1000,
+                            "drawing": clock["draw"] * 1000, "encoding": clock["encode"] * 1000,
+                            "writing": clock["write"] * 1000},
+                layers=layers)
+            t = time.perf_counter()
+            _write_report(part, summary.to_dict())
+            _replace_folder(part, final)
+            clock["write"] += time.perf_counter() - t
+        except BaseException:
+            shutil.rmtree(part, ignore_errors=True)
+            raise
+        files = sum(1 for p in final.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+        return ImageResult(path, final, summary.predictions, len(layers), files, size), clock
+
+
+def _replace_folder(part: Path, final: Path) -> None:
+    """Put the finished `part` folder at `final`, replacing an earlier render of the same image."""
+    os.chmod(part, 0o777 & ~_umask())
+    if final.exists() and not final.is_dir():
+        raise OutputError(f"cannot write image folder '{final}': a file of that name is in the way; "
+                          f"move it or choose another -o")
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}{PART}old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(part, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -284,16 +284,21 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
 
     `outputs` limits the outputs computed and returned (default: all graph outputs).
     `threads` is ORT's intra-op thread count (default: the physical cores available).
+    A missing or truncated external-data file is named before ORT reads anything.
     """
     from .files import existing_file
+    from .modelfile import check_model_file
 
     path = existing_file(Path(path), "model file")
+    check_model_file(path)  # names a missing or truncated weights file before ORT reads anything
     providers = resolve_providers(provider)
     options = session_options(threads, prepack)
     if not optimize:  # ONNX Runtime's graph rewrites (fusions) off: a reference for `diff`
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except OnnxvizError:
+        raise
     except Exception as exc:  # ORT's pybind exceptions share no base class but Exception
         if is_allocation_error(exc):
             raise OnnxvizError(f"'{path}' does not fit in memory ({_ort_message(exc)})") from exc
@@ -327,10 +332,10 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
                    input_name=inputs[0].name, output_names=names, threads=options.intra_op_num_threads)
 
 
-def run_model(model: bytes, feeds: dict[str, np.ndarray], *, what: str = "the model",
+def run_model(model: bytes | str, feeds: dict[str, np.ndarray], *, what: str = "the model",
               optimize: bool = True) -> dict[str, np.ndarray]:
-    """Every output of a serialized model for one set of inputs, on CPU: the one-off runs
-    of export's checks. `optimize=False` turns ONNX Runtime's graph rewrites off."""
+    """Every output of a model (serialized, or a file's path) for one set of inputs, on CPU:
+    the one-off runs of export's checks. `optimize=False` turns ONNX Runtime's graph rewrites off."""
     options = ort.SessionOptions()
     options.log_severity_level = LOG_ERRORS_ONLY
     if not optimize:

@@ -140,8 +140,11 @@ def select_channels(
     max_channels: int | None = 64,
     channels: tuple[int, int] | None = None,
     sort: str = "index",
+    scores: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Indices (into the layer's C) of the channels to draw, in drawing order.
+
+    `scores`: every channel's (mean, max) when the caller has them already.
 
     `channels=(a, b)` keeps a:b (half-open, b clipped to C); `sort` orders them by index,
     or most active first by per-channel mean or max; then the first `max_channels`
@@ -166,7 +169,10 @@ def select_channels(
             )
         stop = min(stop, n)
     index = np.arange(start, stop)
-    if sort != "index":
+    if sort != "index" and scores is not None:
+        score = np.nan_to_num(np.asarray(scores[0 if sort == "mean" else 1][start:stop], dtype=np.float64))
+        index = index[np.argsort(-score, kind="stable")]
+    elif sort != "index":
         part = _finite(maps[start:stop]).reshape(stop - start, -1)
         score = part.mean(axis=1, dtype=np.float64) if sort == "mean" else part.max(axis=1)
         index = index[np.argsort(-score, kind="stable")]
@@ -405,3 +411,89 @@ def layer_stats(maps: np.ndarray) -> LayerStats:
         max=hi,
         nonfinite=nonfinite,
     )
+
+
+# ---------------------------------------------------------------- sprites: native resolution, 8-bit
+
+@dataclass
+class Sprite:
+    """A layer's stored channels at native resolution, gray uint8, tiled row-major without gaps.
+
+    Pixel p of tile i stands for `low[i] + p / 255 * (high[i] - low[i])`; a constant channel
+    is all 0 with low == high.
+    """
+
+    image: np.ndarray  # uint8 [rows * H, columns * W]
+    channels: list[int]
+    columns: int
+    tile: tuple[int, int]  # H, W
+    low: list[float]
+    high: list[float]
+
+
+def sprite_ranges(ch_min: np.ndarray, ch_max: np.ndarray, norm: str = "channel",
+                  layer_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) per channel from the channels' min and max in one image.
+
+    `channel`: each channel's own min..max; `layer`: the layer's min..max for all. A channel
+    (or, in layer mode, a layer) whose span is within CONSTANT_RTOL of the layer's scale is
+    constant: low == high, so float32 rounding is never stretched into a pattern.
+    `layer_range`: the whole layer's (min, max) when `ch_min`/`ch_max` cover only some of
+    its channels (default: theirs).
+    """
+    if norm not in NORMS:
+        raise OnnxvizError(f"unknown normalisation '{norm}'; valid: {', '.join(NORMS)}")
+    lo = np.asarray(ch_min, dtype=np.float64)
+    hi = np.asarray(ch_max, dtype=np.float64)
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    if layer_range is not None and all(np.isfinite(layer_range)):
+        lo_all, hi_all = float(layer_range[0]), float(layer_range[1])
+    else:
+        lo_all = float(lo[finite].min()) if finite.any() else 0.0
+        hi_all = float(hi[finite].max()) if finite.any() else 0.0
+    tol = _constant_tolerance(lo_all, hi_all)
+    if norm == "layer":
+        high = hi_all if hi_all - lo_all > tol else lo_all
+        return np.full(lo.shape, lo_all), np.full(lo.shape, high)
+    lo = np.where(finite, lo, 0.0)
+    hi = np.where(finite, hi, 0.0)
+    return lo, np.where(hi - lo > tol, hi, lo)
+
+
+def to_uint8(maps: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Float `[k, H, W]` -> uint8, channel i scaled so low[i] -> 0 and high[i] -> 255 (rounded)."""
+    x = _finite(maps)
+    low = np.asarray(low, dtype=np.float64)
+    span = np.asarray(high, dtype=np.float64) - low
+    with np.errstate(divide="ignore"):
+        scale = np.where(span > 0, np.minimum(255.0 / np.where(span > 0, span, 1.0), np.finfo(np.float32).max), 0.0)
+    # (x - low) * scale + 0.5, in float32, one temporary
+    out = np.multiply(x, scale.astype(np.float32)[:, None, None], dtype=np.float32)
+    out += (0.5 - low * scale).astype(np.float32)[:, None, None]
+    np.clip(out, 0.0, 255.0, out=out)
+    return out.astype(np.uint8)
+
+
+def make_sprite(maps: np.ndarray, channels: list[int], low: np.ndarray, high: np.ndarray,
+                columns: int | None = None) -> Sprite:
+    """Stored channels `maps` `[k, H, W]` (float, channel `channels[i]` at i) -> a Sprite."""
+    maps = _check_maps(maps)
+    return sprite_from_uint8(to_uint8(maps, low, high), channels, low, high, columns)
+
+
+def sprite_from_uint8(gray: np.ndarray, channels: list[int], low, high, columns: int | None = None) -> Sprite:
+    """Channels already scaled to uint8 `[k, H, W]` (e.g. inside the ONNX graph) -> a Sprite."""
+    cols = grid_columns(len(channels), columns)
+    image = tile(gray, columns=cols, gap=0, gap_value=0, min_tile=None)
+    return Sprite(image, [int(c) for c in channels], cols, (int(gray.shape[1]), int(gray.shape[2])),
+                  [float(v) for v in low], [float(v) for v in high])
+
+
+def sprite_grid(sprite: Sprite, colormap: str = "viridis", min_tile: int | None = DEFAULT_MIN_TILE,
+                gap: int = 1) -> np.ndarray:
+    """The coloured grid of a sprite's channels (white separators, small maps enlarged), BGR uint8."""
+    h, w = sprite.tile
+    k = len(sprite.channels)
+    rows = math.ceil(k / sprite.columns)
+    cells = sprite.image.reshape(rows, h, sprite.columns, w).swapaxes(1, 2).reshape(rows * sprite.columns, h, w)[:k]
+    return tile(colorize(cells, colormap), columns=sprite.columns, gap=gap, gap_value=GAP_COLOR, min_tile=min_tile)

@@ -112,7 +112,7 @@ def test_three_way_alternation_reverses_the_order_every_round():
 def test_unknown_provider_lists_valid_ones(model_path):
     with pytest.raises(ProviderError) as err:
         bench.run_bench(model_path, ["cpu", "tpu"], [1])
-    assert str(err.value) == "unknown provider 'tpu'; valid: cpu, cuda"
+    assert str(err.value) == "providers: unknown provider 'tpu'; valid: cpu, cuda"
     assert bench.parse_providers("cpu, CUDA") == ["cpu", "cuda"]
 
 
@@ -121,7 +121,7 @@ def test_unknown_provider_lists_valid_ones(model_path):
 def test_bad_batch_sizes(model_path, sizes, shown):
     with pytest.raises(OnnxvizError) as err:
         bench.run_bench(model_path, ["cpu"], sizes)
-    assert str(err.value) == f"batch sizes must be positive integers, like 1,8; got {shown}"
+    assert str(err.value) == f"batch_sizes must be positive integers, like 1,8; got {shown}"
 
 
 def test_parse_batch_sizes():
@@ -168,7 +168,7 @@ def test_compare_keras_needs_keras_metadata(model_path):
     with pytest.raises(ModelError) as err:
         bench.run_bench(model_path, ["cpu"], [1], compare_keras=True)
     assert str(err.value) == (f"'{model_path}' does not say how to rebuild its Keras source (it was not exported "
-                              f"from Keras), so --compare-keras has nothing to compare with")
+                              f"from Keras), so compare_keras has nothing to compare with")
 
 
 def test_compare_keras_without_tensorflow_says_how_to_install(tmp_path, monkeypatch):
@@ -178,7 +178,7 @@ def test_compare_keras_without_tensorflow_says_how_to_install(tmp_path, monkeypa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
     with pytest.raises(OnnxvizError) as err:
         bench.run_bench(path, ["cpu"], [1], compare_keras=True)
-    assert str(err.value) == "--compare-keras needs TensorFlow, which is not installed: pip install 'onnxviz[export]'"
+    assert str(err.value) == "compare_keras needs TensorFlow, which is not installed: pip install 'onnxviz[export]'"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="TensorFlow is not installed")

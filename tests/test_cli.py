@@ -138,8 +138,8 @@ def test_bench_command_prints_a_table_and_writes_json(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--providers", "tpu"], "error: unknown provider 'tpu'; valid: cpu, cuda"),
-    (["--batch-sizes", "0,x"], "error: batch sizes must be positive integers, like 1,8; got 0, 'x'"),
+    (["--providers", "tpu"], "error: --providers: unknown provider 'tpu'; valid: cpu, cuda"),
+    (["--batch-sizes", "0,x"], "error: --batch-sizes must be positive integers, like 1,8; got 0, 'x'"),
 ])
 def test_bench_bad_input(tmp_path, args, message):
     path = tmp_path / "tiny.onnx"

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from onnxviz.cli import app
 from onnxviz.metadata import KERAS_MODES, LayerInfo, ModelInfo, write_info
+from onnxviz.store import decode_layer_script
 
 runner = CliRunner()
 SIZE = 16
@@ -88,49 +89,76 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "photo.png"), "-o", str(out)])
     assert result.exit_code == 0, result.output
     folder = out / "photo"
-    names = sorted(p.name for p in folder.iterdir())
-    assert names == ["0.conv_0-6.jpg", "1.relu_0-6.jpg", "2.pool_0-6.jpg", "filters.jpg", "index.html",
-                     "original.jpg", "summary.json"]
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert names == ["filters.png", "index.html", "input.png", "maps/000.conv.jpg", "maps/000.conv.js",
+                     "maps/001.relu.jpg", "maps/001.relu.js", "maps/002.pool.jpg", "maps/002.pool.js",
+                     "summary.js", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["assets", "index.html", "photo", "run.js", "run.json"]
     summary = json.loads((folder / "summary.json").read_text())
+    assert summary["format"] == 2 and summary["input"] == {"height": SIZE, "width": SIZE, "resize": "stretch",
+                                                           "file": "input.png"}
+    assert (folder / "summary.js").read_text() == f"onnxviz.summary({json.dumps(summary, separators=(',', ':'))});\n"
+    # input.png holds exactly the pixels the model got
+    assert np.array_equal(cv2.imread(str(folder / "input.png"))[..., ::-1], rgb)
     conv = numpy_conv(rgb)
     layer = summary["layers"][0]
-    assert layer["name"] == "conv" and layer["shape"] == [None, 6, SIZE, SIZE] and layer["file"] == "0.conv_0-6.jpg"
-    assert layer["channels_shown"] == 6 and layer["channels_total"] == 6
-    assert layer["stats"]["mean"] == pytest.approx(conv.mean(), rel=1e-4, abs=1e-5)
+    assert layer["name"] == "conv" and layer["shape"] == [6, SIZE, SIZE] and layer["kind"] == "map"
+    assert layer["data"] == "maps/000.conv.js" and layer["image"] == "maps/000.conv.jpg" and layer["grid"] is None
+    assert layer["channels"] == list(range(6)) and layer["tile"] == [SIZE, SIZE] and layer["columns"] == 3
+    assert layer["stats"]["mean"] == pytest.approx(conv.mean(), rel=1e-3, abs=1e-5)
+    assert layer["channel_stats"]["max"] == pytest.approx(conv.max(axis=(1, 2)).tolist(), rel=1e-3)
     relu = summary["layers"][1]["stats"]
-    assert relu["zero_fraction"] == pytest.approx((np.maximum(conv, 0) == 0).mean(), abs=1e-6)
-    # the grid's first tile is channel 0's map, min-max normalised and coloured with viridis
-    grid = cv2.imread(str(folder / "0.conv_0-6.jpg"))
-    scale = 2  # 16x16 maps are enlarged to the 32 px minimum tile
-    tile = cv2.resize(grid[: SIZE * scale, : SIZE * scale], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-    c0 = conv[0]
-    want = cv2.applyColorMap(np.round((c0 - c0.min()) / (c0.max() - c0.min()) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
-    assert np.abs(tile.astype(int) - want.astype(int)).mean() < 12  # JPEG
+    assert relu["zero_fraction"] == pytest.approx((np.maximum(conv, 0) == 0).mean(), abs=1e-3)
+    assert relu["dead_channels"] == int(sum(np.all(np.maximum(c, 0) == 0) for c in conv))
+    # the sprite: channel i at row i // 3, column i % 3, native size, values low + p / 255 * (high - low)
+    index, sprite = decode_layer_script((folder / "maps" / "000.conv.js").read_bytes())
+    assert index == 0 and sprite.shape == (2 * SIZE, 3 * SIZE) and sprite.dtype == np.uint8
+    for i in range(6):
+        r, c = divmod(i, 3)
+        tile = sprite[r * SIZE:(r + 1) * SIZE, c * SIZE:(c + 1) * SIZE].astype(float)
+        low, high = layer["low"][i], layer["high"][i]
+        assert low == pytest.approx(conv[i].min(), rel=1e-3) and high == pytest.approx(conv[i].max(), rel=1e-3)
+        assert np.abs(low + tile / 255 * (high - low) - conv[i]).max() <= (high - low) / 255 * 0.51 + 1e-4
+    static = cv2.imread(str(folder / "maps" / "000.conv.jpg"), cv2.IMREAD_GRAYSCALE)
+    assert static.shape == sprite.shape and np.abs(static.astype(int) - sprite).mean() < 6  # JPEG of the same
     # predictions are the softmax of the model, best first, with labels
     logits = np.maximum(conv, 0).reshape(6, SIZE // 2, 2, SIZE // 2, 2).max(axis=(2, 4)).mean(axis=(1, 2)) @ FC
     probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert [p["label"] for p in summary["predictions"]] == [["apple", "bean", "cherry", "date"][i] for i in np.argsort(-probs)]
     assert summary["predictions"][0]["score"] == pytest.approx(probs.max(), rel=1e-4)
     assert summary["provider"] == "cpu"
-    html = (folder / "index.html").read_text()
-    assert "0.conv_0-6.jpg" in html and "apple" in html and "channels shown 6 of 6" in html
-    assert not [p for p in out.rglob("*.part*")]
+    assert summary["filters"] == {"file": "filters.png", "layer": "conv", "count": 6, "kernel": "6 filters of 3x3x3",
+                                  "channel_order": "RGB"}
+    assert set(summary["timings_ms"]) == {"read", "inference", "drawing", "encoding", "writing"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["format"] == 2 and run["images"] == [{"folder": "photo", "image_name": "photo.png", "top1": {
+        "label": summary["predictions"][0]["label"], "score": summary["predictions"][0]["score"]}}]
+    assert [(x["index"], x["name"], x["shape"], x["kind"]) for x in run["layers"]] == [
+        (0, "conv", [6, SIZE, SIZE], "map"), (1, "relu", [6, SIZE, SIZE], "map"), (2, "pool", [6, SIZE // 2, SIZE // 2], "map")]
+    assert not [p for p in out.rglob("*part*")]
 
 
-def test_options_choose_layers_channels_sort_and_format(tmp_path, model_path):
+def test_options_choose_layers_channels_sort_and_grids(tmp_path, model_path):
     write_image(tmp_path / "a.png")
     out = tmp_path / "out"
     result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(out), "--layers", "re*",
-                                 "--channels", "2:5", "--format", "png", "--top-k", "2"])
+                                 "--channels", "2:5", "--grids", "--format", "png", "--top-k", "2"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "a" / "summary.json").read_text())
-    assert [(x["name"], x["file"], x["channels"]) for x in summary["layers"]] == [("relu", "1.relu_2-5.png", [2, 3, 4])]
+    assert [(x["name"], x["grid"], x["channels"]) for x in summary["layers"]] == [
+        ("relu", "grids/001.relu_ch002-004.png", [2, 3, 4])]
+    assert (out / "a" / "grids" / "001.relu_ch002-004.png").is_file()
     assert len(summary["predictions"]) == 2
     result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(out), "--layers", "conv",
-                                 "--sort", "max", "--max-channels", "3"])
+                                 "--sort", "max", "--max-channels", "3", "--grids"])
     assert result.exit_code == 0, result.output
-    assert (out / "a" / "0.conv_top3-by-max.jpg").is_file()
-    assert (out / "a" / "1.relu_2-5.png").is_file()  # files of the earlier run are kept
+    summary = json.loads((out / "a" / "summary.json").read_text())
+    conv = summary["layers"][0]
+    by_max = sorted(range(6), key=lambda i: -conv["channel_stats"]["max"][conv["channels"].index(i)]
+                    if i in conv["channels"] else 0)[:3]
+    assert conv["grid"] == "grids/000.conv_top3-by-max.jpg" and conv["channels"] == by_max
+    assert (out / "a" / "grids" / "000.conv_top3-by-max.jpg").is_file()
+    assert not (out / "a" / "grids" / "001.relu_ch002-004.png").exists()  # a re-render replaces the image's folder
 
 
 def test_a_bad_image_among_many_is_skipped_with_a_warning_and_exit_1(tmp_path, model_path):
@@ -223,6 +251,83 @@ def test_real_mobilenet_render_top1_is_espresso(tmp_path, mobilenet_onnx, shared
     summary = json.loads((out / "coffee" / "summary.json").read_text())
     assert summary["predictions"][0]["label"] == "espresso" and summary["predictions"][0]["score"] > 0.9
     assert len(summary["layers"]) == 88 and summary["layers"][0]["name"] == "conv1"
-    assert summary["filters"]["count"] == 8 and (out / "coffee" / "filters.jpg").is_file()
+    assert summary["filters"]["count"] == 8 and (out / "coffee" / "filters.png").is_file()
+    kinds = {layer["kind"] for layer in summary["layers"]}
+    assert kinds == {"map", "vector"}  # 1x1 layers (the pooled head, the logits) are vectors
     for layer in summary["layers"]:
-        assert (out / "coffee" / layer["file"]).is_file()
+        if layer["kind"] == "vector":  # 1x1 maps: their values, no pictures
+            assert len(layer["values"]) == layer["shape"][0]
+        else:
+            assert (out / "coffee" / layer["data"]).is_file() and (out / "coffee" / layer["image"]).is_file()
+
+
+def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report(tmp_path, model_path):
+    from onnxviz.render import RenderOptions, render
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(6):
+        write_image(src / f"p{k}.png", k)
+    out = tmp_path / "out"
+    seen = []
+
+    def progress(done, total, name):
+        seen.append(name)
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        render(model_path, [src], out, RenderOptions(batch_size=2, provider="cpu"), progress=progress)
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "assets")  # assets: the pages' script
+    assert folders and len(folders) < 6 and not [p for p in out.iterdir() if "part" in p.name]
+    for name in folders:
+        assert {"summary.json", "summary.js", "index.html", "input.png"} <= {p.name for p in (out / name).iterdir()}
+    run = json.loads((out / "run.json").read_text())
+    assert [i["image_name"] for i in run["images"]][:3] == seen[:3]
+    assert sorted(i["folder"] for i in run["images"]) == folders  # the run's index lists every finished image
+    # the next run renders everything again
+    result = runner.invoke(app, ["render", str(model_path), str(src), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["assets"] + [f"p{k}" for k in range(6)]
+
+
+def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(tmp_path, model_path, monkeypatch):
+    import errno
+
+    from onnxviz import store
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(3):
+        write_image(src / f"p{k}.png", k)
+    calls = {"n": 0}
+    real_open = open
+
+    def filling_open(path, mode="r", *args, **kwargs):
+        if "w" in mode and str(path).endswith(".js") and "maps" in str(path):
+            calls["n"] += 1
+            if calls["n"] > 4:  # the first image's 3 layers fit, the second's do not
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(store, "open", filling_open, raising=False)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(model_path), str(src), "-o", str(out), "--batch-size", "1"])
+    assert result.exit_code == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: the output disk is full (writing '") and "free some space" in line
+    assert "this image was not finished" in line
+    folders = [p for p in out.iterdir() if p.is_dir() and p.name != "assets"]  # assets: the pages' script
+    assert [p.name for p in folders] == ["p0"] and (out / "p0" / "summary.json").is_file()
+    assert not [p for p in out.rglob("*part*")]
+
+
+def test_a_render_that_fails_before_any_image_leaves_no_output_folder(tmp_path, model_path):
+    write_image(tmp_path / "a.png")
+    out = tmp_path / "new" / "out"
+    result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(out),
+                                 "--channels", "9:12"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: --channels 9:12 selects nothing in layer 'conv', which has 6 channels; "
+                                     "choose A below 6 or pick layers with --layers")
+    assert not out.exists()

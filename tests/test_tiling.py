@@ -355,3 +355,42 @@ def test_layer_stats_counts_nonfinite_values_as_zero():
 def test_layer_stats_refuses_empty_arrays():
     with pytest.raises(OnnxvizError, match=r"layer_stats takes a non-empty \[C, H, W\] or \[C\] array; got shape \(0,\)"):
         layer_stats(np.zeros(0, np.float32))
+
+
+def test_sprite_tiles_native_channels_row_major_without_gaps_and_keeps_values():
+    from onnxviz.tiling import make_sprite, sprite_ranges
+
+    rng = np.random.default_rng(3)
+    maps = rng.normal(0, 2, (5, 7, 9)).astype(np.float32)
+    maps[3] = 1.5  # a constant channel
+    low, high = sprite_ranges(maps.min(axis=(1, 2)), maps.max(axis=(1, 2)), "channel")
+    sprite = make_sprite(maps, [0, 1, 2, 3, 4], low, high)
+    assert sprite.columns == 3 and sprite.tile == (7, 9) and sprite.image.shape == (14, 27)
+    assert sprite.image.dtype == np.uint8
+    for i in range(5):
+        r, c = divmod(i, 3)
+        tile = sprite.image[r * 7:(r + 1) * 7, c * 9:(c + 1) * 9].astype(np.float64)
+        values = sprite.low[i] + tile / 255 * (sprite.high[i] - sprite.low[i])
+        assert np.abs(values - maps[i]).max() <= (sprite.high[i] - sprite.low[i]) / 255 * 0.5 + 1e-5
+    assert sprite.low[3] == sprite.high[3] == pytest.approx(1.5) and not sprite.image[7:, :9].any()
+    assert tile.shape == (7, 9) and not sprite.image[7:, 18:].any()  # the unused cell is 0
+
+
+def test_sprite_ranges_layer_mode_shares_one_scale_and_rounding_noise_is_constant():
+    from onnxviz.tiling import sprite_ranges
+
+    low, high = sprite_ranges(np.array([0.0, -1.0, 3.0]), np.array([2.0, 1.0, 3.0 + 1e-9]), "layer")
+    assert low.tolist() == [-1.0] * 3 and high.tolist() == [3.0 + 1e-9] * 3
+    low, high = sprite_ranges(np.array([0.0, -1.0, 3.0]), np.array([2.0, 1.0, 3.0 + 1e-9]), "channel")
+    assert low.tolist() == [0.0, -1.0, 3.0] and high.tolist() == [2.0, 1.0, 3.0]  # within 1e-5 of the scale: constant
+
+
+def test_sprite_grid_colours_each_tile_and_separates_them():
+    from onnxviz.tiling import make_sprite, sprite_grid
+
+    maps = np.stack([np.full((4, 4), v, np.float32) + np.eye(4, dtype=np.float32) for v in range(3)])
+    sprite = make_sprite(maps, [0, 1, 2], np.zeros(3), np.ones(3) * 3)
+    grid = sprite_grid(sprite, "gray", min_tile=8, gap=1)
+    assert grid.shape == (17, 17, 3)  # 2x2 cells of 8 px (4 px maps enlarged twice) with 1 px gaps
+    assert (grid[8, :] == 255).all() and (grid[:, 8] == 255).all()
+    assert (grid[:8, :8, 0] == sprite.image[:4, :4].repeat(2, 0).repeat(2, 1)).all()

@@ -32,7 +32,6 @@ from ..graph import (
     used_names,
 )
 from ..batch import fixed_batch_of_one, free_batch
-from ..external_data import check_external_data
 from ..metadata import LayerInfo, Preprocessing
 from ..module_names import apply_module_names, with_identity
 from ..presets import choose_preprocessing, choose_resize
@@ -206,7 +205,6 @@ def load_onnx(src: Path) -> ModelProto:
     from ..modelfile import unreadable
 
     src = existing_file(Path(src), "model file")
-    check_external_data(src)
     try:
         model = onnx.load(str(src))
     except Exception as exc:  # protobuf's DecodeError, missing external data, ...

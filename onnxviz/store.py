@@ -1,0 +1,324 @@
+"""The per-image output folder: its layout as dataclasses, and the writer of its pictures.
+
+Layout (format 2), in `OUT/<image folder>/`:
+
+- `index.html`, `summary.json`, `summary.js` (`onnxviz.summary({...})`): written by `report`.
+- `input.png`: the exact pixels the model got (after resizing), lossless.
+- `filters.png`: the first convolution's kernels, when the model has one.
+- `maps/NNN.<layer>.js`: `onnxviz.layerData(NNN, "<base64 PNG>")`, the stored channels of layer
+  NNN at native resolution, 8-bit gray, tiled row-major in `columns` columns with no gaps;
+  pixel p of channel i stands for `low[i] + p / 255 * (high[i] - low[i])` (a constant channel
+  is 0 with low == high).
+- `maps/NNN.<layer>.jpg`: the same sprite as a static picture for `<img>` (gray JPEG,
+  `STATIC_QUALITY`; chosen by measurement, benchmarks/RESULTS.md: a quarter of PNG's
+  encoding time and half its bytes; the exact values are in the .js).
+- `grids/NNN.<layer>_ch<first>-<last>.jpg` (inclusive, zero-padded; sorted selections
+  `NNN.<layer>_top<k>-by-<mean|max>.jpg`): coloured grids for papers, with `grids=True`.
+- NNN: the layer's index in the file, zero-padded to the width of the largest (at least 3).
+
+`summary.json` is `Summary.to_dict()` (compact JSON; `summary.js` the same text inside
+`onnxviz.summary(...)`); `OUT/run.json` is `Run.to_dict()`. Where this differs from the
+design the report page was built to:
+
+- `channel_stats` (`min`, `max`, `mean`) cover the *stored* channels of a map layer, in
+  stored order (aligned with `channels`), and every channel of a vector layer. Every
+  channel of every layer was 579,000 numbers for ResNet101V2 (193,000 channels): about
+  4 MB in summary.json and again in summary.js per image, and most of a second of JSON
+  work per image; the page can only reorder the channels it has. `--sort mean|max` picks
+  the stored channels by every channel's statistic at render time.
+- `low` / `high` are written with 9 significant digits (float32 exactly), so that
+  `low + p / 255 * (high - low)` is within half a step of the value; other measured
+  numbers (stats, channel_stats, values) with `DIGITS`.
+- `timings_ms`: `read`, `inference` (this image's share of its batch), `drawing`,
+  `encoding`, `writing`.
+- `predictions[].score` unrounded.
+
+Every file goes through an `ImageWriter`, into a hidden folder that `render` renames into
+place once the image's report is written (one rename instead of one per file), so a failed
+or interrupted render leaves no half-made image folder behind. A full disk stops with
+`OutputError`.
+"""
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import OutputError
+from .files import ensure_dir
+
+FORMAT = 2
+DIGITS = 4
+# low/high of a sprite: float32 written in full (9 digits round-trip it), so that
+# low + p / 255 * (high - low) is the stored value to within half a step of 255.
+EXACT_DIGITS = 9
+STATIC_EXT = "jpg"
+STATIC_QUALITY = 85
+GRID_EXT = "jpg"
+GRID_QUALITY = 90
+# PNG for the exact maps: zlib level 1, RLE strategy, the UP filter: measured fastest with
+# the smallest files of OpenCV's choices on ResNet101V2's sprites (benchmarks/RESULTS.md).
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+              cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NONFINITE = frozenset({"nan", "inf", "-inf"})
+
+
+def rounded(values, digits: int = DIGITS) -> list[float]:
+    """Floats with `digits` significant digits (JSON stays small); non-finite values become None."""
+    flat = np.asarray(values, dtype=np.float64).ravel().tolist()
+    if not flat:
+        return []
+    text = ((f"%.{digits}g ") * len(flat) % tuple(flat)).split()  # one C-level format, no loop in Python
+    return [float(t) if t not in _NONFINITE else None for t in text]
+
+
+def one(value: float) -> float | None:
+    return rounded([value])[0]
+
+
+@dataclass
+class Stats:
+    min: float | None
+    max: float | None
+    mean: float | None
+    zero_fraction: float | None
+    dead_channels: int  # channels that are 0 everywhere for this image
+
+
+@dataclass
+class ChannelStats:
+    min: list[float | None]
+    max: list[float | None]
+    mean: list[float | None]
+
+
+@dataclass
+class Layer:
+    """One layer of one image. `kind` "map": a sprite; "vector" (H == W == 1): `values`."""
+
+    index: int
+    name: str
+    op: str
+    shape: list[int]  # C, H, W
+    kind: str
+    stats: Stats
+    channel_stats: ChannelStats | None  # of the stored channels (kind "map"), of every channel (kind "vector")
+    channels: list[int] | None = None
+    tile: list[int] | None = None
+    columns: int | None = None
+    low: list[float | None] | None = None
+    high: list[float | None] | None = None
+    data: str | None = None
+    image: str | None = None
+    grid: str | None = None
+    values: list[float | None] | None = None
+    cls: str = ""  # the source framework's class (PyTorch: `BatchNorm2d`), when the file says
+    folded: list[str] | None = None  # what the exporter folded into it (`layer1.0.conv2`)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"index": self.index, "name": self.name, "op": self.op, "shape": self.shape, "kind": self.kind,
+             "stats": vars(self.stats).copy(),
+             "channel_stats": vars(self.channel_stats).copy() if self.channel_stats is not None else None}
+        if self.cls or self.folded:
+            d.update({"class": self.cls, "folded": list(self.folded or [])})
+        if self.kind == "map":
+            d.update(channels=self.channels, tile=self.tile, columns=self.columns, low=self.low, high=self.high,
+                     data=self.data, image=self.image, grid=self.grid)
+        else:
+            d["values"] = self.values
+        return d
+
+
+@dataclass
+class Input:
+    height: int
+    width: int
+    resize: str
+    file: str = "input.png"
+
+
+@dataclass
+class FiltersEntry:
+    file: str
+    layer: str
+    count: int
+    kernel: str
+    channel_order: str
+
+
+@dataclass
+class Summary:
+    image: str
+    image_name: str
+    model: str
+    source: str
+    onnxviz_version: str
+    provider: str
+    provider_fallback: str | None
+    input: Input
+    predictions: list[dict[str, Any]]
+    filters: FiltersEntry | None
+    options: dict[str, Any]
+    timings_ms: dict[str, float]
+    layers: list[Layer]
+    format: int = FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format, "image": self.image, "image_name": self.image_name, "model": self.model,
+            "source": self.source, "onnxviz_version": self.onnxviz_version, "provider": self.provider,
+            "provider_fallback": self.provider_fallback, "input": asdict(self.input),
+            "predictions": self.predictions, "filters": asdict(self.filters) if self.filters else None,
+            "options": self.options, "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+
+@dataclass
+class RunImage:
+    folder: str
+    image_name: str
+    top1: dict[str, Any] | None
+
+
+@dataclass
+class RunLayer:
+    index: int
+    name: str
+    shape: list[int]
+    kind: str
+
+
+@dataclass
+class Run:
+    model: str
+    source: str
+    layers: list[RunLayer]
+    images: list[RunImage] = field(default_factory=list)
+    format: int = FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "model": self.model, "source": self.source,
+                "layers": [asdict(layer) for layer in self.layers], "images": [asdict(i) for i in self.images]}
+
+
+# ---------------------------------------------------------------- names
+
+def safe_name(name: str) -> str:
+    """A layer or image name made safe for file names."""
+    name = re.sub(r"#(\d+)$", r"_call\1", name)  # a module's second call, `layer1.0.relu#2`
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "layer"
+
+
+def index_width(layer_count: int) -> int:
+    """Digits of NNN: the width of the largest layer index, at least 3."""
+    return max(3, len(str(max(layer_count - 1, 0))))
+
+
+def layer_stem(index: int, width: int, name: str) -> str:
+    return f"{index:0{width}d}.{safe_name(name)}"
+
+
+def channel_span(channels: list[int], total: int, sort: str) -> str:
+    """`ch000-063` for a run of channels (inclusive, zero-padded to the layer's widest index),
+    `top64-by-max` for a sorted selection."""
+    if sort != "index":
+        return f"top{len(channels)}-by-{sort}"
+    width = max(3, len(str(total - 1)))
+    return f"ch{min(channels):0{width}d}-{max(channels):0{width}d}"
+
+
+# ---------------------------------------------------------------- encoding
+
+def encode_png(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image), PNG_PARAMS)
+    if not ok:  # pragma: no cover - OpenCV encodes every uint8 image
+        raise OutputError(f"OpenCV could not encode a {image.shape} image as PNG")
+    return buf.tobytes()
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover
+        raise OutputError(f"OpenCV could not encode a {image.shape} image as JPEG")
+    return buf.tobytes()
+
+
+def layer_script(index: int, png: bytes) -> bytes:
+    """`onnxviz.layerData(NNN, "<base64 PNG>")`, the exact maps for the page's JavaScript."""
+    return b"onnxviz.layerData(%d, \"" % index + base64.b64encode(png) + b"\");\n"
+
+
+def decode_layer_script(text: bytes) -> tuple[int, np.ndarray]:
+    """(index, gray uint8 sprite) back from a `maps/*.js` file (tests and tools)."""
+    match = re.fullmatch(rb'onnxviz\.layerData\((\d+), "([A-Za-z0-9+/=]*)"\);\n', text)
+    if not match:
+        raise ValueError("not an onnxviz layer script")
+    png = np.frombuffer(base64.b64decode(match.group(2)), np.uint8)
+    return int(match.group(1)), cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
+
+
+
+
+# ---------------------------------------------------------------- writing
+
+class ImageWriter:
+    """Writes the files of one image folder; `abort()` takes them all back."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.created = not self.folder.exists()
+        self.made_dirs: list[Path] = []
+        self.written: list[Path] = []
+        self.bytes = 0
+        self._ensure(self.folder)
+
+    def _ensure(self, path: Path) -> None:
+        if not path.exists():
+            ensure_dir(path)
+            self.made_dirs.append(path)
+
+    def write(self, relative: str, data: bytes) -> str:
+        """Write one file. Plainly, not through a temporary name: the whole folder is a
+        temporary one until `render` renames it into place."""
+        path = self.folder / relative
+        self._ensure(path.parent)
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if exc.errno in _NO_SPACE:
+                raise OutputError(f"the output disk is full (writing '{path}'); free some space or choose "
+                                  f"another folder with -o; this image was not finished") from exc
+            raise OutputError(f"cannot write '{path}': {exc.strerror or exc}") from exc
+        self.written.append(path)
+        self.bytes += len(data)
+        return relative
+
+    def abort(self) -> None:
+        """Remove what this writer made: its files, the folders it created."""
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        for folder in sorted(self.made_dirs, key=lambda p: len(p.parts), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        if self.created and self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+
+def write_json_files(folder: Path, stem: str, function: str, data: dict[str, Any]) -> None:
+    """`<stem>.json` and `<stem>.js` (`onnxviz.<function>(...)`), each atomically."""
+    from .files import write_text
+
+    text = json.dumps(data, separators=(",", ":"))  # compact: the C encoder, a third of the bytes of indent
+    write_text(Path(folder) / f"{stem}.json", text + "\n")
+    write_text(Path(folder) / f"{stem}.js", f"onnxviz.{function}({text});\n")

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxviz import store
+
+
+def test_names_are_zero_padded_with_inclusive_ranges():
+    assert store.index_width(18) == 3 and store.index_width(1001) == 4
+    assert store.layer_stem(3, 3, "block1/conv 1") == "003.block1_conv_1"
+    assert store.channel_span(list(range(64)), 64, "index") == "ch000-063"
+    assert store.channel_span([2, 3, 4], 2048, "index") == "ch0002-0004"
+    assert store.channel_span([5, 1, 9], 64, "max") == "top3-by-max"
+
+
+def test_layer_script_round_trips_the_exact_pixels():
+    image = np.random.default_rng(0).integers(0, 256, (30, 50), dtype=np.uint8)
+    text = store.layer_script(7, store.encode_png(image))
+    assert text.startswith(b'onnxviz.layerData(7, "iVBORw0KGgo')  # base64 of the PNG signature
+    index, back = store.decode_layer_script(text)
+    assert index == 7 and np.array_equal(back, image)
+
+
+def test_rounded_keeps_significant_digits_and_turns_nonfinite_into_null():
+    assert store.rounded([1.23456789, float("nan"), -2e-7, 0.0, float("inf")]) == [1.235, None, -2e-07, 0.0, None]
+    exact = np.float32([0.1, 3.14159274, -1234.5678])
+    assert np.array_equal(np.float32(store.rounded(exact, store.EXACT_DIGITS)), exact)  # float32 round-trips
+
+
+def test_layer_dicts_hold_only_their_kind_s_fields():
+    stats = store.Stats(0.0, 1.0, 0.5, 0.1, 0)
+    vector = store.Layer(1, "gap", "GlobalAveragePooling2D", [8, 1, 1], "vector", stats,
+                         store.ChannelStats([0.0] * 8, [1.0] * 8, [0.5] * 8), values=[0.5] * 8)
+    d = vector.to_dict()
+    assert d["values"] == [0.5] * 8 and "data" not in d and "channels" not in d
+    m = store.Layer(0, "c", "Conv2D", [4, 5, 5], "map", stats, None, channels=[0], tile=[5, 5], columns=1,
+                    low=[0.0], high=[1.0], data="maps/000.c.js", image="maps/000.c.jpg").to_dict()
+    assert m["grid"] is None and "values" not in m and m["data"] == "maps/000.c.js"
+
+
+def test_writer_abort_removes_what_it_made(tmp_path):
+    keep = tmp_path / "keep.txt"
+    keep.write_text("mine")
+    writer = store.ImageWriter(tmp_path / "img")
+    writer.write("maps/001.a.js", b"x")
+    writer.write("input.png", b"y")
+    writer.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
