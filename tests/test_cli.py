@@ -175,8 +175,10 @@ def test_torch_export_then_layers_and_render_by_module_name(tmp_path):
     cv2.imwrite(str(image), (255 * __import__("numpy").random.default_rng(0).random((50, 40, 3))).astype("uint8"))
     result = runner.invoke(app, ["render", str(out), str(image), "-o", str(tmp_path / "o"), "--layers", "layer1.*"])
     assert result.exit_code == 0, result.output
-    files = sorted(p.name for p in (tmp_path / "o" / "photo").glob("*.jpg") if p.name[0].isdigit())
-    assert files == ["2.layer1.0.relu_0-8.jpg", "3.layer1.0.bn2_0-8.jpg", "4.layer1.0.relu_call2_0-8.jpg"]
+    files = sorted(p.name for p in (tmp_path / "o" / "photo" / "maps").glob("*.jpg"))
+    assert files == ["002.layer1.0.relu.jpg", "003.layer1.0.bn2.jpg", "004.layer1.0.relu_call2.jpg"]
+    page = (tmp_path / "o" / "photo" / "index.html").read_text()
+    assert "BatchNorm2d, ONNX Conv: conv2 + bn2 (folded by the exporter)" in page
     line = one_error_line(runner.invoke(app, ["render", str(out), str(image), "-o", str(tmp_path / "p"), "--resize", "-1"]))
     assert line == "error: --resize -1 is not a positive size; give the shorter side in pixels, e.g. 256"
 

@@ -105,9 +105,9 @@ def test_export_records_the_recipe_and_render_and_diff_use_it(tmp_path, monkeypa
     cv2.imwrite(str(photo), rng.integers(0, 256, (40, 61, 3), dtype=np.uint8))
     result = render(out, [photo], tmp_path / "out", RenderOptions(filters=False))
     summary = json.loads((result.images[0].folder / "summary.json").read_text())
-    assert summary["resize"] == "27"
+    assert summary["input"]["resize"] == "27"
     result = render(out, [photo], tmp_path / "out2", RenderOptions(filters=False, resize="stretch"))
-    assert json.loads((result.images[0].folder / "summary.json").read_text())["resize"] == "stretch"
+    assert json.loads((result.images[0].folder / "summary.json").read_text())["input"]["resize"] == "stretch"
     seen = []
     import onnxviz.diff as diff_mod
 
