@@ -43,6 +43,7 @@ FORMATS = ("jpg", "png")
 PREPACK_FROM_IMAGES = 64
 STAGES = ("read", "infer", "draw", "encode", "write")
 PART = ".part-"
+_REPORT_FILES = ("summary.json", "summary.js", "index.html")
 
 Progress = Callable[[int, int, str], None]
 
@@ -381,10 +382,13 @@ def _finish_run(output: Path, run: store.Run, remove: bool) -> None:
     if not run.images:
         return
     write_run = getattr(report, "write_run", None)
-    if write_run is not None:
-        write_run(output, run.to_dict())
-    else:  # a report module without the run page: the run's data still lands beside the images
-        store.write_json_files(output, "run", "run", run.to_dict())
+    try:
+        if write_run is not None:
+            write_run(output, run.to_dict())
+        else:  # a report module without the run page: the run's data still lands beside the images
+            store.write_json_files(output, "run", "run", run.to_dict())
+    except OSError as exc:
+        raise store.output_error(exc, output / "run.json") from exc
 
 
 def _load_filters(model: Path):
@@ -521,11 +525,15 @@ class _Painter:
             _write_report(part, summary.to_dict())
             _replace_folder(part, final)
             clock["write"] += time.perf_counter() - t
+        except OSError as exc:
+            shutil.rmtree(part, ignore_errors=True)
+            raise store.output_error(exc, final) from exc
         except BaseException:
             shutil.rmtree(part, ignore_errors=True)
             raise
-        files = sum(1 for p in final.rglob("*") if p.is_file())
-        size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+        report_files = [p for p in (final / name for name in _REPORT_FILES) if p.is_file()]
+        files = len(writer.written) + len(report_files)
+        size = writer.bytes + sum(p.stat().st_size for p in report_files)
         return ImageResult(path, final, summary.predictions, len(layers), files, size), clock
 
 

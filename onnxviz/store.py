@@ -279,12 +279,16 @@ class ImageWriter:
         self.made_dirs: list[Path] = []
         self.written: list[Path] = []
         self.bytes = 0
+        self._known: set[Path] = set()
         self._ensure(self.folder)
 
     def _ensure(self, path: Path) -> None:
+        if path in self._known:
+            return
         if not path.exists():
             ensure_dir(path)
             self.made_dirs.append(path)
+        self._known.add(path)
 
     def write(self, relative: str, data: bytes) -> str:
         """Write one file. Plainly, not through a temporary name: the whole folder is a
@@ -296,10 +300,7 @@ class ImageWriter:
                 fh.write(data)
         except OSError as exc:
             path.unlink(missing_ok=True)
-            if exc.errno in _NO_SPACE:
-                raise OutputError(f"the output disk is full (writing '{path}'); free some space or choose "
-                                  f"another folder with -o; this image was not finished") from exc
-            raise OutputError(f"cannot write '{path}': {exc.strerror or exc}") from exc
+            raise output_error(exc, path) from exc
         self.written.append(path)
         self.bytes += len(data)
         return relative
@@ -313,6 +314,14 @@ class ImageWriter:
                 folder.rmdir()
         if self.created and self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()
+
+
+def output_error(exc: OSError, path: Path) -> OutputError:
+    """A write that failed, as one line; a full disk says so."""
+    if exc.errno in _NO_SPACE:
+        return OutputError(f"the output disk is full (writing '{path}'); free some space or choose another "
+                           f"folder with -o; this image was not finished")
+    return OutputError(f"cannot write '{path}': {exc.strerror or exc}")
 
 
 def write_json_files(folder: Path, stem: str, function: str, data: dict[str, Any]) -> None:

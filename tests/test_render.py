@@ -253,12 +253,12 @@ def test_real_mobilenet_render_top1_is_espresso(tmp_path, mobilenet_onnx, shared
     assert len(summary["layers"]) == 88 and summary["layers"][0]["name"] == "conv1"
     assert summary["filters"]["count"] == 8 and (out / "coffee" / "filters.png").is_file()
     kinds = {layer["kind"] for layer in summary["layers"]}
-    assert kinds == {"map", "vector"}  # 1x1 layers (the pooled head, the logits) are vectors
+    assert kinds == {"map", "vector"}  # the global pooling output is 1x1: its values, no picture
     for layer in summary["layers"]:
-        if layer["kind"] == "vector":  # 1x1 maps: their values, no pictures
-            assert len(layer["values"]) == layer["shape"][0]
-        else:
+        if layer["kind"] == "map":
             assert (out / "coffee" / layer["data"]).is_file() and (out / "coffee" / layer["image"]).is_file()
+        else:
+            assert layer["shape"][1:] == [1, 1] and len(layer["values"]) == layer["shape"][0]
 
 
 def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report(tmp_path, model_path):
@@ -331,3 +331,21 @@ def test_a_render_that_fails_before_any_image_leaves_no_output_folder(tmp_path, 
     assert result.stderr.strip() == ("error: --channels 9:12 selects nothing in layer 'conv', which has 6 channels; "
                                      "choose A below 6 or pick layers with --layers")
     assert not out.exists()
+
+
+def test_a_full_disk_while_writing_the_report_is_one_line_too(tmp_path, model_path, monkeypatch):
+    import errno
+
+    from onnxviz import render as render_module
+
+    write_image(tmp_path / "a.png")
+
+    def full(folder, summary):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(render_module, "_write_report", full)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(out)])
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith(f"error: the output disk is full (writing '{out / 'a'}')")
+    assert not out.exists()  # made by this run, nothing finished: removed
