@@ -130,16 +130,17 @@ class Model:
         return list(self.info.layers)
 
     def activations(self, images: Any, layers: str | Sequence[str] | None = None, *,
-                    batch_size: int = DEFAULT_BATCH, resize: str = "stretch") -> Activations:
+                    batch_size: int = DEFAULT_BATCH, resize: str | None = None) -> Activations:
         """Layer name -> maps of every image, `[N, C, H, W]` (vectors `[N, K]`), in network order.
-        `layers`: names or globs (default: every output of the file)."""
+        `layers`: names or globs (default: every output of the file). `resize`: as the file says
+        (torchvision's for `--preprocess torchvision`), else `stretch`; or stretch, crop, pad, N."""
         names = self._names(layers)
-        pixels = to_batch(images, self.info.height, self.info.width, resize)
+        pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch")
         parts = self._run(pixels, names, batch_size)
         return Activations((name, np.concatenate([p[name] for p in parts])) for name in names)
 
     def predict(self, images: Any, top_k: int = 5, *, batch_size: int = DEFAULT_BATCH,
-                resize: str = "stretch") -> list[list[Prediction]]:
+                resize: str | None = None) -> list[list[Prediction]]:
         """The `top_k` classes of every image, best first."""
         from .render import top_predictions
 
@@ -149,7 +150,7 @@ class Model:
                               f"export the model with its classifier")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise OptionError(f"{{top_k}} must be a positive integer, got {top_k!r}", params=("top_k",))
-        pixels = to_batch(images, self.info.height, self.info.width, resize)
+        pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch")
         scores = np.concatenate([p[output] for p in self._run(pixels, [output], batch_size)])
         return [[Prediction(p["label"], p["score"], p["index"]) for p in top_predictions(s, self.info, top_k)]
                 for s in scores]

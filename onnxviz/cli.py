@@ -87,8 +87,12 @@ def export(
                                     "away (a conv's output read only by BatchNorm, an activation or an Add; a "
                                     "BatchNorm's read only by an activation; padding read by a conv): faster "
                                     "extraction, the maps after them stay"),
-    preprocess: Optional[str] = typer.Option(None, help="Keras model files: caffe, tf, torch or none (default: the "
-                                             "preprocessing of the keras.applications architecture inside, else none)"),
+    preprocess: Optional[str] = typer.Option(None, help="the preprocessing the model expects. Keras model files: caffe, "
+                                             "tf, torch or none (default: that of the keras.applications architecture "
+                                             "inside, else none). ONNX models: a preset, torchvision (ImageNet mean/std, "
+                                             "1/255, resize 256 + crop 224), caffe, tf, torch or none"),
+    resize: Optional[str] = typer.Option(None, help="ONNX models: how render resizes photos for this file: N (shorter "
+                                         "side to N, bilinear, centre crop), stretch, crop or pad; default: the preset's"),
     tolerance: Optional[float] = typer.Option(None, help="largest error allowed, relative to each layer's range "
                                               "(default 1e-4)"),
     op_types: Optional[str] = typer.Option(None, help="ONNX models: expose outputs of these op types, e.g. Conv,Relu,MaxPool,Concat"),
@@ -97,7 +101,8 @@ def export(
     scale: Optional[str] = typer.Option(None, help="ONNX models: factor applied to 0..255 pixels first, e.g. 1/255"),
     bgr: bool = typer.Option(False, help="ONNX models: the network takes BGR"),
     layout: Optional[str] = typer.Option(None, help="ONNX models: input layout nchw or nhwc (inferred when clear)"),
-    labels: Optional[Path] = typer.Option(None, help="class names, one per line or 'index,name'"),
+    labels: Optional[str] = typer.Option(None, help="class names: imagenet (the 1000 ImageNet classes, shipped), or a "
+                                         "file with one per line or 'index,name'"),
 ) -> None:
     """Export a model to one ONNX file with its feature maps as outputs, checked output by output."""
     from .compare import layer_group
@@ -106,7 +111,7 @@ def export(
     options = ExportOptions(
         weights=weights, input_size=input_size, alpha=alpha, include_top=top, layers=layers, exclude=exclude,
         skip_fused=skip_fused, preprocess=preprocess, op_types=_csv(op_types), mean=_numbers(mean),
-        std=_numbers(std), scale=scale, bgr=bgr, layout=layout, labels=labels)
+        std=_numbers(std), scale=scale, bgr=bgr, layout=layout, labels=labels, resize=resize)
     if tolerance is not None:
         options.tolerance = tolerance
     result = run_export(model, output, options, progress=Progress())
@@ -141,8 +146,9 @@ def layers_cmd(
     try:
         info = load_info(model)
         source, size = info.source, f"{info.height}x{info.width} RGB 0..255"
-        rows = [{"index": i, "name": layer.name, "class": layer.op, "shape": layer.shape,
-                 "channels": layer.channels, "layout": layer.layout} for i, layer in enumerate(info.layers)]
+        rows = [{"index": i, "name": layer.name, "class": layer.cls or layer.op, "op": layer.op, "shape": layer.shape,
+                 "channels": layer.channels, "layout": layer.layout, "folded": layer.folded}
+                for i, layer in enumerate(info.layers)]
         title = f"{len(rows)} outputs"
     except ModelError as exc:
         if "not written by 'onnxviz export'" not in str(exc):
@@ -162,7 +168,12 @@ def layers_cmd(
     typer.echo(f"{model}: {source}, input {size}, {title}")
     for r in rows:
         shape = "x".join("N" if d is None else str(d) for d in r["shape"])
-        typer.echo(f"{r['index']:4d}  {r['name']:<{width}}  {r['class']:<24} {shape:<18} {r['channels'] or ''}")
+        folded = ""
+        if r.get("folded") and r["name"].endswith("+bn"):  # TorchScript exporter: the BatchNorm's name is lost
+            folded = f"  (a BatchNorm folded into {' + '.join(r['folded'])} by the exporter)"
+        elif r.get("folded"):
+            folded = f"  ({' + '.join(r['folded'])} folded in by the exporter)"
+        typer.echo(f"{r['index']:4d}  {r['name']:<{width}}  {r['class']:<24} {shape:<18} {r['channels'] or '':<5}{folded}")
 
 
 class Bar:
@@ -203,7 +214,8 @@ def render(
     fmt: str = typer.Option("jpg", "--format", help="of the grids: jpg or png"),
     quality: int = typer.Option(90, help="JPEG quality 1..100 of the grids"),
     top_k: int = typer.Option(5, help="predictions shown, when the model has class labels"),
-    resize: str = typer.Option("stretch", help="stretch (as Keras load_img), crop (centre) or pad"),
+    resize: Optional[str] = typer.Option(None, help="stretch (as Keras load_img), crop (centre), pad, or N: shorter side "
+                                         "to N, bilinear, centre crop (torchvision); default: the file's own, else stretch"),
     batch_size: int = typer.Option(8, help="images per inference batch"),
     provider: str = typer.Option("auto", help="auto (CUDA when it really loads, else CPU), cuda or cpu"),
 ) -> None:

@@ -87,7 +87,7 @@ def diff_model(model: Path, image: Path, providers: tuple[str, ...] | None = Non
                           f"{','.join(providers) or 'none'}", params=("providers",))
     first_session = _open(model, "cpu" if against else providers[0])
     info = first_session.info
-    batch = resize_image(load_image(image), info.height, info.width)[None].astype(np.float32)
+    batch = resize_image(load_image(image), info.height, info.width, info.resize or "stretch")[None].astype(np.float32)
     first_out = first_session.run(batch)
     if against == "keras":
         from .sources.keras import keras_outputs

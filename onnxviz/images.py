@@ -20,6 +20,9 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".w
 MAX_PIXELS: int = 100_000_000
 
 RESIZE_MODES: tuple[str, ...] = ("stretch", "crop", "pad")
+# A resize given as a number N: the shorter side to N (bilinear, antialiased), then a
+# centre crop to the input size, as torchvision's Resize(N) + CenterCrop(size) on PIL images.
+_PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point resampling (ImagingResample, 8 bits per channel)
 
 _FORMATS = "JPEG, PNG, BMP, WebP, TIFF"
 # Any depth, three channels, RGB order, EXIF orientation applied (OpenCV applies it for
@@ -212,26 +215,49 @@ def _to_rgb8(image: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
+def check_resize(value: str | int) -> str:
+    """A resize spec as the file and `--resize` give it: a mode, or a positive whole number."""
+    from .errors import OptionError
+
+    text = str(value).strip().lower()
+    if text in RESIZE_MODES:
+        return text
+    try:
+        number = int(text)
+    except ValueError:
+        shown = str(value).replace("{", "{{").replace("}", "}}")
+        raise OptionError(f"{{resize}} '{shown}' is not valid; give {', '.join(RESIZE_MODES)}, or a number N "
+                          f"(the shorter side to N, bilinear, then a centre crop, e.g. 256)", params=("resize",)) from None
+    if number < 1:
+        raise OptionError(f"{{resize}} {number} is not a positive size; give the shorter side in pixels, e.g. 256",
+                          params=("resize",))
+    return str(number)
+
+
 def resize_image(rgb: np.ndarray, height: int, width: int, mode: str = "stretch") -> np.ndarray:
-    """Resize RGB uint8 to exactly `[height, width, 3]`, nearest neighbour like Keras.
+    """Resize RGB uint8 to exactly `[height, width, 3]`.
 
     - `stretch`: ignore the aspect ratio; pixel-identical to
       `keras.utils.load_img(path, target_size=(height, width))` (PIL NEAREST).
     - `crop`: cut the centre to the target aspect ratio, then resize; identical to
       `load_img(..., keep_aspect_ratio=True)`.
     - `pad`: letterbox: scale to fit inside, centre, pad with black.
+    - a number N (`"256"`): the shorter side to N, bilinear with antialiasing, then the
+      centre `height x width`: torchvision's `Resize(N)` + `CenterCrop((height, width))` on
+      a PIL image, reproduced to the grey level (see `resize_shorter`).
 
-    Every mode samples with PIL's nearest rule (source index `int(i * s/d + s/(2d))`,
+    The first three sample with PIL's nearest rule (source index `int(i * s/d + s/(2d))`,
     accumulated in double precision as PIL does), so what the network sees is what it
     would see in Keras.
     """
-    if mode not in RESIZE_MODES:
-        raise OnnxvizError(f"unknown resize mode '{mode}'; valid modes: {', '.join(RESIZE_MODES)}")
+    mode = check_resize(mode) if not (isinstance(mode, str) and mode in RESIZE_MODES) else mode
     if height < 1 or width < 1:
         raise OnnxvizError(f"cannot resize to {height}x{width}; height and width must be at least 1")
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageError(f"resize_image takes an RGB image [H, W, 3]; got shape {tuple(rgb.shape)}")
     src_h, src_w = rgb.shape[:2]
+    if mode.isdigit():
+        return resize_shorter(rgb, int(mode), crop=(height, width))
     if mode == "stretch":
         return _nearest(rgb, 0, 0, src_h, src_w, height, width)
     if mode == "crop":
@@ -248,6 +274,99 @@ def resize_image(rgb: np.ndarray, height: int, width: int, mode: str = "stretch"
     top, left = (height - new_h) // 2, (width - new_w) // 2
     out[top:top + new_h, left:left + new_w] = _nearest(rgb, 0, 0, src_h, src_w, new_h, new_w)
     return out
+
+
+def resize_shorter(rgb: np.ndarray, size: int, crop: tuple[int, int] | None = None) -> np.ndarray:
+    """The shorter side to `size`, the longer in proportion (truncated), bilinear with antialiasing;
+    with `crop` (height, width), only the centre crop of that is computed and returned.
+
+    torchvision's `Resize(size)` on a PIL image: the output size as
+    `_compute_resized_output_size` computes it, then Pillow's `Image.resize(..., BILINEAR)`,
+    whose separable triangle filter widens with the downscale factor (that is the
+    antialiasing). Pillow's arithmetic is reproduced: coefficients in double precision,
+    normalised, rounded to 22-bit fixed point; horizontal pass first, rounded and clipped to
+    uint8, then the vertical pass. With `crop`, `CenterCrop` follows (see `center_crop`).
+    """
+    h, w = rgb.shape[:2]
+    if size < 1:
+        raise OnnxvizError(f"cannot resize the shorter side to {size}; it must be at least 1")
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_h, new_w = size, int(size * w / h)
+    if crop is not None and (crop[0] > new_h or crop[1] > new_w):
+        return center_crop(resize_shorter(rgb, size), *crop)  # padded: rare, done in full
+    rows, cols = (0, new_h), (0, new_w)
+    if crop is not None:
+        top, left = int(round((new_h - crop[0]) / 2.0)), int(round((new_w - crop[1]) / 2.0))
+        rows, cols = (top, top + crop[0]), (left, left + crop[1])
+    if (new_h, new_w) == (h, w):
+        return np.ascontiguousarray(rgb[rows[0]:rows[1], cols[0]:cols[1]])
+    if new_h != h:  # the input rows the vertical pass reads (Pillow's ybox)
+        coeffs = _coefficients(h, new_h, *rows)
+        first, last = int(coeffs[1].min()), int((coeffs[1] + coeffs[2]).max())
+    else:
+        first, last = rows
+    out = rgb[first:last]
+    out = _resample(out, w, new_w, cols, axis=1) if new_w != w else out[:, cols[0]:cols[1]]
+    if new_h != h:
+        out = _resample(out, h, new_h, rows, axis=0, offset=first)
+    return np.ascontiguousarray(out)
+
+
+def _coefficients(in_size: int, out_size: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pillow's `precompute_coeffs` for BILINEAR, for outputs start..stop-1: fixed-point weights
+    [n, ksize], first input index [n] and number of inputs [n]."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale  # the bilinear (triangle) filter's support is 1
+    ksize = int(np.ceil(support)) * 2 + 1
+    centers = (np.arange(start, stop) + 0.5) * scale
+    xmin = np.maximum((centers - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum((centers + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)
+    x = ((taps[None, :] + xmin[:, None]) - centers[:, None] + 0.5) * (1.0 / filterscale)
+    weights = np.where(np.abs(x) < 1.0, 1.0 - np.abs(x), 0.0)
+    weights[taps[None, :] >= xmax[:, None]] = 0.0
+    total = weights.sum(axis=1, keepdims=True)
+    weights = np.divide(weights, total, out=weights, where=total != 0)
+    fixed = (0.5 + weights * (1 << _PRECISION_BITS)).astype(np.int64)  # all weights are >= 0
+    return fixed, xmin, xmax
+
+
+def _resample(rgb: np.ndarray, in_size: int, out_size: int, keep: tuple[int, int], axis: int,
+              offset: int = 0) -> np.ndarray:
+    """Pillow's `ImagingResample{Horizontal,Vertical}_8bpc` along `axis`, outputs keep[0]..keep[1]-1;
+    `offset` is the input index of `rgb`'s first row (axis 0 only)."""
+    fixed, xmin, xmax = _coefficients(in_size, out_size, *keep)
+    src = rgb if axis == 0 else np.ascontiguousarray(rgb.transpose(1, 0, 2))
+    # int32 as in Pillow: a sum is at most 255 * 2**22 plus rounding, below 2**31.
+    acc = np.full((keep[1] - keep[0],) + src.shape[1:], 1 << (_PRECISION_BITS - 1), dtype=np.int32)
+    weights = fixed.astype(np.int32)
+    last = src.shape[0] - 1
+    for k in range(int(xmax.max())):
+        rows = np.minimum(xmin + k - offset, last)
+        acc += src[rows] * weights[:, k, None, None]
+    out = np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
+    return out if axis == 0 else out.transpose(1, 0, 2)
+
+
+def center_crop(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """torchvision's `CenterCrop((height, width))`: Python's round for the offsets, and zero
+    padding first (as torchvision pads) when the image is smaller than the crop."""
+    h, w = rgb.shape[:2]
+    if height > h or width > w:
+        pad_l = (width - w) // 2 if width > w else 0
+        pad_t = (height - h) // 2 if height > h else 0
+        pad_r = (width - w + 1) // 2 if width > w else 0
+        pad_b = (height - h + 1) // 2 if height > h else 0
+        rgb = np.pad(rgb, ((pad_t, pad_b), (pad_l, pad_r), (0, 0)))
+        h, w = rgb.shape[:2]
+        if (h, w) == (height, width):
+            return rgb
+    top = int(round((h - height) / 2.0))
+    left = int(round((w - width) / 2.0))
+    return np.ascontiguousarray(rgb[top:top + height, left:left + width])
 
 
 def pil_nearest_indices(size: int, offset: int, src: int, dst: int) -> np.ndarray:

@@ -7,10 +7,17 @@ Every file written by `onnxviz export` takes RGB pixels 0..255, float32, NHWC
 - `onnxviz.source`: what it was made from (`keras.applications.VGG16`, a path)
 - `onnxviz.input`: `{"name", "height", "width", "layout": "NHWC", "color": "RGB", "range": [0, 255]}`
 - `onnxviz.preprocessing`: how pixels were turned into the network's input (folded in)
-- `onnxviz.layers`: the exposed outputs in network order, `{name, op, shape, layout}`
+- `onnxviz.resize`: how photos are brought to the input size, when the source says
+  (`{"mode": "shorter", "size": 256, "crop": "center"}`: torchvision's Resize + CenterCrop)
+- `onnxviz.layer.000`, `onnxviz.layer.001`, ...: the exposed outputs in network order, one
+  short entry each, `{name, op, shape, layout}`, plus `class` (the source framework's
+  class, e.g. `BatchNorm2d`) and `folded` (modules the exporter folded into it) when known
 - `onnxviz.predictions`: the output holding class scores and whether they are probabilities
-- `onnxviz.labels`: class names, when known
+- `onnxviz.labels`: class names, when known; `imagenet` for the list shipped with onnxviz
 - `onnxviz.keras`: how to rebuild the Keras source, for files exported from Keras
+
+Each value is short compact JSON so that Netron shows it whole. Files written before
+these keys (one `onnxviz.layers` list) are read as well.
 """
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ class LayerInfo:
     op: str
     shape: list[int | None]
     layout: str  # "NCHW" for feature maps, "NC" for vectors, "" for anything else
+    cls: str = ""  # the source framework's class (PyTorch: `BatchNorm2d`), when known and not `op`
+    folded: list[str] = field(default_factory=list)  # what the exporter folded into it (`layer1.0.conv2`)
 
     @property
     def channels(self) -> int | None:
@@ -83,6 +92,13 @@ class ModelInfo:
     # How to rebuild the source in Keras (bench --compare-keras, diff --against keras):
     # {"application": "VGG16", "kwargs": {...}} or {"path": "model.keras"}; None for ONNX sources.
     keras: dict[str, Any] | None = None
+    # How photos are resized to height x width: "stretch", "crop", "pad", or a number N (the
+    # shorter side to N, bilinear with antialias, then a centre crop: torchvision's
+    # Resize(N) + CenterCrop); None when the source says nothing (render then stretches).
+    resize: str | None = None
+
+    def __post_init__(self) -> None:
+        self.source = portable_source(self.source)
 
     @property
     def feature_maps(self) -> list[LayerInfo]:
@@ -97,21 +113,34 @@ class ModelInfo:
     def to_props(self) -> dict[str, str]:
         props = {
             PREFIX + "version": self.version,
-            PREFIX + "source": self.source,
-            PREFIX + "input": json.dumps({
+            PREFIX + "source": portable_source(self.source),
+            PREFIX + "input": _json({
                 "name": self.input_name, "height": self.height, "width": self.width,
                 "layout": "NHWC", "color": "RGB", "range": [0, 255], "dtype": "float32",
             }),
-            PREFIX + "preprocessing": json.dumps(asdict(self.preprocessing)),
-            PREFIX + "layers": json.dumps([asdict(layer) for layer in self.layers]),
-            PREFIX + "predictions": json.dumps({
+            PREFIX + "preprocessing": _json(asdict(self.preprocessing)),
+            PREFIX + "predictions": _json({
                 "output": self.prediction_output, "probabilities": self.prediction_is_probability,
             }),
         }
+        if self.resize is not None:
+            props[PREFIX + "resize"] = _json(resize_to_json(self.resize))
+        digits = max(3, len(str(len(self.layers) - 1)))
+        for i, layer in enumerate(self.layers):
+            entry: dict[str, Any] = {"name": layer.name}  # what Netron shows first, before it cuts the line
+            if layer.cls:
+                entry["class"] = layer.cls
+            if layer.folded:
+                entry["folded"] = layer.folded
+            entry.update(op=layer.op, shape=layer.shape, layout=layer.layout)
+            props[f"{PREFIX}layer.{i:0{digits}d}"] = _json(entry)
         if self.labels is not None:
-            props[PREFIX + "labels"] = json.dumps(self.labels)
+            from .labels import IMAGENET, imagenet_labels
+
+            shipped = len(self.labels) == 1000 and self.labels == imagenet_labels()
+            props[PREFIX + "labels"] = IMAGENET if shipped else _json(self.labels)
         if self.keras is not None:
-            props[PREFIX + "keras"] = json.dumps(self.keras)
+            props[PREFIX + "keras"] = _json(self.keras)
         return props
 
     @classmethod
@@ -124,10 +153,24 @@ class ModelInfo:
         try:
             inp: dict[str, Any] = json.loads(props[PREFIX + "input"])
             pred = json.loads(props.get(PREFIX + "predictions", "{}"))
-            labels = json.loads(props[PREFIX + "labels"]) if PREFIX + "labels" in props else None
+            labels = None
+            if PREFIX + "labels" in props:
+                from .labels import IMAGENET, imagenet_labels
+
+                raw = props[PREFIX + "labels"]
+                labels = imagenet_labels() if raw == IMAGENET else json.loads(raw)
+            if PREFIX + "layers" in props:  # files written before one entry per layer
+                entries = json.loads(props[PREFIX + "layers"])
+            else:
+                keys = sorted((k for k in props if k.startswith(PREFIX + "layer.")),
+                              key=lambda k: int(k.rsplit(".", 1)[1]))
+                entries = [json.loads(props[k]) for k in keys]
+                if not entries:
+                    raise KeyError(PREFIX + "layer.000")
+            resize = props.get(PREFIX + "resize")
             return cls(
                 input_name=inp["name"], height=int(inp["height"]), width=int(inp["width"]),
-                layers=[LayerInfo(**d) for d in json.loads(props[PREFIX + "layers"])],
+                layers=[_layer(d) for d in entries],
                 preprocessing=Preprocessing(**json.loads(props[PREFIX + "preprocessing"])),
                 source=props.get(PREFIX + "source", ""),
                 version=props[PREFIX + "version"],
@@ -135,9 +178,38 @@ class ModelInfo:
                 prediction_is_probability=bool(pred.get("probabilities", True)),
                 labels=labels,
                 keras=json.loads(props[PREFIX + "keras"]) if PREFIX + "keras" in props else None,
+                resize=resize_from_json(json.loads(resize)) if resize is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{where} has damaged onnxviz metadata ({exc}); export it again") from exc
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _layer(d: dict[str, Any]) -> LayerInfo:
+    return LayerInfo(d["name"], d["op"], d["shape"], d["layout"], d.get("class", d.get("cls", "")),
+                     list(d.get("folded", [])))
+
+
+def portable_source(source: str) -> str:
+    """What a file was made from, without the exporting machine's folders: a path becomes its name."""
+    if "/" in source or "\\" in source:
+        return source.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return source
+
+
+def resize_to_json(spec: str) -> dict[str, Any]:
+    if spec.isdigit():
+        return {"mode": "shorter", "size": int(spec), "crop": "center"}
+    return {"mode": spec}
+
+
+def resize_from_json(value: dict[str, Any]) -> str:
+    if value["mode"] == "shorter":
+        return str(int(value["size"]))
+    return str(value["mode"])
 
 
 def write_info(model: Any, info: ModelInfo) -> None:

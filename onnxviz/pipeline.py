@@ -46,7 +46,8 @@ class ExportOptions:
     layers: list[str] = field(default_factory=list)  # globs
     exclude: list[str] = field(default_factory=list)
     skip_fused: bool = False
-    preprocess: str | None = None  # Keras model files: caffe | tf | torch | none
+    preprocess: str | None = None  # Keras model files: caffe | tf | torch | none; ONNX: a preset (presets.PRESETS)
+    resize: str | int | None = None  # ONNX: how photos are resized for the file: N, stretch, crop, pad
     op_types: list[str] = field(default_factory=list)  # ONNX: expose the outputs of these op types
     mean: float | str | Sequence[float | str] | None = None  # ONNX: what the network expects of pixels
     std: float | str | Sequence[float | str] | None = None
@@ -70,7 +71,7 @@ _EVERY_SOURCE = frozenset({"layers", "exclude", "labels", "tolerance", "input_si
 APPLICABLE: dict[str, frozenset[str]] = {
     "keras.applications name": _EVERY_SOURCE | {"weights", "alpha", "include_top", "skip_fused"},
     "Keras model": _EVERY_SOURCE | {"weights", "skip_fused", "preprocess"},
-    "ONNX model": _EVERY_SOURCE | {"op_types", "mean", "std", "scale", "bgr", "layout"},
+    "ONNX model": _EVERY_SOURCE | {"op_types", "mean", "std", "scale", "bgr", "layout", "preprocess", "resize"},
 }
 
 
@@ -85,6 +86,11 @@ def check_options(options: ExportOptions, kind: str) -> None:
                           f"{article} {kind} takes {applicable}", params=tuple(wrong) + tuple(sorted(APPLICABLE[kind])))
     if not options.tolerance > 0:
         raise OptionError(f"{{tolerance}} must be positive, got {options.tolerance:g}", params=("tolerance",))
+    if kind == "ONNX model":  # a preset and a resize are checked before the model is loaded
+        from .presets import choose_preprocessing, choose_resize
+
+        choose_preprocessing(options.preprocess, mean=options.mean, std=options.std, scale=options.scale, bgr=options.bgr)
+        choose_resize(options.preprocess, options.resize, 224, 224)
     size = options.input_size
     sizes = list(size) if isinstance(size, (tuple, list)) else [size]
     if size is not None and not (len(sizes) in (1, 2) and all(
@@ -116,6 +122,7 @@ class Built:
     keras: dict[str, Any] | None = None  # how to rebuild a Keras source
     notes: list[str] = field(default_factory=list)  # what a user should know about this export
     timings: dict[str, float] = field(default_factory=dict)
+    resize: str | None = None  # how photos are resized for the file (images.resize_image), when the source says
 
 
 @dataclass
@@ -159,7 +166,7 @@ def export(source: Any, output: str | Path | None = None, options: ExportOptions
     from .files import check_writable
     from .modelfile import save_model
     from .graph import prepend_preprocessing
-    from .labels import read_labels
+    from .labels import load_labels
     from .metadata import write_info
     from .runtime import run_model
     from .sources import open_source
@@ -171,7 +178,7 @@ def export(source: Any, output: str | Path | None = None, options: ExportOptions
     check_options(options, adapter.kind)
     output = Path(output) if output is not None else Path("models") / f"{adapter.stem}.onnx"
     check_writable(output)  # before minutes of work; creates nothing
-    given_labels = _labels(options.labels, read_labels)
+    given_labels = _labels(options.labels, load_labels)
 
     built = adapter.build(options, say)
     labels = given_labels if given_labels is not None else built.labels
@@ -189,11 +196,11 @@ def export(source: Any, output: str | Path | None = None, options: ExportOptions
         input_name=built.input_name, height=built.height, width=built.width, layers=built.layers,
         preprocessing=built.preprocessing, source=built.source, version=__version__,
         prediction_output=built.prediction_output, prediction_is_probability=built.prediction_is_probability,
-        labels=labels if built.prediction_output else None, keras=built.keras,
+        labels=labels if built.prediction_output else None, keras=built.keras, resize=built.resize,
     )
     write_info(proto, info)
     proto.producer_name, proto.producer_version = "onnxviz", __version__
-    proto.doc_string = f"{built.source}, exported by onnxviz {__version__}"
+    proto.doc_string = f"{info.source}, exported by onnxviz {__version__}"  # no folders of this machine
 
     step = time.perf_counter()
     with _staged(output) as staged:
@@ -248,7 +255,7 @@ def _labels(value: Any, read_labels: Callable[[Path], list[str]]) -> list[str] |
     if value is None:
         return None
     if isinstance(value, (str, Path)):
-        return read_labels(Path(value))
+        return read_labels(value)
     names = [str(v) for v in value]
     if not names:
         raise OptionError("{labels} is empty; give a labels file or the class names", params=("labels",))

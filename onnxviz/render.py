@@ -35,7 +35,7 @@ from . import report
 from . import store
 from .errors import ImageError, LayerSelectionError, OnnxvizError, OptionError, OutputError
 from .files import ensure_dir
-from .images import RESIZE_MODES, collect_images, load_image, resize_image
+from .images import check_resize, collect_images, load_image, resize_image
 from .metadata import LayerInfo, ModelInfo, load_info
 from .tiling import COLORMAPS, NORMS, SORTS, make_sprite, select_channels, sprite_grid, sprite_ranges
 
@@ -60,7 +60,7 @@ class RenderOptions:
     fmt: str = "jpg"  # of the grids
     quality: int = 90  # JPEG quality of the grids
     top_k: int = 5
-    resize: str = "stretch"
+    resize: str | None = None  # None: the file's own recipe (metadata), else "stretch"
     batch_size: int = 8
     provider: str = "auto"
     filters: bool = True
@@ -68,8 +68,9 @@ class RenderOptions:
 
     def check(self) -> None:
         """Reject bad options before any work starts."""
-        for value, valid, param in ((self.resize, RESIZE_MODES, "resize"), (self.sort, SORTS, "sort"),
-                                    (self.norm, NORMS, "norm"), (self.fmt, FORMATS, "fmt"),
+        if self.resize is not None:
+            self.resize = check_resize(self.resize)
+        for value, valid, param in ((self.sort, SORTS, "sort"), (self.norm, NORMS, "norm"), (self.fmt, FORMATS, "fmt"),
                                     (self.colormap, tuple(COLORMAPS), "colormap")):
             if value not in valid:
                 raise OptionError(f"{{{param}}} '{value}' is not valid; choose one of {', '.join(valid)}",
@@ -226,7 +227,7 @@ def _read_batches(images: list[Path], info: ModelInfo, options: RenderOptions, o
                 if stop.is_set():
                     return
                 try:
-                    pixels.append(resize_image(load_image(path), info.height, info.width, options.resize))
+                    pixels.append(resize_image(load_image(path), info.height, info.width, options.resize or info.resize or "stretch"))
                     ok.append(path)
                 except ImageError as exc:
                     failed.append((path, str(exc)))
@@ -419,7 +420,8 @@ class _Painter:
         index = self.index_of[layer.name]
         stats = store.Stats(store.one(lo), store.one(hi), store.one(np.add.reduce(flat, axis=None) / flat.size),
                             store.one(1.0 - nonzero.sum() / flat.size), int(np.count_nonzero(nonzero == 0)))
-        entry = store.Layer(index, layer.name, layer.op, [c, h, w], "map", stats, None)
+        entry = store.Layer(index, layer.name, layer.op, [c, h, w], "map", stats, None, cls=layer.cls,
+                            folded=list(layer.folded) or None)
         if h == w == 1:
             entry.kind, entry.values = "vector", store.rounded(flat[:, 0])
             entry.channel_stats = store.ChannelStats(entry.values, entry.values, entry.values)
@@ -488,7 +490,7 @@ class _Painter:
             summary = store.Summary(
                 image=str(path), image_name=path.name, model=str(self.model), source=info.source,
                 onnxviz_version=__version__, provider=self.session.provider,
-                provider_fallback=self.session.fallback, input=store.Input(info.height, info.width, opts.resize),
+                provider_fallback=self.session.fallback, input=store.Input(info.height, info.width, opts.resize or info.resize or "stretch"),
                 predictions=[{"index": p["index"], "label": p["label"], "score": p["score"]} for p in preds],
                 filters=filters_entry,
                 options={"max_channels": opts.max_channels, "channels": list(opts.channels) if opts.channels else None,

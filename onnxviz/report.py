@@ -73,6 +73,20 @@ def _url(path: str) -> str:
     return _esc(quote(str(path).replace("\\", "/"), safe="/"))
 
 
+def _kind(layer: dict[str, Any]) -> str:
+    """`Conv`, or for a PyTorch module `BatchNorm2d, ONNX Conv: conv2 + bn2 (folded by the exporter)`."""
+    cls, folded = layer.get("class") or "", layer.get("folded") or []
+    if not cls and not folded:
+        return str(layer.get("op", ""))
+    text = f"{cls}, ONNX {layer.get('op', '')}" if cls else f"ONNX {layer.get('op', '')}"
+    if folded:
+        short = [name.rsplit(".", 1)[-1] for name in folded]
+        own = layer["name"].split("#")[0].removesuffix("+bn").rsplit(".", 1)[-1]
+        parts = short + ([own] if own not in short else ["bn"])
+        text += f": {' + '.join(parts)} (folded by the exporter)"
+    return text
+
+
 def _num(x: float | None) -> str:
     """A value as a person reads it: 4 significant digits, no exponent for everyday magnitudes."""
     if x is None:
@@ -279,7 +293,7 @@ def _layer_section(layer: dict[str, Any], digits: int, gradient: str, colormap: 
     dead = _dead_text(layer)
     if dead:
         facts.append(dead)
-    head = (f"<h2><a href='#layer-{idx}'>{idx}</a> {_esc(layer['name'])} <small>{_esc(layer.get('op', ''))}</small></h2>")
+    head = (f"<h2><a href='#layer-{idx}'>{idx}</a> {_esc(layer['name'])} <small>{_esc(_kind(layer))}</small></h2>")
     if layer.get("kind") == "vector":
         body = f"<div class=meta>{' &middot; '.join(facts)}</div>{_bars(layer)}"
         return (f"<section class='layer vector' id='layer-{idx}' data-index={layer['index']} "

@@ -120,11 +120,15 @@ class Layer:
     image: str | None = None
     grid: str | None = None
     values: list[float | None] | None = None
+    cls: str = ""  # the source framework's class (PyTorch: `BatchNorm2d`), when the file says
+    folded: list[str] | None = None  # what the exporter folded into it (`layer1.0.conv2`)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"index": self.index, "name": self.name, "op": self.op, "shape": self.shape, "kind": self.kind,
              "stats": vars(self.stats).copy(),
              "channel_stats": vars(self.channel_stats).copy() if self.channel_stats is not None else None}
+        if self.cls or self.folded:
+            d.update({"class": self.cls, "folded": list(self.folded or [])})
         if self.kind == "map":
             d.update(channels=self.channels, tile=self.tile, columns=self.columns, low=self.low, high=self.high,
                      data=self.data, image=self.image, grid=self.grid)
@@ -210,6 +214,7 @@ class Run:
 
 def safe_name(name: str) -> str:
     """A layer or image name made safe for file names."""
+    name = re.sub(r"#(\d+)$", r"_call\1", name)  # a module's second call, `layer1.0.relu#2`
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "layer"
 
 

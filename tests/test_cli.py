@@ -86,8 +86,8 @@ def test_layers_lists_network_order_and_json(tmp_path):
     assert result.exit_code == 0
     assert [line.split()[1] for line in result.stdout.splitlines()[1:]] == ["conv", "relu", "pool", "predictions"]
     data = json.loads(runner.invoke(app, ["layers", str(path), "--json"]).stdout)
-    assert data["layers"][2] == {"index": 2, "name": "pool", "class": "MaxPooling2D", "shape": [None, 6, 8, 8],
-                                 "channels": 6, "layout": "NCHW"}
+    assert data["layers"][2] == {"index": 2, "name": "pool", "class": "MaxPooling2D", "op": "MaxPooling2D",
+                                 "shape": [None, 6, 8, 8], "channels": 6, "layout": "NCHW", "folded": []}
 
 
 def test_filters_command_draws_the_first_convolution(tmp_path):
@@ -145,3 +145,50 @@ def test_bench_bad_input(tmp_path, args, message):
     path = tmp_path / "tiny.onnx"
     onnx.save(tiny_model(), path)
     assert one_error_line(runner.invoke(app, ["bench", str(path), *args])) == message
+
+
+TORCH_RESNET = str(__import__("pathlib").Path(__file__).parent / "torch_models" / "resnet_dynamo_opset18.onnx")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preprocess", "imagenet"], "error: --preprocess 'imagenet' is not a preset; the presets are: torchvision ("),
+    (["--preprocess", "torchvision", "--std", "0.5"],
+     "error: --preprocess torchvision already sets mean, std, scale and channel order; leave out --std or --preprocess"),
+    (["--resize", "0"], "error: --resize 0 is not a positive size; give the shorter side in pixels, e.g. 256"),
+    (["--resize", "-256"], "error: --resize -256 is not a positive size; give the shorter side in pixels, e.g. 256"),
+    (["--resize", "big"], "error: --resize 'big' is not valid; give stretch, crop, pad, or a number N"),
+])
+def test_torch_export_option_errors(tmp_path, argv, message):
+    out = tmp_path / "x.onnx"
+    line = one_error_line(runner.invoke(app, ["export", TORCH_RESNET, "-o", str(out), *argv]))
+    assert line.startswith(message), line
+    assert not out.exists()
+
+
+def test_torch_export_then_layers_and_render_by_module_name(tmp_path):
+    out = tmp_path / "resnet.onnx"
+    result = runner.invoke(app, ["export", TORCH_RESNET, "-o", str(out), "--preprocess", "torchvision"])
+    assert result.exit_code == 0, result.output
+    listing = runner.invoke(app, ["layers", str(out)]).stdout
+    assert "layer1.0.bn2" in listing and "BatchNorm2d" in listing and "(layer1.0.conv2 folded in by the exporter)" in listing
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), (255 * __import__("numpy").random.default_rng(0).random((50, 40, 3))).astype("uint8"))
+    result = runner.invoke(app, ["render", str(out), str(image), "-o", str(tmp_path / "o"), "--layers", "layer1.*"])
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in (tmp_path / "o" / "photo" / "maps").glob("*.jpg"))
+    assert files == ["002.layer1.0.relu.jpg", "003.layer1.0.bn2.jpg", "004.layer1.0.relu_call2.jpg"]
+    page = (tmp_path / "o" / "photo" / "index.html").read_text()
+    assert "BatchNorm2d, ONNX Conv: conv2 + bn2 (folded by the exporter)" in page
+    line = one_error_line(runner.invoke(app, ["render", str(out), str(image), "-o", str(tmp_path / "p"), "--resize", "-1"]))
+    assert line == "error: --resize -1 is not a positive size; give the shorter side in pixels, e.g. 256"
+
+
+def test_layers_says_which_fold_each_exporter_made(tmp_path):
+    legacy = TORCH_RESNET.replace("dynamo", "legacy")
+    out = tmp_path / "legacy.onnx"
+    assert runner.invoke(app, ["export", legacy, "-o", str(out)]).exit_code == 0
+    lines = runner.invoke(app, ["layers", str(out)]).stdout.splitlines()
+    line = next(line for line in lines if "layer1.0.conv2+bn" in line)
+    assert line.endswith("(a BatchNorm folded into layer1.0.conv2 by the exporter)")
+    raw = runner.invoke(app, ["layers", TORCH_RESNET]).stdout  # a torch file not written by onnxviz
+    assert "layer1.0.bn2" in raw and "layer1.0.relu#2" in raw and "getitem" not in raw

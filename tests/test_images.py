@@ -301,8 +301,13 @@ def test_pad_letterboxes_centred_on_black():
 
 def test_resize_rejects_unknown_mode_and_bad_sizes():
     rgb = np.zeros((4, 4, 3), np.uint8)
-    with pytest.raises(OnnxvizError, match="unknown resize mode 'fit'; valid modes: stretch, crop, pad"):
+    with pytest.raises(OnnxvizError, match=r"^resize 'fit' is not valid; give stretch, crop, pad, or a number N "
+                                           r"\(the shorter side to N, bilinear, then a centre crop, e.g. 256\)"):
         resize_image(rgb, 2, 2, "fit")
+    for bad in ("0", "-5", -5):
+        with pytest.raises(OnnxvizError, match=f"^resize {int(bad)} is not a positive size; give the shorter side "
+                                               f"in pixels, e.g. 256"):
+            resize_image(rgb, 2, 2, bad)
     with pytest.raises(OnnxvizError, match="cannot resize to 0x2; height and width must be at least 1"):
         resize_image(rgb, 0, 2)
     with pytest.raises(ImageError, match=r"resize_image takes an RGB image \[H, W, 3\]; got shape \(4, 4\)"):

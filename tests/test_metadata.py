@@ -22,7 +22,7 @@ def test_round_trip_through_metadata_props_keeps_other_entries():
     write_info(model, info())  # rewriting replaces, never duplicates
     assert read_info(model) == info()
     keys = [p.key for p in model.metadata_props]
-    assert keys.count("onnxviz.layers") == 1 and "author" in keys
+    assert keys.count("onnxviz.layer.000") == 1 and keys.count("onnxviz.layer.001") == 1 and "author" in keys
     assert [layer.name for layer in read_info(model).feature_maps] == ["block1_conv1"]
     assert read_info(model).layer("predictions").channels == 1000
 
@@ -45,7 +45,7 @@ def test_files_without_onnxviz_metadata_and_damaged_metadata(tmp_path):
     model = onnx.ModelProto()
     write_info(model, info())
     for p in model.metadata_props:
-        if p.key == "onnxviz.layers":
+        if p.key == "onnxviz.layer.001":
             p.value = "{broken"
     with pytest.raises(ModelError, match="has damaged onnxviz metadata"):
         read_info(model, "y.onnx")
@@ -54,3 +54,36 @@ def test_files_without_onnxviz_metadata_and_damaged_metadata(tmp_path):
     (tmp_path / "text.onnx").write_text("plain text, not protobuf")
     with pytest.raises(ModelError, match="is not an ONNX model"):
         load_info(tmp_path / "text.onnx")
+
+
+def test_files_written_with_one_layers_list_are_still_read():
+    import json
+
+    old = info().to_props()
+    layers = [{"name": layer.name, "op": layer.op, "shape": layer.shape, "layout": layer.layout} for layer in info().layers]
+    for key in [k for k in old if k.startswith("onnxviz.layer.")]:
+        del old[key]
+    old["onnxviz.layers"] = json.dumps(layers)
+    old["onnxviz.labels"] = json.dumps(["tench"] * 1000)
+    assert ModelInfo.from_props(old) == info()
+
+
+def test_values_are_short_and_portable_for_netron(tmp_path):
+    """Netron cuts metadata values off after 1000 characters: one entry per layer keeps each short,
+    and the source is the file's name, not the exporting machine's path."""
+    from pathlib import Path
+
+    from onnxviz.api import export as export_onnx
+
+    src = Path(__file__).parent / "torch_models" / "densenet_dynamo_opset18.onnx"
+    out = tmp_path / "d.onnx"
+    export_onnx(src.resolve(), out, preprocess="torchvision",
+                layers=["features.*"])
+    props = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert props["onnxviz.source"] == "densenet_dynamo_opset18.onnx"
+    assert max(len(v) for v in props.values()) < 300
+    assert props["onnxviz.resize"] == '{"mode":"shorter","size":27,"crop":"center"}'
+    layer = next(v for k, v in props.items() if k.startswith("onnxviz.layer.") and "norm2" in v)
+    assert layer == ('{"name":"features.denseblock1.denselayer1.norm2","class":"BatchNorm2d",'
+                     '"folded":["features.denseblock1.denselayer1.conv1"],"op":"Conv","shape":[null,16,6,6],"layout":"NCHW"}')
+    assert not any(str(tmp_path) in v or "/work/" in v for v in props.values())

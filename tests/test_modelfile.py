@@ -49,7 +49,7 @@ def test_save_model_writes_a_pair_that_runs_like_the_single_file(tmp_path):
         assert offset % ALIGNMENT == 0  # so that ORT can map them
     props = {p.key: p.value for p in light.metadata_props}
     assert json.loads(props[DATA_KEY])["file"] == "pair.onnx.data"
-    assert "onnxviz.layers" in props  # the model's own metadata kept
+    assert "onnxviz.layer.000" in props  # the model's own metadata kept
     x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
     for a, b in zip(outputs(tmp_path / "single.onnx", x), outputs(tmp_path / "pair.onnx", x)):
         np.testing.assert_array_equal(a, b)

@@ -34,12 +34,13 @@ def test_every_option_belongs_to_some_source_kind():
 
 
 @pytest.mark.parametrize("kind, options, named", [
-    ("ONNX model", ExportOptions(weights="x.h5", alpha=3.0, include_top=False, skip_fused=True, preprocess="caffe"),
-     "weights}, {alpha}, {include_top}, {skip_fused}, {preprocess}"),
+    ("ONNX model", ExportOptions(weights="x.h5", alpha=3.0, include_top=False, skip_fused=True),
+     "weights}, {alpha}, {include_top}, {skip_fused}"),
     ("keras.applications name", ExportOptions(mean=[1, 2, 3], layout="nhwc", op_types=["Conv"], preprocess="tf"),
      "preprocess}, {op_types}, {mean}, {layout}"),
     ("Keras model", ExportOptions(alpha=0.5, include_top=False, bgr=True, scale="1/255"),
      "alpha}, {include_top}, {scale}, {bgr}"),
+    ("Keras model", ExportOptions(resize="256"), "resize}"),
 ])
 def test_an_option_for_another_source_is_an_error_that_names_what_applies(kind, options, named):
     with pytest.raises(OnnxvizError) as err:
@@ -54,12 +55,12 @@ def test_the_command_names_flags_and_exits_1_for_options_of_the_other_source(tmp
     tiny_onnx(src)
     out = tmp_path / "out" / "plain.onnx"
     result = runner.invoke(app, ["export", str(src), "--tolerance", "0", "--weights", "missing.h5", "--alpha", "3",
-                                 "--skip-fused", "--no-top", "--preprocess", "caffe", "-o", str(out)])
+                                 "--skip-fused", "--no-top", "-o", str(out)])
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        "error: --weights, --alpha, --no-top, --skip-fused, --preprocess do not apply to an ONNX model; an ONNX "
-        "model takes --bgr, --exclude, --input-size, --labels, --layers, --layout, --mean, --op-types, --scale, "
-        "--std, --tolerance")
+        "error: --weights, --alpha, --no-top, --skip-fused do not apply to an ONNX model; an ONNX "
+        "model takes --bgr, --exclude, --input-size, --labels, --layers, --layout, --mean, --op-types, --preprocess, "
+        "--resize, --scale, --std, --tolerance")
     result = runner.invoke(app, ["export", "vgg16", "--mean", "1,2,3", "--layout", "nhwc", "--op-types", "Conv",
                                  "-o", str(out)])
     assert result.exit_code == 1 and result.stderr.startswith(

@@ -154,3 +154,14 @@ def test_a_coloured_grid_written_with_the_render_is_linked_from_its_layer(tmp_pa
     page = render_html(summary)
     assert "<a href='grids/001.relu_2_ch000-063.jpg'>coloured grid picture</a>" in section(page, 1)
     assert "coloured grid picture" not in section(page, 0)
+
+
+def test_report_names_the_module_class_and_the_exporter_fold():
+    from onnxviz.report import _kind
+
+    assert _kind({"op": "Conv", "class": "BatchNorm2d", "folded": ["layer1.0.conv2"], "name": "layer1.0.bn2"}) == \
+        "BatchNorm2d, ONNX Conv: conv2 + bn2 (folded by the exporter)"
+    assert _kind({"op": "Conv", "class": "", "folded": ["layer1.0.conv2"], "name": "layer1.0.conv2+bn"}) == \
+        "ONNX Conv: conv2 + bn (folded by the exporter)"
+    assert _kind({"op": "Relu", "class": "ReLU", "folded": [], "name": "layer1.0.relu#2"}) == "ReLU, ONNX Relu"
+    assert _kind({"op": "Conv2D", "name": "block1_conv1"}) == "Conv2D"  # files without classes, as before

@@ -169,7 +169,7 @@ def test_default_export_shows_maps_after_their_activation_and_matches_the_refere
         ("LeakyRelu", "NCHW"), ("Mul", "NCHW"), ("Softmax", "NC")]
     assert info.layer("p1").shape == [None, 8, 8, 8] and info.layer("prob").shape == [None, 5]
     assert (info.prediction_output, info.prediction_is_probability) == ("prob", True)
-    assert info.source == str(tmp_path / "cnn.onnx") and info.version == __version__ and info.keras is None
+    assert info.source == "cnn.onnx" and info.version == __version__ and info.keras is None
     assert (info.height, info.width, info.input_name) == (16, 16, "image")
     assert info.preprocessing.mode == "custom" and info.preprocessing.scale == pytest.approx(1 / 255)
     assert result.max_relative < 1e-4
@@ -365,7 +365,7 @@ def test_squeezenet_maps_equal_the_source_intermediates(squeezenet):
     info = squeezenet.info
     assert len(info.feature_maps) == 37 and info.layers[0].name == "conv1_2" and info.layers[-1].name == "softmaxout_1"
     assert info.layer("fire9/concat_1").shape == [None, 512, 13, 13]
-    assert (info.preprocessing.bgr, squeezenet.input_layout, info.source) == (True, "NCHW", str(SQUEEZENET))
+    assert (info.preprocessing.bgr, squeezenet.input_layout, info.source) == (True, "NCHW", SQUEEZENET.name)  # no folders of the exporting machine
 
     def softmax(ref):  # the reference's Softmax-1 works on the last axis of [1, 1000, 1, 1], not on 1000
         logits = ref["pool10_1"].reshape(1, -1).astype(np.float64)

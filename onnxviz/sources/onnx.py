@@ -31,7 +31,10 @@ from ..graph import (
     unique_name,
     used_names,
 )
+from ..batch import fixed_batch_of_one, free_batch
 from ..metadata import LayerInfo, Preprocessing
+from ..module_names import apply_module_names, with_identity
+from ..presets import choose_preprocessing, choose_resize
 from ..selection import Candidate, select
 from . import Adapter
 
@@ -109,7 +112,7 @@ def inspect_onnx(src: Path, *, layout: str | None = None,
     the shapes then hold None where they depend on them.
     """
     src = Path(src)
-    model = load_onnx(src)
+    model, _, _ = apply_module_names(load_onnx(src))
     return _prepare(model, str(src), layout, input_size, require_size=False).inspection
 
 
@@ -138,10 +141,19 @@ def _build(model: ModelProto, where: str, opts: Any, say: Progress):
     """Pick the maps, give each an NCHW output; the source in ONNX Runtime is the reference."""
     from ..pipeline import Built
 
-    prep = make_preprocessing(mean=opts.mean, std=opts.std, scale=opts.scale, bgr=opts.bgr)
-    reason = ("as given by mean, std, scale and bgr" if prep.mode == "custom"
-              else "'none': the ONNX model gets 0..255 RGB pixels as they are (give mean, std, scale or bgr "
-                   "to say what it expects)")
+    preset = choose_preprocessing(opts.preprocess, mean=opts.mean, std=opts.std, scale=opts.scale, bgr=opts.bgr)
+    prep = preset or make_preprocessing(mean=opts.mean, std=opts.std, scale=opts.scale, bgr=opts.bgr)
+    choose_resize(opts.preprocess, opts.resize, 224, 224)  # a bad value fails before any work
+    reason = (f"the '{prep.mode}' preset" if preset is not None else "as given by mean, std, scale and bgr"
+              if prep.mode == "custom" else "'none': the ONNX model gets 0..255 RGB pixels as they are (give "
+                                            "mean, std, scale or bgr to say what it expects)")
+    model, identities, note = apply_module_names(model)  # torch exports: maps named after their modules
+    inputs = image_inputs(model.graph)
+    one_by_one = len(inputs) == 1 and fixed_batch_of_one(model, inputs[0].name)
+    if one_by_one:  # exported for one image: run on batches, checked against the source image by image
+        model, freed = free_batch(model)
+        if freed:
+            say(f"the model was exported for batch 1: {freed} reshape(s) made to keep any batch")
     prepared = _prepare(model, where, opts.layout, opts.input_size, require_size=True)
     insp = prepared.inspection
     chosen = _select(prepared, opts.layers, opts.exclude, opts.op_types, where)
@@ -153,17 +165,24 @@ def _build(model: ModelProto, where: str, opts: Any, say: Progress):
     _check(built, f"the exported model for {where}", "this is a bug in onnxviz; please report it")
 
     def reference(rgb: np.ndarray) -> dict[str, np.ndarray]:
+        if one_by_one:
+            parts = [_reference(prepared, prep, plan, exposed, rgb[i:i + 1], where) for i in range(len(rgb))]
+            return {name: np.concatenate([p[name] for p in parts]) for name in exposed}
         return _reference(prepared, prep, plan, exposed, rgb, where)
 
     return Built(
         model=built, input_name=insp.input_name, height=int(insp.height), width=int(insp.width),  # type: ignore[arg-type]
-        layout=insp.layout, layers=[plan[name].info for name in exposed], preprocessing=prep,
+        layout=insp.layout, layers=[with_identity(plan[name].info, identities) for name in exposed], preprocessing=prep,
         preprocessing_reason=reason, source=where, reference_name="ONNX Runtime running the source model",
         reference=reference, prediction_output=insp.prediction_output,
         prediction_is_probability=insp.prediction_is_probability if insp.prediction_output else False,
         classes=insp.classes,
-        notes=[f"input layout {insp.layout}, inferred from its shape; give the layout if that is wrong"]
-        if insp.layout_inferred else [],
+        notes=([f"input layout {insp.layout}, inferred from its shape; give the layout if that is wrong"]
+               if insp.layout_inferred else []) + ([f"module names: {note}"] if note else [])
+        + (["its 1000 classes have no names: if they are ImageNet's (torchvision's classifiers), give the labels "
+            "'imagenet' (--labels imagenet) for the names shipped with onnxviz"]
+           if insp.classes == 1000 and opts.labels is None else []),
+        resize=choose_resize(opts.preprocess, opts.resize, int(insp.height), int(insp.width)),  # type: ignore[arg-type]
     )
 
 
