@@ -421,12 +421,11 @@ def build_atlas(model: Path, inputs: list[Path], output: Path, options: AtlasOpt
         from .atlas_ray import check_ray
 
         check_ray(options.ray_address)  # before minutes of work: is Ray here, does the address answer
+    if not paths and not (output / STATE_FILE).exists():
+        why = "; ".join(warnings) or f"no inputs given"
+        raise ImageError(f"no images found ({why}); give image files or folders that hold them")
     plan = make_plan(Path(model), options)
     state, resumed = resume_state(output, plan, options)
-    if not paths and not state.images:
-        where = ", ".join(str(p) for p in inputs) or "(nothing)"
-        raise ImageError(f"no images found in {where} ({', '.join(sorted({'.jpg', '.png', '.bmp', '.webp', '.tif'}))}"
-                         f" ...); give image files or folders that hold them")
     todo = state.add_images([str(Path(p).resolve()) for p in paths])
     if resumed:
         note(f"resuming the atlas in {output}: {len(state.images) - len(todo)} images done, {len(todo)} to go")

@@ -51,7 +51,7 @@ def fit_tile(crop_bgr: np.ndarray, tile: int) -> np.ndarray:
     h, w = crop_bgr.shape[:2]
     scale = tile / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST
+    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR if scale < 1 else cv2.INTER_NEAREST
     small = cv2.resize(crop_bgr, (nw, nh), interpolation=interp)
     top, left = (tile - nh) // 2, (tile - nw) // 2
     out[top:top + nh, left:left + nw] = small
@@ -126,13 +126,16 @@ def write_atlas(plan, state, output: Path, options, note: Callable[[str], None])
                 maps = {k: {name: v[j] for name, v in outputs.items()} for j, (k, _) in enumerate(good)}
             for image_id, rgb in good:
                 bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+                tiles: dict[tuple, np.ndarray] = {}  # deep layers' boxes repeat (often the whole image)
                 for row in by_image[image_id]:
                     li = index[row["layer"]]
                     c, r = row["channel"], row["rank"]
-                    x0, y0, x1, y1 = row["box"]
+                    x0, y0, x1, y1 = box = tuple(row["box"])
                     crop = bgr[y0:y1, x0:x1]
                     top = (c % SHEET_ROWS) * tile
-                    sheets[li][c // SHEET_ROWS][top:top + tile, r * tile:(r + 1) * tile] = fit_tile(crop, tile)
+                    if box not in tiles:
+                        tiles[box] = fit_tile(crop, tile)
+                    sheets[li][c // SHEET_ROWS][top:top + tile, r * tile:(r + 1) * tile] = tiles[box]
                     if maps_session is not None:
                         fld = plan.fields[row["layer"]]
                         peak = float(state.tops[li].scores[c, 0])

@@ -25,6 +25,7 @@ from .errors import OnnxvizError
 INSTALL = 'pip install "onnxviz[ray]"'
 CONNECT_TIMEOUT_S = 5.0
 LOCAL_WORKER_CPUS = 0.5  # on one machine, actors that reserve whole CPUs starve the read tasks
+READ_CPUS = 0.25  # what a read task reserves; it must differ from the actors' or Ray fuses reads into them
 KIND_CANDIDATE, KIND_DONE, KIND_FAILED = 0, 1, 2
 
 
@@ -154,7 +155,7 @@ def _run(plan, state, todo, options, checkpoint, progress, local: bool) -> dict:
     items = ray.data.from_items([{"id": i, "path": p} for i, p in todo], override_num_blocks=blocks)
     h, w = plan.info.height, plan.info.width
     pixels = items.map_batches(_read, batch_size=options.batch_size, batch_format="numpy",
-                               num_cpus=LOCAL_WORKER_CPUS if local else 1.0,
+                               num_cpus=READ_CPUS if cpus != READ_CPUS else READ_CPUS / 2,
                                fn_kwargs={"height": h, "width": w, "resize": options.resize})
     reduced = pixels.map_batches(
         _Reducer, batch_size=options.batch_size, batch_format="numpy",

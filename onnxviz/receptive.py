@@ -7,7 +7,8 @@ stride; padding (Pad nodes, `pads`, `auto_pad`) shifts the start; Transpose move
 elementwise ops and channel concatenation take the union of their inputs' spans. Anything
 that mixes every position (global pools, reshapes, matrix products, resizes, a
 squeeze-and-excitation scale) makes the field the whole image, which is always true if
-not tight: such a field is marked `exact=False`.
+not tight: such a field is marked `exact=False`. Where a box is clipped by the image border,
+strides and dilation may skip its outermost rows there; the box never misses a pixel that matters.
 
 Nothing here runs a model; tests check the boxes by perturbing pixels inside and outside.
 """
@@ -157,6 +158,8 @@ def _step(node: NodeProto, state, types, inits, producers) -> _Track | str:
         track = ins[0]
         axis = _attr(node, "axis", 0) % track.rank
         return WHOLE if axis in track.axes else track
+    if op == "Slice":
+        return _slice(node, ins[0], ins[1:], inits, producers)
     if op == "Gather":
         track = ins[0]
         if not isinstance(track, _Track) or ins[1] is not None:
@@ -233,6 +236,30 @@ def _windowed(node: NodeProto, track, types, inits, producers) -> _Track | str:
         axes[axis] = (key, Span(span.jump * strides[i], span.start - begin * span.jump,
                                 span.size + (effective - 1) * span.jump))
     return _Track(axes, 4)
+
+
+def _slice(node: NodeProto, track, others, inits, producers) -> _Track | str:
+    """Slice with constant starts: a spatial axis cut from a non-negative start with step 1 shifts its span."""
+    if not isinstance(track, _Track) or any(o is not None for o in others) or len(node.input) < 3:
+        return WHOLE
+    def value(k):
+        if len(node.input) > k and node.input[k]:
+            v = _constant_value(node.input[k], inits, producers)
+            return None if v is None else [int(x) for x in np.asarray(v).ravel()]
+        return []
+    starts, axes, steps = value(1), value(3), value(4)
+    if starts is None or axes is None or steps is None:
+        return WHOLE
+    axes = [a % track.rank for a in axes] if axes else list(range(len(starts)))
+    steps = steps or [1] * len(starts)
+    moved = dict(track.axes)
+    for axis, start, step in zip(axes, starts, steps):
+        if axis in moved:
+            if step != 1 or start < 0:
+                return WHOLE
+            key, span = moved[axis]
+            moved[axis] = (key, Span(span.jump, span.start + start * span.jump, span.size))
+    return _Track(moved, track.rank)
 
 
 def _pad(node: NodeProto, track, inits, producers) -> _Track | str:
