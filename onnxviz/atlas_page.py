@@ -186,6 +186,20 @@ def write_atlas(plan, state, output: Path, options, note: Callable[[str], None])
     return Written(table, page, files, size)
 
 
+def read_atlas_layers(folder: Path) -> dict[str, int]:
+    """{layer name: its index on the page} of the atlas in `folder`, for links from render's report."""
+    from .errors import OnnxvizError
+
+    path = Path(folder) / "atlas-data.js"
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text[text.index("=") + 1:].strip().rstrip(";"))
+        return {layer["name"]: i for i, layer in enumerate(data["layers"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise OnnxvizError(f"--atlas '{folder}' holds no atlas (no readable atlas-data.js); make one with "
+                           f"'onnxviz atlas MODEL IMAGES -o {folder}'") from None
+
+
 def _page_data(plan, state, options, sheet_files, overlay_files, output: Path, empty: int) -> dict:
     images = []
     for p in state.images:
@@ -252,7 +266,8 @@ function tile(layer, c, r, scale, useOverlay) {
 }
 function fieldText(L) {
   const f = L.field;
-  return f.exact ? `receptive field ${f.size[0]}x${f.size[1]} px, one map step = ${f.jump[0]} px`
+  const whole = f.size[0] >= A.input[0] && f.size[1] >= A.input[1] ? ", larger than the input: crops are whole images, the overlay shows where" : "";
+  return f.exact ? `receptive field ${f.size[0]}x${f.size[1]} px${whole}, one map step = ${f.jump[0]} px`
                  : `receptive field: the whole image (the graph mixes every position before this layer)`;
 }
 function nav(current) {

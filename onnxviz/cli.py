@@ -204,13 +204,15 @@ def render(
     resize: str = typer.Option("stretch", help="stretch (as Keras load_img), crop (centre) or pad"),
     batch_size: int = typer.Option(8, help="images per inference batch"),
     provider: str = typer.Option("auto", help="auto (CUDA when it really loads, else CPU), cuda or cpu"),
+    atlas: Optional[Path] = typer.Option(None, help="an 'onnxviz atlas' folder of this model: each layer it "
+                                         "covers links to what its channels respond to"),
 ) -> None:
     """Draw every layer's feature maps, the predictions, the first-layer filters and a report per image."""
     from .render import RenderOptions, parse_channels, render as run_render
 
     opts = RenderOptions(layers=layers, max_channels=max_channels, channels=parse_channels(channels), sort=sort,
                          norm=norm, colormap=colormap, fmt=fmt.lower().replace("jpeg", "jpg"), quality=quality,
-                         top_k=top_k, resize=resize, batch_size=batch_size, provider=provider)
+                         top_k=top_k, resize=resize, batch_size=batch_size, provider=provider, atlas=atlas)
     result = run_render(model, images, output, opts, progress=Bar())
     note = f"; CUDA not used: {result.fallback}" if result.fallback and provider == "auto" else ""
     typer.echo(f"ran on {result.provider}{note}")

@@ -48,6 +48,7 @@ class RenderOptions:
     batch_size: int = 8
     provider: str = "auto"
     filters: bool = True
+    atlas: Path | None = None  # an `onnxviz atlas` folder: the report links each layer it covers
 
     def check(self) -> None:
         """Reject bad options before any work starts."""
@@ -196,6 +197,10 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
         session.output_names = wanted
         filters = filters_job.result() if filters_job else None
         painter = _Painter(Path(model), session, chosen, options, output, filters, pool)
+        if options.atlas is not None:
+            from .atlas_page import read_atlas_layers
+
+            painter.atlas_layers = read_atlas_layers(options.atlas)
         results: list[ImageResult] = []
         folders = dict(zip(images, _folder_names(images)))
         done = 0
@@ -245,6 +250,7 @@ class _Painter:
         self.index_of = {layer.name: i for i, layer in enumerate(self.info.layers)}
         self.filters_bytes = encode(filters.image, options.fmt, options.quality) if filters is not None else None
         self.timings = {"load": 0.0, "infer": 0.0, "draw": 0.0, "write": 0.0}
+        self.atlas_layers: dict[str, int] | None = None
 
     def _layer(self, folder: Path, layer: LayerInfo, maps: np.ndarray) -> tuple[dict[str, Any], float, float]:
         opts = self.options
@@ -302,5 +308,11 @@ class _Painter:
                         "norm": opts.norm, "colormap": opts.colormap},
             "timings_ms": {"inference": infer_ms, "drawing": wall * share * 1000, "writing": wall * (1 - share) * 1000},
         }
+        if self.atlas_layers is not None:
+            page = Path(os.path.relpath(Path(opts.atlas) / "index.html", folder)).as_posix()
+            summary["atlas"] = {"page": page}
+            for entry in layers:
+                if entry["name"] in self.atlas_layers:
+                    entry["atlas"] = f"{page}#l={self.atlas_layers[entry['name']]}"
         write_report(folder, summary)
         return ImageResult(path, folder, summary["predictions"], len(layers), len(layers) + 4 + (self.filters is not None))

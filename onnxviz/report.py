@@ -67,7 +67,9 @@ def render_html(summary: dict[str, Any]) -> str:
             f"<small>({_esc(layer['op'])})</small></h2>"
             f"<div class=meta>shape {_esc(_shape(layer['shape']))} &middot; channels shown {layer['channels_shown']} of "
             f"{layer['channels_total']} &middot; mean activation {st['mean']:.4g} &middot; zeros {st['zero_fraction'] * 100:.1f}%"
-            f"{dead_html} &middot; range {st['min']:.4g} .. {st['max']:.4g}</div>"
+            f"{dead_html} &middot; range {st['min']:.4g} .. {st['max']:.4g}"
+            + (f" &middot; <a href='{_esc(layer['atlas'])}'>what its channels respond to</a>" if layer.get("atlas") else "")
+            + "</div>"
             f"<img src='{_esc(layer['file'])}' loading=lazy alt='{_esc(layer['name'])} feature maps'></section>"
         )
     timing = summary.get("timings_ms", {})
@@ -78,7 +80,10 @@ def render_html(summary: dict[str, Any]) -> str:
         f"<style>{_CSS}</style></head><body>"
         f"<header><h1>{_esc(summary['image_name'])} through {_esc(summary['source'])}</h1>"
         f"<p>{_esc(summary['model'])} &middot; input {summary['input'][0]}x{summary['input'][1]} ({_esc(summary['resize'])}) "
-        f"&middot; ran on {_esc(summary['provider'])} &middot; {timing_text}</p></header><main>"
+        f"&middot; ran on {_esc(summary['provider'])} &middot; {timing_text}"
+        + (f" &middot; <a style='color:#9cf' href='{_esc(summary['atlas']['page'])}'>channel atlas</a>"
+           if summary.get("atlas") else "")
+        + "</p></header><main>"
         f"<div class=top><figure><img src='{_esc(summary['original'])}' alt='input image'>"
         f"<figcaption>the image as the model saw it</figcaption></figure>"
         f"<div><h2>Top predictions</h2>{pred_html}</div>{filters_html}</div>"

@@ -340,3 +340,23 @@ def test_ray_engine_gives_the_local_table(model_path, images, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ran on cpu (ray)" in proc.stdout and "1 unreadable" in proc.stdout
     assert (tmp_path / "ray" / "atlas.jsonl").read_text() == (local / "atlas.jsonl").read_text()
+
+
+def test_render_report_links_to_the_atlas(model_path, images, tmp_path):
+    atlas_dir = tmp_path / "atlas"
+    build_atlas(model_path, [images], atlas_dir, AtlasOptions(layers=["p1", "c3"], top=2, provider="cpu"))
+    out = tmp_path / "render"
+    result = runner.invoke(app, ["render", str(model_path), str(images / "img001.png"), "-o", str(out),
+                                 "--atlas", str(atlas_dir), "--provider", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "img001" / "summary.json").read_text())
+    assert summary["atlas"]["page"] == "../../atlas/index.html"
+    links = {layer["name"]: layer.get("atlas") for layer in summary["layers"]}
+    assert links["p1"] == "../../atlas/index.html#l=0" and links["c3"] == "../../atlas/index.html#l=1"
+    assert links["c1"] is None
+    page = (out / "img001" / "index.html").read_text()
+    assert "href='../../atlas/index.html#l=1'>what its channels respond to</a>" in page
+    bad = runner.invoke(app, ["render", str(model_path), str(images / "img001.png"), "-o", str(out),
+                              "--atlas", str(tmp_path)])
+    assert bad.exit_code == 1
+    assert f"error: --atlas '{tmp_path}' holds no atlas (no readable atlas-data.js)" in bad.output
