@@ -76,6 +76,8 @@ class AtlasOptions:
             raise OnnxvizError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
         if self.workers < 1:
             raise OnnxvizError(f"--workers must be at least 1, got {self.workers}")
+        if self.engine == "ray" and self.provider == "cuda" and not self.worker_gpus:
+            raise OnnxvizError("--provider cuda with --engine ray needs a GPU per actor: add --worker-gpus 1")
         if not 8 <= self.tile <= 512:
             raise OnnxvizError(f"--tile must be 8..512 pixels, got {self.tile}")
 
@@ -150,15 +152,19 @@ class TopN:
 # ---------------------------------------------------------------- layers and the reduced model
 
 def default_layers(info: ModelInfo) -> list[LayerInfo]:
-    """The deepest map at each spatial resolution (padding left out): one layer per stage of the
-    network, e.g. VGG16's block1_conv2, block2_conv2, block3_conv3, block4_conv3, block5_conv3 and
-    block5_pool; ResNet50's conv1_relu and each stage's last block output."""
-    last: dict[tuple, LayerInfo] = {}
+    """At each spatial resolution, the last of its widest maps (padding left out): one layer per stage,
+    where the stage's representation is richest. VGG16: block1_conv2, block2_conv2, block3_conv3,
+    block4_conv3, block5_conv3, block5_pool; ResNet50: conv1_relu and each stage's last block output;
+    ResNet101V2 (whose stages shrink inside their last block): conv1_conv and each stage's last
+    `preact_relu`, then post_relu."""
+    best: dict[tuple, LayerInfo] = {}
     for layer in info.feature_maps:
         if layer.op in PADDING_OPS:
             continue
-        last[tuple(layer.shape[2:])] = layer
-    chosen = {layer.name for layer in last.values()}
+        key = tuple(layer.shape[2:])
+        if key not in best or int(layer.shape[1]) >= int(best[key].shape[1]):
+            best[key] = layer
+    chosen = {layer.name for layer in best.values()}
     return [layer for layer in info.feature_maps if layer.name in chosen]
 
 

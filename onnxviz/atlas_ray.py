@@ -106,7 +106,7 @@ class _Reducer:
         score.append(np.zeros(len(ids), np.float32))
         image.append(ids)
         pos.append(np.zeros(len(ids), np.int64))
-        message.extend(errors)
+        message.extend(e or self.session.provider for e in errors)  # done rows say where they ran
         return {"kind": np.concatenate(kind), "layer": np.concatenate(layer), "channel": np.concatenate(channel),
                 "score": np.concatenate(score).astype(np.float32), "image": np.concatenate(image),
                 "pos": np.concatenate(pos), "message": np.asarray(message, dtype=object)}
@@ -164,6 +164,7 @@ def _run(plan, state, todo, options, checkpoint, progress, local: bool) -> dict:
                                "channels": [int(layer.shape[1]) for layer in plan.layers], "top": options.top,
                                "provider": provider, "threads": threads})
     done = since = 0
+    providers: set[str] = set()
     for block in reduced.iter_batches(batch_size=None, batch_format="numpy"):
         kind = block["kind"]
         cand = kind == KIND_CANDIDATE
@@ -172,6 +173,7 @@ def _run(plan, state, todo, options, checkpoint, progress, local: bool) -> dict:
             if sel.any():
                 top.offer(block["channel"][sel], block["score"][sel], block["image"][sel], block["pos"][sel])
         finished = block["image"][kind != KIND_CANDIDATE]
+        providers.update(str(m) for m in block["message"][kind == KIND_DONE])
         for k in np.flatnonzero(kind == KIND_FAILED):
             state.failed[int(block["image"][k])] = str(block["message"][k])
         state.done[finished] = 1
@@ -182,5 +184,4 @@ def _run(plan, state, todo, options, checkpoint, progress, local: bool) -> dict:
         if since >= options.checkpoint_every:
             checkpoint()
             since = 0
-    where = "cuda" if options.worker_gpus > 0 else "cpu"
-    return {"provider": where, "fallback": None, "workers": options.workers}
+    return {"provider": "+".join(sorted(providers)) or "cpu", "fallback": None, "workers": options.workers}

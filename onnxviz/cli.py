@@ -302,8 +302,8 @@ def atlas(
     images: List[Path] = typer.Argument(..., help="image files and/or folders of images (the dataset)"),
     output: Path = typer.Option(Path("onnxviz-atlas"), "-o", "--output", help="output folder; an atlas already "
                                 "there is resumed and new images are added to it"),
-    layers: List[str] = typer.Option([], "--layers", help="layers (glob, repeatable); default: the deepest map at "
-                                     "each resolution"),
+    layers: List[str] = typer.Option([], "--layers", help="layers (glob, repeatable); default: at each resolution, the "
+                                     "last of its widest maps"),
     top: int = typer.Option(9, "--top", help="images kept per channel"),
     score: str = typer.Option("max", help="how a channel's map scores an image: max (spatial max) or mean"),
     batch_size: int = typer.Option(8, help="images per inference batch"),
@@ -312,8 +312,9 @@ def atlas(
     overlay: bool = typer.Option(False, "--overlay", help="also draw each channel's map over its crops (runs the "
                                  "winning images through the network once more)"),
     checkpoint_every: int = typer.Option(2000, help="save the state every this many images"),
+    tile: int = typer.Option(64, help="side of a crop in the sprite sheets, in pixels"),
     engine: str = typer.Option("local", help="local (one ONNX Runtime session) or ray (Ray Data; pip install "
-                               "'onnxviz[ray]')"),
+                               "'onnxviz\\[ray]')"),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="--engine ray: the cluster "
                                               "(host:port or ray://host:port); default: a local Ray"),
     workers: int = typer.Option(2, help="--engine ray: ONNX Runtime actors"),
@@ -327,7 +328,7 @@ def atlas(
     from .atlas import AtlasOptions, build_atlas
 
     opts = AtlasOptions(layers=layers, top=top, score=score, batch_size=batch_size, provider=provider,
-                        resize=resize, engine=engine, overlay=overlay, checkpoint_every=checkpoint_every,
+                        resize=resize, engine=engine, overlay=overlay, checkpoint_every=checkpoint_every, tile=tile,
                         ray_address=ray_address, workers=workers, worker_cpus=worker_cpus,
                         worker_gpus=worker_gpus, threads=threads)
     progress = Progress()

@@ -472,7 +472,10 @@ def add_channel_reductions(model: ModelProto, layers: Sequence[str], score: str 
     missing = [n for n in layers if n not in produced]
     if missing:
         raise ValueError(f"no tensors named {missing} are made by a node of the graph")
-    types = infer_types(out)
+    # Declared output types first: shape inference copies the whole model (500 MB for VGG16).
+    types = {v.name: v.type for v in graph.output if dims_of(v.type) is not None}
+    if any(n not in types for n in layers):
+        types = infer_types(out)
     opset = _opset(out)
     taken = used_names(graph)
     shape_name = unique_name(PREFIX + "flatten_map_shape", taken)

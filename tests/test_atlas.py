@@ -360,3 +360,14 @@ def test_render_report_links_to_the_atlas(model_path, images, tmp_path):
                               "--atlas", str(tmp_path)])
     assert bad.exit_code == 1
     assert f"error: --atlas '{tmp_path}' holds no atlas (no readable atlas-data.js)" in bad.output
+
+
+def test_option_errors_name_the_flag(model_path, images, tmp_path):
+    for args, message in [(["--score", "median"], "error: --score 'median' is not valid; choose one of max, mean"),
+                          (["--batch-size", "0"], "error: --batch-size must be at least 1, got 0"),
+                          (["--engine", "spark"], "error: --engine 'spark' is not valid; choose one of local, ray"),
+                          (["--engine", "ray", "--provider", "cuda"],
+                           "error: --provider cuda with --engine ray needs a GPU per actor: add --worker-gpus 1"),
+                          (["--layers", "zzz*"], "error: layer 'zzz*' is not in")]:
+        code, out = invoke(model_path, images, "-o", tmp_path / "a", *args)
+        assert code == 1 and out.startswith(message), (args, out)
