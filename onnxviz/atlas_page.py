@@ -257,7 +257,7 @@ button{font:inherit;padding:2px 10px;margin-right:6px}
 const A = window.ATLAS, N = A.top, T = A.tile, R = A.sheet_rows;
 const $ = s => document.querySelector(s);
 const esc = s => String(s).replace(/[&<>"']/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;","'":"&#39;"}[c]));
-let overlay = false, order = "index";
+let overlay = A.overlay, order = "index";  // made with --overlay: shown until unticked
 function tile(layer, c, r, scale, useOverlay) {
   const sheets = useOverlay && layer.overlays.length ? layer.overlays : layer.sheets;
   const k = Math.floor(c / R), rowsIn = Math.min(R, layer.channels - k * R), s = T * scale;
@@ -266,7 +266,9 @@ function tile(layer, c, r, scale, useOverlay) {
 }
 function fieldText(L) {
   const f = L.field;
-  const whole = f.size[0] >= A.input[0] && f.size[1] >= A.input[1] ? ", larger than the input: crops are whole images, the overlay shows where" : "";
+  // every box is the whole input when even the last position's box starts before it and the first's ends after it
+  const all = [0, 1].every(a => f.start[a] + (L.shape[a + 1] - 1) * f.jump[a] <= 0 && f.start[a] + f.size[a] >= A.input[a]);
+  const whole = all ? ", so every crop is the whole input" + (A.overlay ? " (the overlay shows where the channel fired)" : "") : "";
   return f.exact ? `receptive field ${f.size[0]}x${f.size[1]} px${whole}, one map step = ${f.jump[0]} px`
                  : `receptive field: the whole image (the graph mixes every position before this layer)`;
 }
