@@ -8,6 +8,7 @@ with the atlas's scan alone (its pass through the network) and its fixed costs.
 
     python benchmarks/atlas_throughput.py /work/bigmodels/vgg16.onnx /work/bigmodels/resnet50.onnx \
         --images /tmp/atlas-data --count 160 --rounds 3 --json /tmp/atlas_throughput.json
+    python benchmarks/atlas_throughput.py ... --block 16   # the scan alone, alternating every 16 images
 """
 from __future__ import annotations
 
@@ -54,6 +55,36 @@ def classify_loop(session, paths: list[Path], batch: int = 8) -> float:
     return time.perf_counter() - t
 
 
+def blocks(model: Path, paths: list[Path], tmp: Path, block: int, rounds: int) -> dict:
+    """The atlas scan (`atlas.run_local`, its sessions opened once) against the loop, alternating
+    every `block` images: contention on a shared machine changes slower than a block takes."""
+    from onnxviz.atlas import AtlasState, make_plan, open_reduced, run_local
+    from onnxviz.runtime import open_session
+
+    opts = AtlasOptions(provider="cpu")
+    plan = make_plan(model, opts)
+    state = AtlasState.new(plan, opts.top)
+    todo = state.add_images([str(p.resolve()) for p in paths])
+    atlas_session = open_reduced(plan.reduced, "cpu")
+    plain = open_session(plain_network(model, tmp), "cpu")
+    classify_loop(plain, paths[:8])
+    run_local(plan, state, todo[:8], opts, lambda: None, None, session=atlas_session)
+    ratios, loop_s, scan_s = [], 0.0, 0.0
+    for r in range(rounds):
+        for start in range(0, len(paths), block):
+            part = paths[start:start + block]
+            a = classify_loop(plain, part)
+            t = time.perf_counter()
+            run_local(plan, state, todo[start:start + block], opts, lambda: None, None, session=atlas_session)
+            b = time.perf_counter() - t
+            ratios.append(a / b)
+            loop_s, scan_s = loop_s + a, scan_s + b
+    n = len(paths) * rounds
+    return {"model": model.stem, "images": n, "block": block, "loop_img_s": n / loop_s, "scan_img_s": n / scan_s,
+            "median_block_ratio": statistics.median(ratios), "blocks": len(ratios),
+            "q1": float(np.percentile(ratios, 25)), "q3": float(np.percentile(ratios, 75))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("models", nargs="+", type=Path)
@@ -61,11 +92,24 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=160)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--block", type=int, default=0, help="alternate the scan and the loop every BLOCK images "
+                        "(sessions opened once) instead of whole commands")
     args = parser.parse_args()
     from onnxviz.runtime import open_session
 
     paths = collect_images([args.images])[0][: args.count]
     results = []
+    if args.block:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = [blocks(m, paths, Path(tmp), args.block, args.rounds) for m in args.models]
+        print("\n| model | images | block | loop img/s | atlas scan img/s | scan / loop, median of blocks (IQR) |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['model']} | {r['images']} | {r['block']} | {r['loop_img_s']:.2f} | {r['scan_img_s']:.2f} | "
+                  f"{r['median_block_ratio']:.2f}x ({r['q1']:.2f}-{r['q3']:.2f}, {r['blocks']} blocks) |")
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             plain = open_session(plain_network(model, Path(tmp)), "cpu")

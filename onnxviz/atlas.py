@@ -349,9 +349,11 @@ def update_tops(state: AtlasState, plan: Plan, outputs: dict[str, np.ndarray], i
 
 
 def run_local(plan: Plan, state: AtlasState, todo: list[tuple[int, str]], options: AtlasOptions,
-              checkpoint: Callable[[], None], progress: Progress | None) -> dict:
-    """Stream `todo` through one session; the next batch is read while ORT runs this one."""
-    session = open_reduced(plan.reduced, options.provider, options.threads, prepack=len(todo) > 64)
+              checkpoint: Callable[[], None], progress: Progress | None, session=None) -> dict:
+    """Stream `todo` through one session (`session`, or one opened on the reduced model); the next
+    batch is read while ORT runs this one."""
+    if session is None:
+        session = open_reduced(plan.reduced, options.provider, options.threads, prepack=len(todo) > 64)
     h, w = plan.info.height, plan.info.width
     done = since = 0
     batches = list(_chunks(todo, options.batch_size))
