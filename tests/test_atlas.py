@@ -371,3 +371,49 @@ def test_option_errors_name_the_flag(model_path, images, tmp_path):
                           (["--layers", "zzz*"], "error: layer 'zzz*' is not in")]:
         code, out = invoke(model_path, images, "-o", tmp_path / "a", *args)
         assert code == 1 and out.startswith(message), (args, out)
+
+
+def test_real_network_atlas_equals_brute_force(shared_data, tmp_path):
+    """SqueezeNet 1.1 with its real weights over crops of the shared photos, default layers."""
+    import cv2
+
+    from onnxviz.onnx_import import export_onnx
+
+    model = tmp_path / "squeezenet.onnx"
+    export_onnx(shared_data / "onnx" / "squeezenet1.1.onnx", model, bgr=True)
+    data = tmp_path / "crops"
+    data.mkdir()
+    rng = np.random.default_rng(4)
+    photos = [load_image(p) for p in collect_images([shared_data / "images"])[0]]
+    for i in range(24):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        s = int(rng.integers(min(h, w) // 4, min(h, w)))
+        y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        cv2.imwrite(str(data / f"crop{i:02d}.png"), photo[y:y + s, x:x + s, ::-1])
+    out = tmp_path / "atlas"
+    result = build_atlas(model, [data], out, AtlasOptions(top=5, provider="cpu"))
+    info = read_info(onnx.load(model, load_external_data=False))
+    assert result.layers == [layer.name for layer in default_layers(info)] and len(result.layers) >= 3
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    paths = collect_images([data])[0]
+    maps = {name: [] for name in result.layers}
+    for path in paths:
+        rgb = resize_image(load_image(path), 224, 224)[None].astype(np.float32)
+        for name, value in zip(result.layers, session.run(result.layers, {info.input_name: rgb})):
+            maps[name].append(value[0])
+    rows = table(out)
+    k = 0
+    for name in result.layers:
+        stack = np.stack(maps[name])
+        flat = stack.reshape(len(paths), stack.shape[1], -1)
+        s, i, p = brute_top(flat.max(axis=2), flat.argmax(axis=2), np.arange(len(paths)), 5)
+        for c in range(s.shape[0]):
+            for r in range(5):
+                row = rows[k]
+                k += 1
+                assert (row["layer"], row["channel"], row["rank"]) == (name, c, r)
+                assert row["image"] == str(paths[i[c, r]].resolve()), (name, c, r)
+                assert row["position"] == list(divmod(int(p[c, r]), stack.shape[3]))
+                assert row["score"] == pytest.approx(float(s[c, r]), rel=1e-4, abs=1e-5)
+    assert k == len(rows)
