@@ -348,21 +348,36 @@ def update_tops(state: AtlasState, plan: Plan, outputs: dict[str, np.ndarray], i
         top.update(outputs[score_name], outputs[position_name], ids)
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def run_local(plan: Plan, state: AtlasState, todo: list[tuple[int, str]], options: AtlasOptions,
-              checkpoint: Callable[[], None], progress: Progress | None, session=None) -> dict:
-    """Stream `todo` through one session (`session`, or one opened on the reduced model); the next
-    batch is read while ORT runs this one."""
+              checkpoint: Callable[[], None], progress: Progress | None, session=None,
+              prefetch: bool | None = None) -> dict:
+    """Stream `todo` through one session (`session`, or one opened on the reduced model).
+
+    `prefetch` reads the next batch while ORT runs this one; by default only when ORT's threads
+    leave a core free: on a machine whose every core runs an ORT thread the reading thread
+    preempts one of them and the whole batch waits for it (VGG16 on 2 cores: 8% slower than
+    reading in turn, benchmarks/RESULTS.md).
+    """
     if session is None:
         session = open_reduced(plan.reduced, options.provider, options.threads, prepack=len(todo) > 64)
+    if prefetch is None:
+        prefetch = session.provider == "cuda" or session.threads < _cpus()
     h, w = plan.info.height, plan.info.width
     done = since = 0
     batches = list(_chunks(todo, options.batch_size))
     with ThreadPoolExecutor(1) as reader:
         pending = reader.submit(_read_batch, batches[0], h, w, options.resize) if batches else None
         for k in range(len(batches)):
-            ids, pixels, failed = pending.result()
+            ids, pixels, failed = pending.result() if pending else _read_batch(batches[k], h, w, options.resize)
             pending = (reader.submit(_read_batch, batches[k + 1], h, w, options.resize)
-                       if k + 1 < len(batches) else None)
+                       if prefetch and k + 1 < len(batches) else None)
             if pixels:
                 outputs = session.run(np.stack(pixels))
                 update_tops(state, plan, outputs, np.asarray(ids, np.int64))
