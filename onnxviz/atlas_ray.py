@@ -142,8 +142,9 @@ def _run(plan, state, todo, options, checkpoint, progress, local: bool) -> dict:
     import ray.data
 
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
+    context.enable_progress_bars = False  # the CLI draws its own, with images/s
     context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     if not todo:
         return {"provider": options.provider, "fallback": None, "workers": options.workers}
     cpus = options.worker_cpus if options.worker_cpus is not None else (LOCAL_WORKER_CPUS if local else 1.0)
@@ -160,6 +161,7 @@ def _run(plan, state, todo, options, checkpoint, progress, local: bool) -> dict:
     reduced = pixels.map_batches(
         _Reducer, batch_size=options.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=options.workers), num_cpus=cpus, num_gpus=options.worker_gpus,
+        max_restarts=0,  # a failing actor is an error to report, not to retry with the same input
         fn_constructor_kwargs={"model_ref": [model_ref], "layers": [layer.name for layer in plan.layers],
                                "channels": [int(layer.shape[1]) for layer in plan.layers], "top": options.top,
                                "provider": provider, "threads": threads})
