@@ -42,12 +42,34 @@ def check_ray(address: str | None) -> None:
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         raise OnnxvizError(f"Ray address '{address}' is not host:port (e.g. 10.0.0.5:6379 or ray://10.0.0.5:10001)")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        why = "no answer within %gs" % CONNECT_TIMEOUT_S if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
+    why = _grpc_answer(host.strip("[]"), int(port), CONNECT_TIMEOUT_S)
+    if why:
         raise OnnxvizError(f"Ray address '{address}' does not answer ({why}); start the head there with "
-                           f"'ray start --head', or fix --ray-address / RAY_ADDRESS") from None
+                           f"'ray start --head', or fix --ray-address / RAY_ADDRESS")
+
+
+# An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS on 6379, its
+# client server on 10001) answers with a SETTINGS frame at once. A bare TCP accept is not enough:
+# a firewall or proxy may accept a connection that nothing will ever answer.
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _grpc_answer(host: str, port: int, timeout: float) -> str | None:
+    """None when a gRPC server answers at host:port within `timeout` seconds, else why not."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_PREFACE)
+            head = conn.recv(9)
+    except socket.timeout:
+        return f"no answer within {timeout:g}s"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not head:
+        return "it closed the connection: not a Ray head"
+    if len(head) < 4 or head[3] != 4:
+        return "it is not a Ray (gRPC) server"
+    return None
 
 
 def _read(batch: dict, height: int, width: int, resize: str) -> dict:
