@@ -439,14 +439,14 @@ def build_atlas(model: Path, inputs: list[Path], output: Path, options: AtlasOpt
     started = time.perf_counter()
     note = note or (lambda message: None)
     paths, warnings = collect_images(list(inputs))
+    if not paths and not (Path(output) / STATE_FILE).exists():
+        why = "; ".join(warnings) or "no inputs given"
+        raise ImageError(f"no images found ({why}); give image files or folders that hold them")
     output = check_output(output)
     if options.engine == "ray":
         from .atlas_ray import check_ray
 
         check_ray(options.ray_address)  # before minutes of work: is Ray here, does the address answer
-    if not paths and not (output / STATE_FILE).exists():
-        why = "; ".join(warnings) or f"no inputs given"
-        raise ImageError(f"no images found ({why}); give image files or folders that hold them")
     plan = make_plan(Path(model), options)
     state, resumed = resume_state(output, plan, options)
     todo = state.add_images([str(Path(p).resolve()) for p in paths])

@@ -235,6 +235,7 @@ def test_empty_dataset_and_folder_without_images(model_path, tmp_path):
     assert code == 1
     assert out.strip().startswith(f"error: no images found (folder '{empty}' has no images (.bmp, .jpeg, .jpg")
     assert out.count("\n") == 1
+    assert not (tmp_path / "a").exists()
 
 
 def test_model_without_maps(tmp_path, images):
