@@ -418,6 +418,7 @@ class AtlasResult:
     files: int
     bytes: int
     warnings: list[str] = field(default_factory=list)
+    engine_times: dict = field(default_factory=dict)  # --engine ray: init_s, first_result_s, steady_img_s
 
     @property
     def images_per_second(self) -> float:
@@ -484,7 +485,8 @@ def build_atlas(model: Path, inputs: list[Path], output: Path, options: AtlasOpt
     return AtlasResult(output, Path(model), [layer.name for layer in plan.layers], channels,
                        len(state.images) - len(state.failed), len(todo), new_failed, resumed, options.engine,
                        ran["provider"], ran.get("fallback"), time.perf_counter() - started, scan_seconds,
-                       crop_seconds, written.table, written.page, written.files, written.bytes, warnings)
+                       crop_seconds, written.table, written.page, written.files, written.bytes, warnings,
+                       {k: v for k, v in ran.items() if k in ("init_s", "first_result_s", "steady_img_s")})
 
 
 def winners(plan: Plan, state: AtlasState) -> list[dict]:

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -142,6 +143,7 @@ def run_ray(plan, state, todo: list[tuple[int, str]], options, checkpoint: Calla
 
     address = options.ray_address or None
     started_here = False
+    t0 = time.perf_counter()
     if not ray.is_initialized():
         try:
             if address:
@@ -153,15 +155,17 @@ def run_ray(plan, state, todo: list[tuple[int, str]], options, checkpoint: Calla
             raise OnnxvizError(f"cannot start or join Ray at '{address or 'this machine'}': {' '.join(str(exc).split())}") from exc
         started_here = True
     try:
-        return _run(plan, state, todo, options, checkpoint, progress, local=not address)
+        return _run(plan, state, todo, options, checkpoint, progress, local=not address, t0=t0)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run(plan, state, todo, options, checkpoint, progress, local: bool) -> dict:
+def _run(plan, state, todo, options, checkpoint, progress, local: bool, t0: float) -> dict:
     import ray
     import ray.data
+
+    init_s = time.perf_counter() - t0
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI draws its own, with images/s
@@ -189,7 +193,10 @@ def _run(plan, state, todo, options, checkpoint, progress, local: bool) -> dict:
                                "provider": provider, "threads": threads})
     done = since = 0
     providers: set[str] = set()
+    first = first_done = None
     for block in reduced.iter_batches(batch_size=None, batch_format="numpy"):
+        if first is None:
+            first = time.perf_counter()
         kind = block["kind"]
         cand = kind == KIND_CANDIDATE
         for li, top in enumerate(state.tops):
@@ -201,6 +208,8 @@ def _run(plan, state, todo, options, checkpoint, progress, local: bool) -> dict:
         for k in np.flatnonzero(kind == KIND_FAILED):
             state.failed[int(block["image"][k])] = str(block["message"][k])
         state.done[finished] = 1
+        if first_done is None:
+            first_done = len(finished)
         done += len(finished)
         since += len(finished)
         if progress and len(finished):
@@ -208,4 +217,8 @@ def _run(plan, state, todo, options, checkpoint, progress, local: bool) -> dict:
         if since >= options.checkpoint_every:
             checkpoint()
             since = 0
-    return {"provider": "+".join(sorted(providers)) or "cpu", "fallback": None, "workers": options.workers}
+    end = time.perf_counter()
+    steady = (done - first_done) / (end - first) if first is not None and end > first and done > first_done else 0.0
+    return {"provider": "+".join(sorted(providers)) or "cpu", "fallback": None, "workers": options.workers,
+            "init_s": init_s, "first_result_s": (first - t0) if first is not None else 0.0,
+            "steady_img_s": steady}

@@ -337,6 +337,10 @@ def atlas(
         _err(f"warning: {warning}")
     note = f"; CUDA not used: {result.fallback}" if result.fallback and provider == "auto" else ""
     typer.echo(f"ran on {result.provider} ({result.engine}){note}")
+    times = result.engine_times
+    if times:
+        typer.echo(f"ray: started in {times['init_s']:.1f}s, first results after {times['first_result_s']:.1f}s, "
+                   f"then {times['steady_img_s']:.1f} images/s")
     typer.echo(f"atlas of {result.images} images ({result.new_images} new, {result.images_per_second:.1f} images/s"
                f"{'' if not result.failed else f', {len(result.failed)} unreadable'}): {len(result.layers)} "
                f"layers, {result.channels} channels, top {top}; {result.files} files, "
