@@ -418,7 +418,7 @@ class AtlasResult:
     files: int
     bytes: int
     warnings: list[str] = field(default_factory=list)
-    engine_times: dict = field(default_factory=dict)  # --engine ray: init_s, first_result_s, steady_img_s
+    engine_times: dict = field(default_factory=dict)  # --engine ray: init_s, first_result_s, after_start_img_s
 
     @property
     def images_per_second(self) -> float:
@@ -486,7 +486,7 @@ def build_atlas(model: Path, inputs: list[Path], output: Path, options: AtlasOpt
                        len(state.images) - len(state.failed), len(todo), new_failed, resumed, options.engine,
                        ran["provider"], ran.get("fallback"), time.perf_counter() - started, scan_seconds,
                        crop_seconds, written.table, written.page, written.files, written.bytes, warnings,
-                       {k: v for k, v in ran.items() if k in ("init_s", "first_result_s", "steady_img_s")})
+                       {k: v for k, v in ran.items() if k in ("init_s", "first_result_s", "after_start_img_s")})
 
 
 def winners(plan: Plan, state: AtlasState) -> list[dict]:

@@ -340,7 +340,7 @@ def atlas(
     times = result.engine_times
     if times:
         typer.echo(f"ray: started in {times['init_s']:.1f}s, first results after {times['first_result_s']:.1f}s, "
-                   f"then {times['steady_img_s']:.1f} images/s")
+                   f"{times['after_start_img_s']:.1f} images/s once started")
     typer.echo(f"atlas of {result.images} images ({result.new_images} new, {result.images_per_second:.1f} images/s"
                f"{'' if not result.failed else f', {len(result.failed)} unreadable'}): {len(result.layers)} "
                f"layers, {result.channels} channels, top {top}; {result.files} files, "
