@@ -312,7 +312,7 @@ function channelView(li, c) {
     }
     const img = A.images[id], name = img.split(/[\\/]/).pop();
     ex.push(`<figure>${tile(L, c, r, 3, overlay)}<figcaption>#${r + 1} &middot; score ${L.scores[c * N + r].toPrecision(4)}<br>
-      <a href="${esc(encodeURI(img))}">${esc(name)}</a><br>at (${y}, ${x}) of the map; box x ${box[0]}..${box[2]}, y ${box[1]}..${box[3]}</figcaption></figure>`);
+      <a href="${esc(encodeURI(img))}">${esc(name)}</a><br>at (${y}, ${x}) of the map; <span style="white-space:nowrap">box x ${box[0]}..${box[2]},</span> <span style="white-space:nowrap">y ${box[1]}..${box[3]}</span></figcaption></figure>`);
   }
   $("#main").innerHTML = `<h2>${esc(L.name)}, channel ${c}</h2>
     <div class=tools><button onclick="location.hash='#l=${li}'">&larr; all ${L.channels} channels</button>
