@@ -21,9 +21,10 @@ import numpy as np
 
 
 def export_both(name: str, folder: Path) -> dict[str, Path]:
-    from onnxviz import keras_export as ke
+    from onnxviz.pipeline import ExportOptions
+    from onnxviz.sources import keras as ke
 
-    opts = ke.ExportOptions(weights="none")
+    opts = ExportOptions(weights="none")
     app = ke.resolve_application(name)
     model, _ = ke.build_application(app, opts)
     tf, keras = ke._import_keras()

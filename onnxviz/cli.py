@@ -218,13 +218,16 @@ def render(
                                          "to N, bilinear, centre crop (torchvision); default: the file's own, else stretch"),
     batch_size: int = typer.Option(8, help="images per inference batch"),
     provider: str = typer.Option("auto", help="auto (CUDA when it really loads, else CPU), cuda or cpu"),
+    atlas: Optional[Path] = typer.Option(None, help="an 'onnxviz atlas' folder of this model: each layer it "
+                                         "covers links to what its channels respond to"),
 ) -> None:
     """Store every layer's feature maps, the predictions and the first-layer filters, with a report, per image."""
     from .render import RenderOptions, parse_channels, render as run_render
 
     opts = RenderOptions(layers=layers, max_channels=max_channels, channels=parse_channels(channels), sort=sort,
                          norm=norm, colormap=colormap, grids=grids, fmt=fmt.lower().replace("jpeg", "jpg"),
-                         quality=quality, top_k=top_k, resize=resize, batch_size=batch_size, provider=provider)
+                         quality=quality, top_k=top_k, resize=resize, batch_size=batch_size, provider=provider,
+                         atlas=atlas)
     result = run_render(model, images, output, opts, progress=Bar())
     note = f"; CUDA not used: {result.fallback}" if result.fallback and provider == "auto" else ""
     typer.echo(f"ran on {result.provider}{note}")
@@ -310,6 +313,59 @@ def bench(
     if json_out:
         result.save_json(json_out)
         typer.echo(f"wrote {json_out}")
+
+
+@app.command()
+@handles_errors
+def atlas(
+    model: Path = typer.Argument(..., help="an ONNX file written by onnxviz export"),
+    images: List[Path] = typer.Argument(..., help="image files and/or folders of images (the dataset)"),
+    output: Path = typer.Option(Path("onnxviz-atlas"), "-o", "--output", help="output folder; an atlas already "
+                                "there is resumed and new images are added to it"),
+    layers: List[str] = typer.Option([], "--layers", help="layers (glob, repeatable); default: at each resolution, the "
+                                     "last of its widest maps"),
+    top: int = typer.Option(9, "--top", help="images kept per channel"),
+    score: str = typer.Option("max", help="how a channel's map scores an image: max (spatial max) or mean"),
+    batch_size: int = typer.Option(8, help="images per inference batch"),
+    provider: str = typer.Option("auto", help="auto (CUDA when it really loads, else CPU), cuda or cpu"),
+    resize: str = typer.Option("stretch", help="stretch (as Keras load_img), crop (centre) or pad"),
+    overlay: bool = typer.Option(False, "--overlay", help="also draw each channel's map over its crops (runs the "
+                                 "winning images through the network once more)"),
+    checkpoint_every: int = typer.Option(2000, help="save the state every this many images"),
+    tile: int = typer.Option(64, help="side of a crop in the sprite sheets, in pixels"),
+    engine: str = typer.Option("local", help="local (one ONNX Runtime session) or ray (Ray Data; pip install "
+                               "'onnxviz\\[ray]')"),
+    ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="--engine ray: the cluster "
+                                              "(host:port or ray://host:port); default: a local Ray"),
+    workers: int = typer.Option(2, help="--engine ray: ONNX Runtime actors"),
+    worker_cpus: Optional[float] = typer.Option(None, help="--engine ray: CPUs each actor reserves (default: "
+                                                "1, or half a CPU when Ray runs on this machine)"),
+    worker_gpus: float = typer.Option(0.0, help="--engine ray: GPUs each actor reserves (1 for one GPU each)"),
+    threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads per session (default: the cores; "
+                                          "--engine ray: the CPUs an actor reserves, at least 1)"),
+) -> None:
+    """For every channel, the images of a dataset that excite it most, cropped to the receptive field."""
+    from .atlas import AtlasOptions, build_atlas
+
+    opts = AtlasOptions(layers=layers, top=top, score=score, batch_size=batch_size, provider=provider,
+                        resize=resize, engine=engine, overlay=overlay, checkpoint_every=checkpoint_every, tile=tile,
+                        ray_address=ray_address, workers=workers, worker_cpus=worker_cpus,
+                        worker_gpus=worker_gpus, threads=threads)
+    progress = Progress()
+    result = build_atlas(model, images, output, opts, progress=Bar(), note=progress)
+    for warning in result.warnings + result.failed:
+        _err(f"warning: {warning}")
+    note = f"; CUDA not used: {result.fallback}" if result.fallback and provider == "auto" else ""
+    typer.echo(f"ran on {result.provider} ({result.engine}){note}")
+    times = result.engine_times
+    if times:
+        typer.echo(f"ray: started in {times['init_s']:.1f}s, first results after {times['first_result_s']:.1f}s, "
+                   f"{times['after_start_img_s']:.1f} images/s once started")
+    typer.echo(f"atlas of {result.images} images ({result.new_images} new, {result.images_per_second:.1f} images/s"
+               f"{'' if not result.failed else f', {len(result.failed)} unreadable'}): {len(result.layers)} "
+               f"layers, {result.channels} channels, top {top}; {result.files} files, "
+               f"{result.bytes / 1e6:.1f} MB in {result.output}")
+    typer.echo(f"  {result.page}\n  {result.table}")
 
 
 def main() -> None:

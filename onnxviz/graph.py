@@ -438,3 +438,79 @@ def _constant_value(name: str, inits: dict[str, TensorProto], producers: dict[st
 
         return (x - (along(zero) if zero is not None else 0)) * along(scale)
     return None
+
+
+# ---------------------------------------------------------------- per-channel reductions
+
+REDUCTIONS = ("max", "mean")
+
+
+def reduction_names(layer: str) -> tuple[str, str]:
+    """The output names `add_channel_reductions` gives a layer: (score, position)."""
+    return f"{PREFIX}score:{layer}", f"{PREFIX}argmax:{layer}"
+
+
+def add_channel_reductions(model: ModelProto, layers: Sequence[str], score: str = "max") -> ModelProto:
+    """Replace the outputs by two small ones per NCHW map in `layers`: a score and a position per channel.
+
+    For a map `[N, C, H, W]` the graph computes `[N, C*H*W] -> [N, C, H*W]` (a Reshape, no copy),
+    then `score` = ReduceMax (or ReduceMean) over the last axis, float32 `[N, C]`, and
+    `position` = ArgMax over the last axis, int64 `[N, C]`, the flat index `y * W + x` of the
+    channel's maximum (the first one in row-major order when several are equal). Nodes that no
+    longer feed an output (the classifier, unselected maps) are removed, so only
+    `2 * N * C` numbers per layer leave the session instead of the maps.
+    """
+    if score not in REDUCTIONS:
+        raise ValueError(f"score must be one of {REDUCTIONS}, not {score!r}")
+    if not layers:
+        raise ValueError("no layers to reduce")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers are repeated: {sorted({n for n in layers if list(layers).count(n) > 1})}")
+    out = _copy(model)
+    graph = out.graph
+    produced = {o for node in graph.node for o in node.output if o}
+    missing = [n for n in layers if n not in produced]
+    if missing:
+        raise ValueError(f"no tensors named {missing} are made by a node of the graph")
+    # Declared output types first: shape inference copies the whole model (500 MB for VGG16).
+    types = {v.name: v.type for v in graph.output if dims_of(v.type) is not None}
+    if any(n not in types for n in layers):
+        types = infer_types(out)
+    opset = _opset(out)
+    taken = used_names(graph)
+    shape_name = unique_name(PREFIX + "flatten_map_shape", taken)
+    graph.initializer.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), shape_name))
+    axes_name = None
+    if opset >= 18:  # ReduceMax/ReduceMean take their axes as an input from opset 18
+        axes_name = unique_name(PREFIX + "last_axis", taken)
+        graph.initializer.append(numpy_helper.from_array(np.array([2], np.int64), axes_name))
+    outputs = []
+    for layer in layers:
+        dims = dims_of(types[layer]) if layer in types else None
+        if dims is not None and len(dims) != 4:
+            raise ValueError(f"{layer!r} has rank {len(dims)}; reductions need a 4-D NCHW map")
+        channels = dims[1] if dims is not None else None
+        score_name, position_name = reduction_names(layer)
+        if score_name in taken or position_name in taken:
+            raise ValueError(f"{score_name!r} or {position_name!r} is already used in the graph")
+        taken.update((score_name, position_name))
+        flat = unique_name(f"{PREFIX}flat:{layer}", taken)
+        graph.node.append(helper.make_node("Reshape", [layer, shape_name], [flat],
+                                           name=unique_name(PREFIX + "reshape", taken)))
+        op = "ReduceMax" if score == "max" else "ReduceMean"
+        if axes_name:
+            graph.node.append(helper.make_node(op, [flat, axes_name], [score_name], keepdims=0,
+                                               name=unique_name(PREFIX + op.lower(), taken)))
+        else:
+            graph.node.append(helper.make_node(op, [flat], [score_name], axes=[2], keepdims=0,
+                                               name=unique_name(PREFIX + op.lower(), taken)))
+        argmax_attrs = {"axis": 2, "keepdims": 0}
+        if opset >= 12:
+            argmax_attrs["select_last_index"] = 0
+        graph.node.append(helper.make_node("ArgMax", [flat], [position_name],
+                                           name=unique_name(PREFIX + "argmax", taken), **argmax_attrs))
+        outputs.append(helper.make_tensor_value_info(score_name, TensorProto.FLOAT, ["N", channels]))
+        outputs.append(helper.make_tensor_value_info(position_name, TensorProto.INT64, ["N", channels]))
+    del graph.output[:]
+    graph.output.extend(outputs)
+    return strip_outputs(out, [v.name for v in outputs])

@@ -65,6 +65,7 @@ class RenderOptions:
     provider: str = "auto"
     filters: bool = True
     workers: int | None = None  # threads that draw, encode and write (default: the CPUs, at most 4)
+    atlas: Path | None = None  # an `onnxviz atlas` folder: the report links each layer it covers
 
     def check(self) -> None:
         """Reject bad options before any work starts."""
@@ -285,6 +286,10 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
         output = ensure_dir(output)
         _clean_parts(output)
         painter = _Painter(model, session, chosen, options, output, filters, stop)
+        if options.atlas is not None:
+            from .atlas_page import read_atlas_layers
+
+            painter.atlas_layers = read_atlas_layers(options.atlas)
         batches: queue.Queue = queue.Queue(maxsize=2)
         reader = threading.Thread(target=_read_batches, args=(images, info, options, batches, stop),
                                   name="onnxviz-reader", daemon=True)
@@ -405,6 +410,7 @@ class _Painter:
         self.index_of = {layer.name: i for i, layer in enumerate(self.info.layers)}
         self.width = store.index_width(len(self.info.layers))
         self.filters_png = store.encode_png(filters.image) if filters is not None else None
+        self.atlas_layers: dict[str, int] | None = None  # layer name -> its index on the atlas page
 
     def _layer(self, writer: store.ImageWriter, layer: LayerInfo, outputs: dict[str, np.ndarray],
                n: int, clock: dict[str, float]) -> store.Layer:
@@ -499,6 +505,12 @@ class _Painter:
                             "drawing": clock["draw"] * 1000, "encoding": clock["encode"] * 1000,
                             "writing": clock["write"] * 1000},
                 layers=layers)
+            if self.atlas_layers is not None:
+                page = Path(os.path.relpath(Path(opts.atlas) / "index.html", final)).as_posix()
+                summary.atlas = {"page": page}
+                for entry in layers:
+                    if entry.name in self.atlas_layers:
+                        entry.atlas = f"{page}#l={self.atlas_layers[entry.name]}"
             t = time.perf_counter()
             report.write_report(part, summary.to_dict())
             _replace_folder(part, final)

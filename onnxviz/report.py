@@ -293,6 +293,8 @@ def _layer_section(layer: dict[str, Any], digits: int, gradient: str, colormap: 
     dead = _dead_text(layer)
     if dead:
         facts.append(dead)
+    if layer.get("atlas"):
+        facts.append(f"<a href='{_esc(layer['atlas'])}'>what its channels respond to</a>")
     head = (f"<h2><a href='#layer-{idx}'>{idx}</a> {_esc(layer['name'])} <small>{_esc(_kind(layer))}</small></h2>")
     if layer.get("kind") == "vector":
         body = f"<div class=meta>{' &middot; '.join(facts)}</div>{_bars(layer)}"
@@ -388,7 +390,9 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
         f"<body data-page=image>{_svg_colormap(lut)}"
         f"<header><h1>{_esc(summary['image_name'])} <small>through {_esc(summary.get('source', ''))}</small></h1>"
         f"<p>{_esc(summary.get('model', ''))} &middot; ran on {provider} &middot; {_esc(timing_text)}"
-        f" &middot; <a href='../index.html'>all images of this run</a></p></header><main>"
+        f" &middot; <a href='../index.html'>all images of this run</a>"
+        + (f" &middot; <a href='{_esc(summary['atlas']['page'])}'>channel atlas</a>" if summary.get("atlas") else "")
+        + "</p></header><main>"
         f"<div class=top>{_input_figure(summary)}<div><h2>Top predictions</h2>{_predictions(summary)}</div>"
         f"{_filters(summary, folder)}</div>"
         f"{controls}<noscript><p class=meta>Without JavaScript: tiles are scaled per channel and in the stored "

@@ -122,6 +122,7 @@ class Layer:
     values: list[float | None] | None = None
     cls: str = ""  # the source framework's class (PyTorch: `BatchNorm2d`), when the file says
     folded: list[str] | None = None  # what the exporter folded into it (`layer1.0.conv2`)
+    atlas: str | None = None  # its page in an `onnxviz atlas` of the model (render --atlas)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"index": self.index, "name": self.name, "op": self.op, "shape": self.shape, "kind": self.kind,
@@ -134,6 +135,8 @@ class Layer:
                      data=self.data, image=self.image, grid=self.grid)
         else:
             d["values"] = self.values
+        if self.atlas:
+            d["atlas"] = self.atlas
         return d
 
 
@@ -169,6 +172,7 @@ class Summary:
     options: dict[str, Any]
     timings_ms: dict[str, float]
     layers: list[Layer]
+    atlas: dict[str, str] | None = None  # {"page": the atlas page, relative to the image folder}
     format: int = FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,6 +183,7 @@ class Summary:
             "predictions": self.predictions, "filters": asdict(self.filters) if self.filters else None,
             "options": self.options, "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
             "layers": [layer.to_dict() for layer in self.layers],
+            **({"atlas": self.atlas} if self.atlas else {}),
         }
 
 
