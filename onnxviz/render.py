@@ -13,7 +13,6 @@ its report is written: an interrupted or failed render leaves no half-made image
 """
 from __future__ import annotations
 
-import fnmatch
 import os
 import queue
 import re
@@ -136,18 +135,14 @@ def parse_channels(text: str | None) -> tuple[int, int] | None:
 
 def select_layers(info: ModelInfo, patterns: list[str], where: str) -> list[LayerInfo]:
     """The feature maps to draw: all of them, or those matching any glob."""
+    from .selection import Candidate, select
+
     maps = info.feature_maps
-    if not patterns:
-        if not maps:
-            raise LayerSelectionError(f"'{where}' exposes no 4-D feature maps; export it again with --layers")
-        return maps
-    for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(layer.name, pattern) for layer in maps):
-            names = [layer.name for layer in maps]
-            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-            raise LayerSelectionError(
-                f"layer '{pattern}' is not in {where}; it has {len(names)}: {shown}. Run 'onnxviz layers {where}'")
-    return [layer for layer in maps if any(fnmatch.fnmatchcase(layer.name, p) for p in patterns)]
+    if not maps:
+        raise LayerSelectionError(f"'{where}' exposes no 4-D feature maps; export it again with --layers")
+    chosen = set(select([Candidate(layer.name) for layer in maps], patterns, where=where,
+                        hint=f". Run 'onnxviz layers {where}'"))
+    return [layer for layer in maps if layer.name in chosen]
 
 
 safe_name = store.safe_name

@@ -381,7 +381,7 @@ def test_option_errors_name_the_flag(model_path, images, tmp_path):
                           (["--engine", "spark"], "error: --engine 'spark' is not valid; choose one of local, ray"),
                           (["--engine", "ray", "--provider", "cuda"],
                            "error: --provider cuda with --engine ray needs a GPU per actor: add --worker-gpus 1"),
-                          (["--layers", "zzz*"], "error: layer 'zzz*' is not in")]:
+                          (["--layers", "zzz*"], "error: --layers 'zzz*' matches no layer of")]:
         code, out = invoke(model_path, images, "-o", tmp_path / "a", *args)
         assert code == 1 and out.startswith(message), (args, out)
 

@@ -179,7 +179,7 @@ def test_a_bad_image_among_many_is_skipped_with_a_warning_and_exit_1(tmp_path, m
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--layers", "conv_9"], "error: layer 'conv_9' is not in {model}; it has 3: conv, relu, pool. Run 'onnxviz layers {model}'"),
+    (["--layers", "conv_9"], "error: --layers 'conv_9' matches no layer of {model}; it has 3: conv, relu, pool. Run 'onnxviz layers {model}'"),
     (["--sort", "loud"], "error: --sort 'loud' is not valid; choose one of index, mean, max"),
     (["--colormap", "rainbow2"], "error: --colormap 'rainbow2' is not valid; choose one of"),
     (["--provider", "tpu"], "error: unknown provider 'tpu'"),
