@@ -207,17 +207,17 @@ def make_plan(model: Path, options: AtlasOptions) -> Plan:
     from .graph import add_channel_reductions
     from .receptive import receptive_fields
 
-    model = Path(model)
-    if not model.is_file():
-        raise ModelError(f"model file '{model}' does not exist" if not model.is_dir()
-                         else f"'{model}' is a folder, not an ONNX model")
+    from .files import existing_file
+    from .modelfile import check_model_file, unreadable
+
+    model = existing_file(Path(model), "model file")
+    check_model_file(model)  # names a missing or truncated weights file
     with ThreadPoolExecutor(1) as pool:
         digest = pool.submit(_sha256, model)
         try:
             proto = onnx.load(str(model))
         except Exception as exc:  # protobuf's DecodeError and friends
-            raise ModelError(f"'{model}' is not an ONNX model ({type(exc).__name__}); "
-                             f"give a file written by 'onnxviz export'") from exc
+            raise unreadable(model, type(exc).__name__) from exc
         info = read_info(proto, str(model))
         layers = choose_layers(info, options.layers, str(model))
         names = [layer.name for layer in layers]

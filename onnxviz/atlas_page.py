@@ -25,6 +25,7 @@ from . import __version__
 from .drawing import encode
 from .errors import ImageError
 from .files import write_bytes, write_text
+from .store import safe_name
 
 SHEET_ROWS = 256  # channels per sprite sheet: 256 x 64 px = 16384 px, well under JPEG's 65535
 BACKGROUND = 48
@@ -37,12 +38,6 @@ class Written:
     page: Path
     files: int
     bytes: int
-
-
-def _safe(name: str) -> str:
-    from .render import safe_name
-
-    return safe_name(name)
 
 
 def fit_tile(crop_bgr: np.ndarray, tile: int) -> np.ndarray:
@@ -148,21 +143,15 @@ def write_atlas(plan, state, output: Path, options, note: Callable[[str], None])
     sheet_files: list[list[str]] = []
     overlay_files: list[list[str]] = []
     for layer, layer_sheets, layer_overlays in zip(plan.layers, sheets, overlays):
-        names, onames = [], []
-        for k, sheet in enumerate(layer_sheets):
-            name = f"crops/{_safe(layer.name)}_{k}.jpg"
-            data = encode(sheet, "jpg", QUALITY)
-            write_bytes(output / name, data)
-            names.append(name)
-            files, size = files + 1, size + len(data)
-        for k, sheet in enumerate(layer_overlays):
-            name = f"crops/{_safe(layer.name)}_{k}.overlay.jpg"
-            data = encode(sheet, "jpg", QUALITY)
-            write_bytes(output / name, data)
-            onames.append(name)
-            files, size = files + 1, size + len(data)
-        sheet_files.append(names)
-        overlay_files.append(onames)
+        for kind, group, listed in (("", layer_sheets, sheet_files), (".overlay", layer_overlays, overlay_files)):
+            names = []
+            for k, sheet in enumerate(group):
+                name = f"crops/{safe_name(layer.name)}_{k}{kind}.jpg"
+                data = encode(sheet, "jpg", QUALITY)
+                write_bytes(output / name, data)
+                names.append(name)
+                files, size = files + 1, size + len(data)
+            listed.append(names)
 
     lines = []
     for row in rows:

@@ -12,7 +12,7 @@ from .drawing import encode
 from .errors import OptionError
 from .files import write_bytes
 from .images import load_image, resize_image
-from .render import safe_name
+from .store import safe_name
 from .tiling import layer_grid
 
 DEFAULT_TOLERANCE = 1e-3

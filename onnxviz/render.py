@@ -145,9 +145,6 @@ def select_layers(info: ModelInfo, patterns: list[str], where: str) -> list[Laye
     return [layer for layer in maps if layer.name in chosen]
 
 
-safe_name = store.safe_name
-
-
 def top_predictions(scores: np.ndarray, info: ModelInfo, k: int) -> list[dict[str, Any]]:
     """The k best classes with their probabilities (softmax applied when the model gives logits)."""
     if k <= 0:
@@ -191,7 +188,7 @@ def _folder_names(images: list[Path]) -> list[str]:
         stems[path.stem] = stems.get(path.stem, 0) + 1
     names, used = [], set()
     for path in images:
-        name = safe_name(path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.')}")
+        name = store.safe_name(path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.')}")
         base, n = name, 2
         while name in used:
             name, n = f"{base}-{n}", n + 1

@@ -327,12 +327,3 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         return OutputError(f"the output disk is full (writing '{path}'); free some space or choose another "
                            f"folder with -o; this image was not finished")
     return OutputError(f"cannot write '{path}': {exc.strerror or exc}")
-
-
-def write_json_files(folder: Path, stem: str, function: str, data: dict[str, Any]) -> None:
-    """`<stem>.json` and `<stem>.js` (`onnxviz.<function>(...)`), each atomically."""
-    from .files import write_text
-
-    text = json.dumps(data, separators=(",", ":"))  # compact: the C encoder, a third of the bytes of indent
-    write_text(Path(folder) / f"{stem}.json", text + "\n")
-    write_text(Path(folder) / f"{stem}.js", f"onnxviz.{function}({text});\n")

@@ -28,7 +28,7 @@ from ..metadata import KERAS_MODES, LayerInfo, Preprocessing
 from ..selection import Candidate, select
 from . import Adapter
 from .keras_apps import APPLICATIONS, Application, recognise, resolve_application
-from .keras_files import LoadedModel, check_model_file, load_model_file
+from .keras_files import LoadedModel, check_keras_file, load_model_file
 
 Progress = Callable[[str], None]
 
@@ -366,7 +366,7 @@ def application(name: str) -> Adapter:
 
 
 def keras_file(path: Path) -> Adapter:
-    check_model_file(path)  # before the seconds TensorFlow takes to import
+    check_keras_file(path)  # before the seconds TensorFlow takes to import
 
     def build(opts: Any, say: Progress):
         _check_preprocess(opts)

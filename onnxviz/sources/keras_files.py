@@ -35,7 +35,7 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
 
 
-def check_model_file(path: Path) -> None:
+def check_keras_file(path: Path) -> None:
     from ..files import existing_file
 
     existing_file(path, "model file")
@@ -45,7 +45,7 @@ def check_model_file(path: Path) -> None:
 
 def load_model_file(path: Path, keras: Any) -> LoadedModel:
     """The Keras 3 model in `path`, Keras 2 `.h5` files included."""
-    check_model_file(path)
+    check_keras_file(path)
     record = {"path": str(Path(path).resolve())}
     try:
         model = keras.models.load_model(path, compile=False)
