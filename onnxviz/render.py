@@ -334,19 +334,15 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
                 for n, path in enumerate(item.paths):
                     while not slots.acquire(timeout=0.1):
                         collect(False)
-                    job = pool.submit(painter.paint, path, folders[path], n, item.pixels, outputs, share)
+                    job = painter.start(pool, path, folders[path], n, item.pixels, outputs, share)
                     job.add_done_callback(lambda _: slots.release())
                     pending.append((path, job))
                 collect(False)
                 del outputs
             collect(True)
         except BaseException:
-            stop.set()
-            for _, job in pending:
-                job.cancel()
+            stop.set()  # queued tasks of unfinished images give up, and those images remove their folders
             for path, job in pending:
-                if job.cancelled():
-                    continue
                 try:
                     result, _ = job.result()
                 except BaseException:  # noqa: S110 - an abandoned image cleans up after itself
@@ -429,10 +425,14 @@ class _Painter:
         if opts.sort != "index":
             scores = (flat.mean(axis=1), flat.max(axis=1))
         chosen = select_channels(maps, opts.max_channels, opts.channels, opts.sort, scores=scores)
-        part = flat[chosen]
+        if len(chosen) and np.array_equal(chosen, np.arange(chosen[0], chosen[0] + len(chosen))):
+            picked = maps[chosen[0]:chosen[0] + len(chosen)]  # a run of channels: a view, not a copy
+        else:
+            picked = maps[chosen]
+        part = picked.reshape(len(chosen), -1)
         ch_min, ch_max = part.min(axis=1), part.max(axis=1)
         low, high = sprite_ranges(ch_min, ch_max, opts.norm, layer_range=(float(lo), float(hi)))
-        sprite = make_sprite(maps[chosen], chosen.tolist(), low, high)
+        sprite = make_sprite(picked, chosen.tolist(), low, high)
         entry.channel_stats = store.ChannelStats(store.rounded(ch_min), store.rounded(ch_max),
                                                  store.rounded(part.mean(axis=1)))
         grid = sprite_grid(sprite, opts.colormap) if opts.grids else None
@@ -457,66 +457,126 @@ class _Painter:
         clock["write"] += time.perf_counter() - t3
         return entry
 
-    def paint(self, path: Path, folder_name: str, n: int, pixels: np.ndarray, outputs: dict[str, np.ndarray],
-              share: dict[str, float]) -> tuple[ImageResult, dict[str, float]]:
-        """Everything of one image, into a hidden folder renamed into place at the end."""
-        opts, info = self.options, self.info
+    def start(self, pool: ThreadPoolExecutor, path: Path, folder_name: str, n: int, pixels: np.ndarray,
+              outputs: dict[str, np.ndarray], share: dict[str, float]) -> Future:
+        """Queue everything of one image on `pool`: the input picture and each layer are separate
+        tasks (so one image's layers are drawn on every worker), and the task that finishes last
+        writes the report into the hidden folder and renames it into place. The returned future
+        gives (ImageResult, seconds per stage)."""
+        image = _Image(self, path, folder_name, n, pixels, outputs, share)
+        for task in [None, *range(len(self.chosen))]:
+            pool.submit(image.run, task)
+        return image.future
+
+
+class _Image:
+    """One image being painted by several workers: its hidden folder, its layers as they are
+    drawn, and the future that `render` waits on."""
+
+    def __init__(self, painter: _Painter, path: Path, folder_name: str, n: int, pixels: np.ndarray,
+                 outputs: dict[str, np.ndarray], share: dict[str, float]) -> None:
+        self.painter, self.path, self.n, self.pixels, self.outputs, self.share = painter, path, n, pixels, outputs, share
+        self.final = painter.output / folder_name
+        self.part = Path(tempfile.mkdtemp(prefix=f".{folder_name}{PART}", dir=painter.output))
+        self.writer = store.ImageWriter(self.part)
+        self.layers: list[store.Layer | None] = [None] * len(painter.chosen)
+        self.filters_entry: store.FiltersEntry | None = None
+        self.clock = dict.fromkeys(STAGES, 0.0)
+        self.left = len(painter.chosen) + 1
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.future: Future = Future()
+
+    def run(self, task: int | None) -> None:
+        """One task (None: the input picture and the filters; i: layer i), then the report if it was the last."""
         clock = dict.fromkeys(STAGES, 0.0)
-        final = self.output / folder_name
-        part = Path(tempfile.mkdtemp(prefix=f".{folder_name}{PART}", dir=self.output))
-        writer = store.ImageWriter(part)
-        try:
-            t = time.perf_counter()
-            rgb = pixels[n].astype(np.uint8)
-            input_png = store.encode_png(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            clock["encode"] += time.perf_counter() - t
-            t = time.perf_counter()
-            writer.write("input.png", input_png)
-            filters_entry = None
-            if self.filters is not None:
-                writer.write("filters.png", self.filters_png)
-                filters_entry = store.FiltersEntry("filters.png", self.filters.layer, self.filters.weights_shape[0],
-                                                   self.filters.kernel, self.filters.channel_order)
-            clock["write"] += time.perf_counter() - t
-            layers = []
-            for layer in self.chosen:
-                if self.stop.is_set():
+        error = None
+        if self.error is None:
+            try:
+                if self.painter.stop.is_set():
                     raise _Stopped()
-                layers.append(self._layer(writer, layer, outputs, n, clock))
-            preds = (top_predictions(outputs[info.prediction_output][n], info, opts.top_k)
-                     if info.prediction_output and opts.top_k > 0 else [])
-            summary = store.Summary(
-                image=str(path), image_name=path.name, model=str(self.model), source=info.source,
-                onnxviz_version=__version__, provider=self.session.provider,
-                provider_fallback=self.session.fallback, input=store.Input(info.height, info.width, opts.resize or info.resize or "stretch"),
-                predictions=[{"index": p["index"], "label": p["label"], "score": p["score"]} for p in preds],
-                filters=filters_entry,
-                options={"max_channels": opts.max_channels, "channels": list(opts.channels) if opts.channels else None,
-                         "sort": opts.sort, "norm": opts.norm, "colormap": opts.colormap},
-                timings_ms={"read": share["read"] * 1000, "inference": share["infer"] * 1000,
-                            "drawing": clock["draw"] * 1000, "encoding": clock["encode"] * 1000,
-                            "writing": clock["write"] * 1000},
-                layers=layers)
-            if self.atlas_layers is not None:
-                page = Path(os.path.relpath(Path(opts.atlas) / "index.html", final)).as_posix()
-                summary.atlas = {"page": page}
-                for entry in layers:
-                    if entry.name in self.atlas_layers:
-                        entry.atlas = f"{page}#l={self.atlas_layers[entry.name]}"
-            t = time.perf_counter()
-            report.write_report(part, summary.to_dict())
-            _replace_folder(part, final)
-            clock["write"] += time.perf_counter() - t
+                if task is None:
+                    self._input(clock)
+                else:
+                    self.layers[task] = self.painter._layer(self.writer, self.painter.chosen[task], self.outputs,
+                                                            self.n, clock)
+            except BaseException as exc:  # handed to `render` through the future
+                error = exc
+        with self.lock:
+            for key, value in clock.items():
+                self.clock[key] += value
+            if error is not None and self.error is None:
+                self.error = error
+            self.left -= 1
+            last = self.left == 0
+        if last:
+            self._finish()
+
+    def _input(self, clock: dict[str, float]) -> None:
+        painter = self.painter
+        t = time.perf_counter()
+        rgb = self.pixels[self.n].astype(np.uint8)
+        input_png = store.encode_png(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        clock["encode"] += time.perf_counter() - t
+        t = time.perf_counter()
+        self.writer.write("input.png", input_png)
+        if painter.filters is not None:
+            filters = painter.filters
+            self.writer.write("filters.png", painter.filters_png)
+            self.filters_entry = store.FiltersEntry("filters.png", filters.layer, filters.weights_shape[0],
+                                                    filters.kernel, filters.channel_order)
+        clock["write"] += time.perf_counter() - t
+
+    def _finish(self) -> None:
+        try:
+            if self.error is not None:
+                raise self.error
+            result = self._report()
         except OSError as exc:
-            shutil.rmtree(part, ignore_errors=True)
-            raise store.output_error(exc, final) from exc
-        except BaseException:
-            shutil.rmtree(part, ignore_errors=True)
-            raise
+            shutil.rmtree(self.part, ignore_errors=True)
+            self.future.set_exception(store.output_error(exc, self.final))
+        except BaseException as exc:
+            shutil.rmtree(self.part, ignore_errors=True)
+            self.future.set_exception(exc)
+        else:
+            self.future.set_result((result, self.clock))
+        finally:
+            self.outputs = self.pixels = None  # the batch's maps go as soon as its images are done
+
+    def _report(self) -> ImageResult:
+        painter, path, final = self.painter, self.path, self.final
+        opts, info = painter.options, painter.info
+        layers = [layer for layer in self.layers if layer is not None]
+        preds = (top_predictions(self.outputs[info.prediction_output][self.n], info, opts.top_k)
+                 if info.prediction_output and opts.top_k > 0 else [])
+        clock, share = self.clock, self.share
+        summary = store.Summary(
+            image=str(path), image_name=path.name, model=str(painter.model), source=info.source,
+            onnxviz_version=__version__, provider=painter.session.provider,
+            provider_fallback=painter.session.fallback,
+            input=store.Input(info.height, info.width, opts.resize or info.resize or "stretch"),
+            predictions=[{"index": p["index"], "label": p["label"], "score": p["score"]} for p in preds],
+            filters=self.filters_entry,
+            options={"max_channels": opts.max_channels, "channels": list(opts.channels) if opts.channels else None,
+                     "sort": opts.sort, "norm": opts.norm, "colormap": opts.colormap},
+            timings_ms={"read": share["read"] * 1000, "inference": share["infer"] * 1000,
+                        "drawing": clock["draw"] * 1000, "encoding": clock["encode"] * 1000,
+                        "writing": clock["write"] * 1000},
+            layers=layers)
+        if painter.atlas_layers is not None:
+            page = Path(os.path.relpath(Path(opts.atlas) / "index.html", final)).as_posix()
+            summary.atlas = {"page": page}
+            for entry in layers:
+                if entry.name in painter.atlas_layers:
+                    entry.atlas = f"{page}#l={painter.atlas_layers[entry.name]}"
+        t = time.perf_counter()
+        report.write_report(self.part, summary.to_dict())
+        _replace_folder(self.part, final)
+        clock["write"] += time.perf_counter() - t
         report_files = [p for p in (final / name for name in _REPORT_FILES) if p.is_file()]
-        files = len(writer.written) + len(report_files)
-        size = writer.bytes + sum(p.stat().st_size for p in report_files)
-        return ImageResult(path, final, summary.predictions, len(layers), files, size), clock
+        files = len(self.writer.written) + len(report_files)
+        size = self.writer.bytes + sum(p.stat().st_size for p in report_files)
+        return ImageResult(path, final, summary.predictions, len(layers), files, size)
 
 
 def _replace_folder(part: Path, final: Path) -> None:

@@ -230,9 +230,12 @@ def _tiles(layer: dict[str, Any]) -> str:
     for k, ch in enumerate(channels):
         r, c = divmod(k, columns)
         state = channel_state(layer, k)
-        note, cls = (f"<span class=note> {state}</span>", f"'tile {state}'") if state else ("", "tile")
-        cells.append(f"<figure class={cls} data-ch={ch} data-k={k} style=--c:{c};--r:{r}><div class=px></div>"
-                     f"<figcaption>{ch}{note}</figcaption></figure>")
+        if state:
+            cells.append(f"<figure class='tile {state}' data-ch={ch} data-k={k} style=--c:{c};--r:{r}><div class=px>"
+                         f"</div><figcaption>{ch}<span class=note> {state}</span></figcaption></figure>")
+        else:
+            cells.append(f"<figure class=tile data-ch={ch} data-k={k} style=--c:{c};--r:{r}><div class=px></div>"
+                         f"<figcaption>{ch}</figcaption></figure>")
     style = (f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};"
              f"--sprite:url(\"{_url(layer['image'])}\")")
     return f"<div class='tiles{' up' if enlarged else ''}' style='{_esc(style)}'>{''.join(cells)}</div>"

@@ -44,6 +44,8 @@ import base64
 import errno
 import json
 import re
+import struct
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,10 +65,14 @@ STATIC_EXT = "jpg"
 STATIC_QUALITY = 85
 GRID_EXT = "jpg"
 GRID_QUALITY = 90
-# PNG for the exact maps: zlib level 1, RLE strategy, the UP filter: measured fastest with
-# the smallest files of OpenCV's choices on ResNet101V2's sprites (benchmarks/RESULTS.md).
-PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-              cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+# PNG for the exact maps, written here rather than by OpenCV: the UP filter and one deflate stream
+# at ISA-L's level 2 (`isal`, where it has wheels; zlib level 1 with the RLE strategy elsewhere).
+# Measured on ResNet101V2's 376 sprites of one photo (13.7 M pixels): 46 ms and 10.07 MB against
+# OpenCV's fastest settings, 199 ms and 9.94 MB (benchmarks/RESULTS.md).
+try:
+    from isal import isal_zlib as _isal
+except ImportError:  # pragma: no cover - platforms without isal wheels
+    _isal = None
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NONFINITE = frozenset({"nan", "inf", "-inf"})
 
@@ -243,11 +249,31 @@ def channel_span(channels: list[int], total: int, sort: str) -> str:
 
 # ---------------------------------------------------------------- encoding
 
+def _deflate(data: bytes) -> bytes:
+    if _isal is not None:
+        return _isal.compress(data, 2)
+    packer = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    return packer.compress(data) + packer.flush()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
 def encode_png(image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image), PNG_PARAMS)
-    if not ok:  # pragma: no cover - OpenCV encodes every uint8 image
-        raise OutputError(f"OpenCV could not encode a {image.shape} image as PNG")
-    return buf.tobytes()
+    """An 8-bit gray ([H, W]) or BGR ([H, W, 3], OpenCV's order) image as PNG, every row UP-filtered."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)) or 0 in image.shape:
+        raise OutputError(f"cannot encode a {image.dtype} image of shape {image.shape} as PNG")
+    height, width = image.shape[:2]
+    rows = image.reshape(height, -1) if image.ndim == 2 else image[:, :, ::-1].reshape(height, -1)
+    filtered = np.empty((height, rows.shape[1] + 1), np.uint8)
+    filtered[:, 0] = 2  # UP: each byte minus the byte above it
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if image.ndim == 2 else 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", _deflate(filtered.data))
+            + _chunk(b"IEND", b""))
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
