@@ -48,7 +48,7 @@ def run_onnxviz(args: argparse.Namespace, out: Path) -> dict:
     ms = summary["timings_ms"]
     drawing = sum(v for k, v in ms.items() if k != "inference")  # drawing/tiling and writing
     return {"wall_s": wall, "drawing_s": drawing / 1e3, "inference_s": ms["inference"] / 1e3,
-            "pictures": len(list(out.rglob("maps/*.js")))}
+            "pictures": sum(layer["kind"] == "map" for layer in summary["layers"])}  # layers drawn
 
 
 def main() -> None:

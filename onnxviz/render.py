@@ -1,13 +1,16 @@
 """`onnxviz render`: images through an onnxviz file, one folder of maps and a report each.
 
-The folder layout is `store`'s (format 2): per layer the shown channels at native
-resolution, 8-bit, as a PNG inside `maps/NNN.<layer>.js` and a static JPEG beside it, plus
-`input.png`, `filters.png`, `summary.json` and the report; `OUT/run.json` lists the images.
+The folder layout is `store`'s (format 3): per layer the shown channels at native
+resolution, 8-bit, as a PNG inside a data file `maps/NNN-MMM.js` shared with neighbouring
+layers and a static JPEG sheet beside it, plus `input.png`, `filters.png`, `summary.json`
+and the report; `OUT/run.json` lists the images.
 
 Three stages overlap, with memory bounded: a reader thread decodes and resizes the next
 batch; ONNX Runtime runs the current one; worker threads turn the previous batch into
-statistics and sprites, encode and write them (numpy and OpenCV release the GIL). Doing
-the reductions inside the ONNX graph instead was measured slower on CPU (benchmarks/RESULTS.md).
+statistics and sprites and encode them, one task per layer, so that even a single image's
+layers are drawn on every core; the task that finishes an image's last layer writes its
+data files, sheets and report. Doing the reductions inside the ONNX graph instead was
+measured slower on CPU (benchmarks/RESULTS.md).
 Each image is written into a hidden `.NAME.part-*` folder that is renamed into place once
 its report is written: an interrupted or failed render leaves no half-made image folder.
 """
@@ -401,7 +404,9 @@ class _Painter:
         self.atlas_layers: dict[str, int] | None = None  # layer name -> its index on the atlas page
 
     def _layer(self, writer: store.ImageWriter, layer: LayerInfo, outputs: dict[str, np.ndarray],
-               n: int, clock: dict[str, float]) -> store.Layer:
+               n: int, clock: dict[str, float]) -> tuple[store.Layer, tuple[np.ndarray, bytes] | None]:
+        """One layer of one image: its summary entry and, for a map layer, its sprite and the
+        sprite's PNG (written with the others by `store.write_maps`); grids are written here."""
         opts = self.options
         t = time.perf_counter()
         c, h, w = (int(d) for d in layer.shape[1:])
@@ -420,7 +425,7 @@ class _Painter:
             entry.kind, entry.values = "vector", store.rounded(flat[:, 0])
             entry.channel_stats = store.ChannelStats(entry.values, entry.values, entry.values)
             clock["draw"] += time.perf_counter() - t
-            return entry
+            return entry, None
         scores = None
         if opts.sort != "index":
             scores = (flat.mean(axis=1), flat.max(axis=1))
@@ -438,24 +443,21 @@ class _Painter:
         grid = sprite_grid(sprite, opts.colormap) if opts.grids else None
         t2 = time.perf_counter()
         clock["draw"] += t2 - t
-        script = store.layer_script(index, store.encode_png(sprite.image))
-        static = store.encode_jpeg(sprite.image, store.STATIC_QUALITY)
+        png = store.encode_png(sprite.image)
         grid_bytes = None
         if grid is not None:
             grid_bytes = (store.encode_jpeg(grid, opts.quality) if opts.fmt == "jpg" else store.encode_png(grid))
         t3 = time.perf_counter()
         clock["encode"] += t3 - t2
-        stem = store.layer_stem(index, self.width, layer.name)
         entry.channels, entry.tile, entry.columns = sprite.channels, list(sprite.tile), sprite.columns
         entry.low = store.rounded(np.float32(sprite.low), store.EXACT_DIGITS)
         entry.high = store.rounded(np.float32(sprite.high), store.EXACT_DIGITS)
-        entry.data = writer.write(f"maps/{stem}.js", script)
-        entry.image = writer.write(f"maps/{stem}.{store.STATIC_EXT}", static)
         if grid_bytes is not None:
+            stem = store.layer_stem(index, self.width, layer.name)
             span = store.channel_span(sprite.channels, c, opts.sort)
             entry.grid = writer.write(f"grids/{stem}_{span}.{opts.fmt}", grid_bytes)
         clock["write"] += time.perf_counter() - t3
-        return entry
+        return entry, (sprite.image, png)
 
     def start(self, pool: ThreadPoolExecutor, path: Path, folder_name: str, n: int, pixels: np.ndarray,
               outputs: dict[str, np.ndarray], share: dict[str, float]) -> Future:
@@ -479,7 +481,8 @@ class _Image:
         self.final = painter.output / folder_name
         self.part = Path(tempfile.mkdtemp(prefix=f".{folder_name}{PART}", dir=painter.output))
         self.writer = store.ImageWriter(self.part)
-        self.layers: list[store.Layer | None] = [None] * len(painter.chosen)
+        # per chosen layer: (summary entry, (sprite, its PNG) or None for a vector)
+        self.layers: list[tuple[store.Layer, tuple[np.ndarray, bytes] | None] | None] = [None] * len(painter.chosen)
         self.filters_entry: store.FiltersEntry | None = None
         self.clock = dict.fromkeys(STAGES, 0.0)
         self.left = len(painter.chosen) + 1
@@ -546,10 +549,21 @@ class _Image:
     def _report(self) -> ImageResult:
         painter, path, final = self.painter, self.path, self.final
         opts, info = painter.options, painter.info
-        layers = [layer for layer in self.layers if layer is not None]
+        layers = [entry for entry, _ in self.layers]
+        clock = self.clock
+        drawn = [(entry, sprite, png) for entry, (sprite, png) in
+                 ((entry, picture) for entry, picture in self.layers if picture is not None)]
+        for chunk in store.chunk_maps(*(list(column) for column in zip(*drawn)), painter.width) if drawn else []:
+            t = time.perf_counter()
+            static = store.encode_jpeg(chunk.sheet, store.STATIC_QUALITY)
+            t2 = time.perf_counter()
+            self.writer.write(f"{chunk.stem}.js", chunk.script)
+            self.writer.write(f"{chunk.stem}.{store.STATIC_EXT}", static)
+            clock["encode"] += t2 - t
+            clock["write"] += time.perf_counter() - t2
         preds = (top_predictions(self.outputs[info.prediction_output][self.n], info, opts.top_k)
                  if info.prediction_output and opts.top_k > 0 else [])
-        clock, share = self.clock, self.share
+        share = self.share
         summary = store.Summary(
             image=str(path), image_name=path.name, model=str(painter.model), source=info.source,
             onnxviz_version=__version__, provider=painter.session.provider,

@@ -5,10 +5,10 @@ the files it names; this module never computes a feature map. Each page works fr
 server and no network:
 
 - Without JavaScript the HTML alone shows every stored channel as a labelled tile (a window on the
-  layer's grayscale sprite `maps/NNN.<layer>.<ext>`, coloured by an inline SVG filter), a legend per
+  layer's grayscale sprite in a shared sheet `maps/NNN-MMM.jpg`, coloured by an inline SVG filter), a legend per
   layer, vectors as bar charts, the predictions and the first-layer filters.
 - With JavaScript (`assets/onnxviz.js`, copied beside the image folders) the page reads the exact
-  8-bit maps from `maps/NNN.<layer>.js`, and lets a person sort and renormalise the tiles, open a
+  8-bit maps from `maps/NNN-MMM.js`, and lets a person sort and renormalise the tiles, open a
   channel at full resolution over the input image with the value under the cursor, and, on the run
   page, compare one channel across all images on one scale.
 """
@@ -236,7 +236,11 @@ def _tiles(layer: dict[str, Any]) -> str:
         else:
             cells.append(f"<figure class=tile data-ch={ch} data-k={k} style=--c:{c};--r:{r}><div class=px></div>"
                          f"<figcaption>{ch}</figcaption></figure>")
-    style = (f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};"
+    # the layer's sprite lies in a sheet shared with its neighbours: scale the whole sheet as the
+    # tiles are scaled, and shift it up to the sprite's first row
+    sw, sh = layer.get("sheet") or [columns * tw, rows * th]
+    style = (f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};--sw:{sw * dw / tw:.3f}px;"
+             f"--sh:{sh * dh / th:.3f}px;--oy:{(layer.get('image_y') or 0) * dh / th:.3f}px;"
              f"--sprite:url(\"{_url(layer['image'])}\")")
     return f"<div class='tiles{' up' if enlarged else ''}' style='{_esc(style)}'>{''.join(cells)}</div>"
 

@@ -1,17 +1,20 @@
 """The per-image output folder: its layout as dataclasses, and the writer of its pictures.
 
-Layout (format 2), in `OUT/<image folder>/`:
+Layout (format 3), in `OUT/<image folder>/`:
 
 - `index.html`, `summary.json`, `summary.js` (`onnxviz.summary({...})`): written by `report`.
 - `input.png`: the exact pixels the model got (after resizing), lossless.
 - `filters.png`: the first convolution's kernels, when the model has one.
-- `maps/NNN.<layer>.js`: `onnxviz.layerData(NNN, "<base64 PNG>")`, the stored channels of layer
-  NNN at native resolution, 8-bit gray, tiled row-major in `columns` columns with no gaps;
-  pixel p of channel i stands for `low[i] + p / 255 * (high[i] - low[i])` (a constant channel
-  is 0 with low == high).
-- `maps/NNN.<layer>.jpg`: the same sprite as a static picture for `<img>` (gray JPEG,
-  `STATIC_QUALITY`; chosen by measurement, benchmarks/RESULTS.md: a quarter of PNG's
-  encoding time and half its bytes; the exact values are in the .js).
+- `maps/NNN-MMM.js`: for each map layer from index NNN to MMM, `onnxviz.layerData(NNN,
+  "<base64 PNG>")`: the layer's stored channels at native resolution, 8-bit gray, tiled
+  row-major in `columns` columns with no gaps; pixel p of channel i stands for
+  `low[i] + p / 255 * (high[i] - low[i])` (a constant channel is 0 with low == high).
+  Consecutive layers share a file up to about CHUNK_BYTES, so that a deep network gets tens
+  of files per image rather than hundreds; a layer's `data` names its file.
+- `maps/NNN-MMM.jpg`: the same layers' sprites stacked into one static picture for the page
+  without JavaScript (gray JPEG, `STATIC_QUALITY`: a quarter of PNG's encoding time and half
+  its bytes, benchmarks/RESULTS.md; the exact values are in the .js); a layer's sprite is at
+  rows `image_y ..` of its `image`, whose size is `sheet` ([width, height]).
 - `grids/NNN.<layer>_ch<first>-<last>.jpg` (inclusive, zero-padded; sorted selections
   `NNN.<layer>_top<k>-by-<mean|max>.jpg`): coloured grids for papers, with `grids=True`.
 - NNN: the layer's index in the file, zero-padded to the width of the largest (at least 3).
@@ -56,13 +59,19 @@ import numpy as np
 from .errors import OutputError
 from .files import ensure_dir
 
-FORMAT = 2
+FORMAT = 3
 DIGITS = 4
 # low/high of a sprite: float32 written in full (9 digits round-trip it), so that
 # low + p / 255 * (high - low) is the stored value to within half a step of 255.
 EXACT_DIGITS = 9
 STATIC_EXT = "jpg"
 STATIC_QUALITY = 85
+# Consecutive map layers share a data file and a sheet until the data reaches CHUNK_BYTES or the
+# sheet SHEET_HEIGHT rows: creating a file costs 0.5 to 1 ms on this kind of disk, which was most
+# of the time spent per image when every layer had two files (752 for ResNet101V2, RESULTS).
+CHUNK_BYTES = 1 << 20
+SHEET_HEIGHT = 8192
+SHEET_ALIGN = 8  # sprites start on JPEG block rows, so no block mixes two layers
 GRID_EXT = "jpg"
 GRID_QUALITY = 90
 # PNG for the exact maps, written here rather than by OpenCV: the UP filter and one deflate stream
@@ -122,8 +131,10 @@ class Layer:
     columns: int | None = None
     low: list[float | None] | None = None
     high: list[float | None] | None = None
-    data: str | None = None
-    image: str | None = None
+    data: str | None = None  # the data file holding this layer's `onnxviz.layerData(NNN, ...)`
+    image: str | None = None  # the sheet (JPEG) holding this layer's sprite ...
+    image_y: int | None = None  # ... with its top-left corner at (0, image_y)
+    sheet: list[int] | None = None  # the sheet's [width, height] in pixels
     grid: str | None = None
     values: list[float | None] | None = None
     cls: str = ""  # the source framework's class (PyTorch: `BatchNorm2d`), when the file says
@@ -138,7 +149,7 @@ class Layer:
             d.update({"class": self.cls, "folded": list(self.folded or [])})
         if self.kind == "map":
             d.update(channels=self.channels, tile=self.tile, columns=self.columns, low=self.low, high=self.high,
-                     data=self.data, image=self.image, grid=self.grid)
+                     data=self.data, image=self.image, image_y=self.image_y, sheet=self.sheet, grid=self.grid)
         else:
             d["values"] = self.values
         if self.atlas:
@@ -288,15 +299,55 @@ def layer_script(index: int, png: bytes) -> bytes:
     return b"onnxviz.layerData(%d, \"" % index + base64.b64encode(png) + b"\");\n"
 
 
-def decode_layer_script(text: bytes) -> tuple[int, np.ndarray]:
-    """(index, gray uint8 sprite) back from a `maps/*.js` file (tests and tools)."""
-    match = re.fullmatch(rb'onnxviz\.layerData\((\d+), "([A-Za-z0-9+/=]*)"\);\n', text)
-    if not match:
-        raise ValueError("not an onnxviz layer script")
-    png = np.frombuffer(base64.b64decode(match.group(2)), np.uint8)
-    return int(match.group(1)), cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
+@dataclass
+class Chunk:
+    """Consecutive map layers of one image stored together: `<stem>.js` and `<stem>.jpg`."""
+
+    stem: str  # maps/NNN-MMM (first and last layer index)
+    script: bytes  # one `onnxviz.layerData(NNN, "<base64 PNG>")` per layer
+    sheet: np.ndarray  # their sprites stacked, each starting on a row that is a multiple of SHEET_ALIGN
 
 
+def chunk_maps(entries: list[Layer], sprites: list[np.ndarray], pngs: list[bytes], width: int) -> list[Chunk]:
+    """Group map layers (`entries[i]` drawn as `sprites[i]`, PNG `pngs[i]`, in layer order) into
+    chunks and fill each entry's `data`, `image`, `image_y` and `sheet` accordingly."""
+    groups: list[list[int]] = []
+    size = height = 0
+    for i, sprite in enumerate(sprites):
+        rows = -(-sprite.shape[0] // SHEET_ALIGN) * SHEET_ALIGN
+        if groups and groups[-1] and (size >= CHUNK_BYTES or height + rows > SHEET_HEIGHT):
+            size = height = 0
+            groups.append([])
+        if not groups:
+            groups.append([])
+        groups[-1].append(i)
+        size += len(pngs[i])
+        height += rows
+    chunks = []
+    for group in groups:
+        stem = f"maps/{entries[group[0]].index:0{width}d}-{entries[group[-1]].index:0{width}d}"
+        tops, y = [], 0
+        for i in group:
+            tops.append(y)
+            y += -(-sprites[i].shape[0] // SHEET_ALIGN) * SHEET_ALIGN
+        sheet = np.zeros((tops[-1] + sprites[group[-1]].shape[0], max(sprites[i].shape[1] for i in group)), np.uint8)
+        for top, i in zip(tops, group):
+            sheet[top:top + sprites[i].shape[0], :sprites[i].shape[1]] = sprites[i]
+            entry = entries[i]
+            entry.data, entry.image, entry.image_y = f"{stem}.js", f"{stem}.{STATIC_EXT}", top
+            entry.sheet = [sheet.shape[1], sheet.shape[0]]
+        chunks.append(Chunk(stem, b"".join(layer_script(entries[i].index, pngs[i]) for i in group), sheet))
+    return chunks
+
+
+def decode_layer_scripts(text: bytes) -> dict[int, np.ndarray]:
+    """{index: gray uint8 sprite} back from a `maps/*.js` file (tests and tools)."""
+    call = rb'onnxviz\.layerData\((\d+), "([A-Za-z0-9+/=]*)"\);\n'
+    if not re.fullmatch(rb"(?:" + call + rb")+", text):
+        raise ValueError("not an onnxviz data file")
+    found = re.findall(call, text)
+    return {int(index): cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_UNCHANGED)
+            for index, b64 in found}
 
 
 # ---------------------------------------------------------------- writing

@@ -87,8 +87,10 @@ def layer_entry(folder: Path, index: int, name: str, op: str, maps: np.ndarray, 
         (folder / f"{base}.png").write_bytes(png)
     else:
         (folder / f"{base}.{static}").write_bytes(cv2.imencode(f".{static}", sprite(gray, columns))[1].tobytes())
+    sheet = sprite(gray, columns)
     entry.update({"channels": stored, "tile": [h, w], "columns": columns, "low": low, "high": high,
-                  "data": f"{base}.js", "image": f"{base}.{static}", "grid": None})
+                  "data": f"{base}.js", "image": f"{base}.{static}", "image_y": 0,
+                  "sheet": [sheet.shape[1], sheet.shape[0]], "grid": None})
     return entry
 
 
@@ -115,7 +117,7 @@ def build_image(out: Path, folder_name: str, image_name: str, layers: list[tuple
                            static=static)
                for i, (name, op, maps) in zip(indices, layers)]
     summary = {
-        "format": 2, "image": f"/photos/{image_name}", "image_name": image_name, "model": "models/test.onnx",
+        "format": 3, "image": f"/photos/{image_name}", "image_name": image_name, "model": "models/test.onnx",
         "source": "test arrays", "onnxviz_version": "0.1.0", "provider": "cpu", "provider_fallback": None,
         "input": {"height": int(input_rgb.shape[0]), "width": int(input_rgb.shape[1]), "resize": "stretch",
                   "file": "input.png"},
@@ -134,7 +136,7 @@ def run_dict(summaries: list[tuple[str, dict]]) -> dict:
     """The run dict of `(folder, summary)` pairs, as render builds it."""
     first = summaries[0][1]
     return {
-        "format": 2, "model": first["model"], "source": first["source"],
+        "format": 3, "model": first["model"], "source": first["source"],
         "layers": [{"index": l["index"], "name": l["name"], "shape": l["shape"], "kind": l["kind"]} for l in first["layers"]],
         "images": [{"folder": folder, "image_name": s["image_name"],
                     "top1": ({"label": s["predictions"][0]["label"], "score": s["predictions"][0]["score"]}

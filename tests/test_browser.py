@@ -530,3 +530,43 @@ def test_a_model_of_vectors_only_has_bar_charts_and_no_errors(tmp_path, open_pag
     build_image(tmp_path, "v", "v.png", [("logits", "Dense", rng.normal(0, 1, 10).astype(np.float32))], filters=False)
     page = open_page(tmp_path / "v" / "index.html").page
     assert page.locator("svg.bars rect").count() == 10 and page.locator(".tile").count() == 0
+
+
+def test_without_javascript_each_tile_shows_its_own_part_of_the_shared_sheet(tmp_path, open_page):
+    """conv and relu share one sheet (relu's sprite starts lower down): each static tile must show
+    its own layer's channel, coloured, not its neighbour's rows."""
+    import cv2
+    import json
+
+    from onnxviz.store import decode_layer_scripts
+
+    model = tiny_model_file(tmp_path / "tiny.onnx")
+    cv2.imwrite(str(tmp_path / "p.png"), np.random.default_rng(3).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    render_cli(model, [tmp_path / "p.png"], out)
+    folder = out / "p"
+    summary = json.loads((folder / "summary.json").read_text())
+    conv, relu = (next(x for x in summary["layers"] if x["name"] == n) for n in ("conv", "relu"))
+    assert conv["image"] == relu["image"] and relu["image_y"] > 0
+    sprites = decode_layer_scripts((folder / relu["data"]).read_bytes())
+    page = open_page(folder / "index.html", javascript=False).page
+    def tile_of(layer, k):
+        h, w = layer["tile"]
+        r, c = divmod(k, layer["columns"])
+        return sprites[layer["index"]][r * h:(r + 1) * h, c * w:(c + 1) * w]
+
+    for layer in (relu, conv):
+        h, w = layer["tile"]
+        k = max(range(len(layer["channels"])), key=lambda j: tile_of(layer, j).std())  # the most varied channel
+        ch = layer["channels"][k]
+        exact = tile_of(layer, k)
+        shot = page.locator(f"#layer-{layer['index']:03d} .tile[data-ch='{ch}'] .px").screenshot()
+        img = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].astype(int)
+        sh, sw = img.shape[:2]
+        got = np.array([[img[int((y + 0.5) * sh / h), int((x + 0.5) * sw / w)] for x in range(w)] for y in range(h)])
+        want = lut()[exact]
+        # the static picture is a JPEG of the sprite: close to its own channel, far from the others
+        error = np.abs(got - want).mean()
+        others = [np.abs(got - lut()[tile_of(other, j)]).mean() for other in (relu, conv)
+                  for j in range(len(other["channels"])) if np.abs(tile_of(other, j).astype(int) - exact).mean() > 20]
+        assert len(others) >= 4 and error < 8 and error < min(others) / 3, (layer["name"], ch, error, min(others))

@@ -173,10 +173,11 @@ def test_torch_export_then_layers_and_render_by_module_name(tmp_path):
     assert "layer1.0.bn2" in listing and "BatchNorm2d" in listing and "(layer1.0.conv2 folded in by the exporter)" in listing
     image = tmp_path / "photo.png"
     cv2.imwrite(str(image), (255 * __import__("numpy").random.default_rng(0).random((50, 40, 3))).astype("uint8"))
-    result = runner.invoke(app, ["render", str(out), str(image), "-o", str(tmp_path / "o"), "--layers", "layer1.*"])
+    result = runner.invoke(app, ["render", str(out), str(image), "-o", str(tmp_path / "o"), "--layers", "layer1.*",
+                                 "--grids"])
     assert result.exit_code == 0, result.output
-    files = sorted(p.name for p in (tmp_path / "o" / "photo" / "maps").glob("*.jpg"))
-    assert files == ["002.layer1.0.relu.jpg", "003.layer1.0.bn2.jpg", "004.layer1.0.relu_call2.jpg"]
+    files = sorted(p.name.split("_ch")[0] for p in (tmp_path / "o" / "photo" / "grids").glob("*.jpg"))
+    assert files == ["002.layer1.0.relu", "003.layer1.0.bn2", "004.layer1.0.relu_call2"]
     page = (tmp_path / "o" / "photo" / "index.html").read_text()
     assert "BatchNorm2d, ONNX Conv: conv2 + bn2 (folded by the exporter)" in page
     line = one_error_line(runner.invoke(app, ["render", str(out), str(image), "-o", str(tmp_path / "p"), "--resize", "-1"]))

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from onnxviz.cli import app
 from onnxviz.metadata import KERAS_MODES, LayerInfo, ModelInfo, write_info
-from onnxviz.store import decode_layer_script
+from onnxviz.store import decode_layer_scripts
 
 runner = CliRunner()
 SIZE = 16
@@ -90,12 +90,12 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     assert result.exit_code == 0, result.output
     folder = out / "photo"
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    assert names == ["filters.png", "index.html", "input.png", "maps/000.conv.jpg", "maps/000.conv.js",
-                     "maps/001.relu.jpg", "maps/001.relu.js", "maps/002.pool.jpg", "maps/002.pool.js",
+    # the three small layers share one data file and one sheet
+    assert names == ["filters.png", "index.html", "input.png", "maps/000-002.jpg", "maps/000-002.js",
                      "summary.js", "summary.json"]
     assert sorted(p.name for p in out.iterdir()) == ["assets", "index.html", "photo", "run.js", "run.json"]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["format"] == 2 and summary["input"] == {"height": SIZE, "width": SIZE, "resize": "stretch",
+    assert summary["format"] == 3 and summary["input"] == {"height": SIZE, "width": SIZE, "resize": "stretch",
                                                            "file": "input.png"}
     assert (folder / "summary.js").read_text() == f"onnxviz.summary({json.dumps(summary, separators=(',', ':'))});\n"
     # input.png holds exactly the pixels the model got
@@ -103,7 +103,7 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     conv = numpy_conv(rgb)
     layer = summary["layers"][0]
     assert layer["name"] == "conv" and layer["shape"] == [6, SIZE, SIZE] and layer["kind"] == "map"
-    assert layer["data"] == "maps/000.conv.js" and layer["image"] == "maps/000.conv.jpg" and layer["grid"] is None
+    assert layer["data"] == "maps/000-002.js" and layer["image"] == "maps/000-002.jpg" and layer["grid"] is None
     assert layer["channels"] == list(range(6)) and layer["tile"] == [SIZE, SIZE] and layer["columns"] == 3
     assert layer["stats"]["mean"] == pytest.approx(conv.mean(), rel=1e-3, abs=1e-5)
     assert layer["channel_stats"]["max"] == pytest.approx(conv.max(axis=(1, 2)).tolist(), rel=1e-3)
@@ -111,16 +111,24 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     assert relu["zero_fraction"] == pytest.approx((np.maximum(conv, 0) == 0).mean(), abs=1e-3)
     assert relu["dead_channels"] == int(sum(np.all(np.maximum(c, 0) == 0) for c in conv))
     # the sprite: channel i at row i // 3, column i % 3, native size, values low + p / 255 * (high - low)
-    index, sprite = decode_layer_script((folder / "maps" / "000.conv.js").read_bytes())
-    assert index == 0 and sprite.shape == (2 * SIZE, 3 * SIZE) and sprite.dtype == np.uint8
+    sprites = decode_layer_scripts((folder / "maps" / "000-002.js").read_bytes())
+    assert sorted(sprites) == [0, 1, 2]
+    sprite = sprites[0]
+    assert sprite.shape == (2 * SIZE, 3 * SIZE) and sprite.dtype == np.uint8
     for i in range(6):
         r, c = divmod(i, 3)
         tile = sprite[r * SIZE:(r + 1) * SIZE, c * SIZE:(c + 1) * SIZE].astype(float)
         low, high = layer["low"][i], layer["high"][i]
         assert low == pytest.approx(conv[i].min(), rel=1e-3) and high == pytest.approx(conv[i].max(), rel=1e-3)
         assert np.abs(low + tile / 255 * (high - low) - conv[i]).max() <= (high - low) / 255 * 0.51 + 1e-4
-    static = cv2.imread(str(folder / "maps" / "000.conv.jpg"), cv2.IMREAD_GRAYSCALE)
-    assert static.shape == sprite.shape and np.abs(static.astype(int) - sprite).mean() < 6  # JPEG of the same
+    # the sheet: each layer's sprite from row image_y (a multiple of 8), the sheet as wide as the widest
+    sheet = cv2.imread(str(folder / "maps" / "000-002.jpg"), cv2.IMREAD_GRAYSCALE)
+    entries = [entry for entry in summary["layers"] if entry["kind"] == "map"]
+    assert [entry["image_y"] for entry in entries] == [0, 2 * SIZE, 2 * SIZE + -(-sprites[1].shape[0] // 8) * 8]
+    assert all(entry["sheet"] == [sheet.shape[1], sheet.shape[0]] for entry in entries)
+    for entry in entries:
+        part = sheet[entry["image_y"]:entry["image_y"] + sprites[entry["index"]].shape[0], :sprites[entry["index"]].shape[1]]
+        assert np.abs(part.astype(int) - sprites[entry["index"]]).mean() < 6  # JPEG of the same
     # predictions are the softmax of the model, best first, with labels
     logits = np.maximum(conv, 0).reshape(6, SIZE // 2, 2, SIZE // 2, 2).max(axis=(2, 4)).mean(axis=(1, 2)) @ FC
     probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -131,7 +139,7 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
                                   "channel_order": "RGB"}
     assert set(summary["timings_ms"]) == {"read", "inference", "drawing", "encoding", "writing"}
     run = json.loads((out / "run.json").read_text())
-    assert run["format"] == 2 and run["images"] == [{"folder": "photo", "image_name": "photo.png", "top1": {
+    assert run["format"] == 3 and run["images"] == [{"folder": "photo", "image_name": "photo.png", "top1": {
         "label": summary["predictions"][0]["label"], "score": summary["predictions"][0]["score"]}}]
     assert [(x["index"], x["name"], x["shape"], x["kind"]) for x in run["layers"]] == [
         (0, "conv", [6, SIZE, SIZE], "map"), (1, "relu", [6, SIZE, SIZE], "map"), (2, "pool", [6, SIZE // 2, SIZE // 2], "map")]
@@ -306,7 +314,7 @@ def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(t
     def filling_open(path, mode="r", *args, **kwargs):
         if "w" in mode and str(path).endswith(".js") and "maps" in str(path):
             calls["n"] += 1
-            if calls["n"] > 4:  # the first image's 3 layers fit, the second's do not
+            if calls["n"] > 1:  # the first image's data file fits, the second's does not
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, mode, *args, **kwargs)
 

@@ -130,7 +130,7 @@ def test_run_page_lists_every_image_with_thumbnail_and_top1(tmp_path):
 
 
 def test_run_page_of_one_image_has_no_compare_view():
-    run = {"format": 2, "model": "m.onnx", "source": "s", "layers": [{"index": 0, "name": "c", "shape": [2, 3, 3], "kind": "map"}],
+    run = {"format": 3, "model": "m.onnx", "source": "s", "layers": [{"index": 0, "name": "c", "shape": [2, 3, 3], "kind": "map"}],
            "images": [{"folder": "x", "image_name": "x.png", "top1": None}]}
     page = render_run_html(run)
     assert "id=compare" not in page and "1 image through s" in page

@@ -2,9 +2,9 @@
  *
  * Data reaches the page as scripts, since a page opened from file:// can neither fetch JSON nor read
  * the pixels of an <img>: summary.js calls onnxviz.summary({...}), run.js onnxviz.run({...}) and
- * maps/NNN.<layer>.js onnxviz.layerData(NNN, "<base64 PNG>"). The PNG holds a layer's stored channels
- * as 8-bit gray, tiled row-major in `columns` columns; pixel p of stored channel k stands for
- * low[k] + p / 255 * (high[k] - low[k]).
+ * a layer's `data` file (maps/NNN-MMM.js, shared by consecutive layers) onnxviz.layerData(NNN, "<base64
+ * PNG>") for each of its layers. The PNG holds a layer's stored channels as 8-bit gray, tiled row-major
+ * in `columns` columns; pixel p of stored channel k stands for low[k] + p / 255 * (high[k] - low[k]).
  */
 (function () {
   "use strict";
@@ -12,7 +12,10 @@
   var slot = null; // what the data script that just ran delivered
   var queue = Promise.resolve();
 
-  onnxviz.layerData = function (index, b64) { slot = { index: index, b64: b64 }; };
+  onnxviz.layerData = function (index, b64) {
+    if (!slot || !slot.layers) slot = { layers: {} };
+    slot.layers[index] = b64;
+  };
   onnxviz.summary = function (summary) {
     if (document.body.dataset.page === "image" && !imagePage) imagePage = initImagePage(summary);
     else slot = summary;
@@ -59,6 +62,23 @@
     });
     queue = p.catch(function () {});
     return p;
+  }
+
+  /* The base64 PNG of layer `index` from the data file `src`. `files` (a Map) keeps each file's
+   * load, so the layers that share a file read it once; without it the file is read for this layer. */
+  function layerPng(src, index, files) {
+    var p = files && files.get(src);
+    if (!p) {
+      p = loadData(src);
+      if (files) {
+        files.set(src, p);
+        p.catch(function () { if (files.get(src) === p) files.delete(src); });
+      }
+    }
+    return p.then(function (d) {
+      if (!d.layers || !(index in d.layers)) throw new Error(decodeURIComponent(src) + " holds no maps of layer " + index);
+      return d.layers[index];
+    });
   }
 
   /* A base64 PNG -> its gray pixels. A data: URL image is same-origin, so its pixels can be read. */
@@ -147,14 +167,14 @@
       if (!section || meta.kind === "vector") return;
       layers.push({ meta: meta, section: section, tiles: $(".tiles", section), sprite: null, loading: null, drawn: false });
     });
-    var byIndex = {};
+    var byIndex = {}, dataFiles = new Map();
     layers.forEach(function (L, i) { L.pos = i; byIndex[L.meta.index] = L; });
     $("#controls").hidden = false;
 
     function load(L) {
       if (!L.loading) {
-        L.loading = loadData(urlPath(L.meta.data))
-          .then(function (d) { return decodeGray(d.b64); })
+        L.loading = layerPng(urlPath(L.meta.data), L.meta.index, dataFiles)
+          .then(decodeGray)
           .then(function (sprite) { L.sprite = sprite; return L; })
           .catch(function (err) {
             var p = el("p", { class: "warn" }, "The exact maps could not be read (" + err.message + "); the tiles show the static picture.");
@@ -528,7 +548,7 @@
       var key = L.index + "/" + page;
       if (key !== spritesKey) { sprites.clear(); spritesKey = key; }
       if (!sprites.has(folder)) {
-        var p = loadData(urlPath(folder) + "/" + urlPath(L.data)).then(function (d) { return decodeGray(d.b64); });
+        var p = layerPng(urlPath(folder) + "/" + urlPath(L.data), L.index).then(decodeGray);
         sprites.set(folder, p);
         p.catch(function () { if (sprites.get(folder) === p) sprites.delete(folder); });
       }
