@@ -412,13 +412,15 @@ class _Painter:
         c, h, w = (int(d) for d in layer.shape[1:])
         maps = outputs[layer.name][n]
         flat = maps.reshape(c, -1)
-        # Whole-layer numbers in passes without an axis (the fast reductions) and one count
-        # per channel; per-channel min/max/mean only for the stored channels.
-        nonzero = np.count_nonzero(flat, axis=1)
-        lo, hi = flat.min(), flat.max()
+        # Four passes over the layer: each channel's min and max (which give the layer's, the
+        # channels that are zero everywhere and the stored channels' ranges), OpenCV's count of
+        # non-zero values and its sum (each about half numpy's time on these arrays, RESULTS).
+        ch_lo, ch_hi = flat.min(axis=1), flat.max(axis=1)
+        lo, hi = ch_lo.min(), ch_hi.max()
+        nonzero = cv2.countNonZero(flat)
         index = self.index_of[layer.name]
-        stats = store.Stats(store.one(lo), store.one(hi), store.one(np.add.reduce(flat, axis=None) / flat.size),
-                            store.one(1.0 - nonzero.sum() / flat.size), int(np.count_nonzero(nonzero == 0)))
+        stats = store.Stats(store.one(lo), store.one(hi), store.one(cv2.sumElems(flat)[0] / flat.size),
+                            store.one(1.0 - nonzero / flat.size), int(np.count_nonzero((ch_lo == 0) & (ch_hi == 0))))
         entry = store.Layer(index, layer.name, layer.op, [c, h, w], "map", stats, None, cls=layer.cls,
                             folded=list(layer.folded) or None)
         if h == w == 1:
@@ -428,14 +430,14 @@ class _Painter:
             return entry, None
         scores = None
         if opts.sort != "index":
-            scores = (flat.mean(axis=1), flat.max(axis=1))
+            scores = (flat.mean(axis=1), ch_hi)
         chosen = select_channels(maps, opts.max_channels, opts.channels, opts.sort, scores=scores)
         if len(chosen) and np.array_equal(chosen, np.arange(chosen[0], chosen[0] + len(chosen))):
             picked = maps[chosen[0]:chosen[0] + len(chosen)]  # a run of channels: a view, not a copy
         else:
             picked = maps[chosen]
         part = picked.reshape(len(chosen), -1)
-        ch_min, ch_max = part.min(axis=1), part.max(axis=1)
+        ch_min, ch_max = ch_lo[chosen], ch_hi[chosen]
         low, high = sprite_ranges(ch_min, ch_max, opts.norm, layer_range=(float(lo), float(hi)))
         sprite = make_sprite(picked, chosen.tolist(), low, high)
         entry.channel_stats = store.ChannelStats(store.rounded(ch_min), store.rounded(ch_max),
