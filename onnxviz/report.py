@@ -201,22 +201,21 @@ def _legend(layer: dict[str, Any], gradient: str, colormap: str, norm: str) -> s
     )
 
 
-def channel_state(layer: dict[str, Any], k: int) -> str:
-    """'dead' (zero everywhere for this image), 'flat' (constant, not zero) or '' for stored channel k.
+def channel_states(layer: dict[str, Any]) -> list[str]:
+    """Per stored channel: 'dead' (zero everywhere for this image), 'flat' (constant, not zero) or ''.
 
-    From the channel's own statistics (`channel_stats`, aligned with `channels`): the stored
+    From each channel's own statistics (`channel_stats`, aligned with `channels`): the stored
     `low`/`high` are the layer's range when the render normalised per layer.
     """
+    n = len(layer["channels"])
     cs = layer.get("channel_stats") or {}
-    lo = (cs.get("min") or [None] * (k + 1))[k]
-    hi = (cs.get("max") or [None] * (k + 1))[k]
-    if lo is None or hi is None:
-        lo, hi = layer["low"][k], layer["high"][k]
-    if lo == 0 and hi == 0:
-        return "dead"
-    if lo == hi or layer["low"][k] == layer["high"][k]:
-        return "flat"
-    return ""
+    mins, maxs = cs.get("min") or [None] * n, cs.get("max") or [None] * n
+    states = []
+    for lo, hi, low, high in zip(mins, maxs, layer["low"], layer["high"]):
+        if lo is None or hi is None:
+            lo, hi = low, high
+        states.append("dead" if lo == 0 and hi == 0 else "flat" if lo == hi or low == high else "")
+    return states
 
 
 def _tiles(layer: dict[str, Any]) -> str:
@@ -227,9 +226,8 @@ def _tiles(layer: dict[str, Any]) -> str:
     th, tw = layer["tile"]
     dw, dh, enlarged = tile_display(th, tw, len(channels))
     cells = []
-    for k, ch in enumerate(channels):
+    for k, (ch, state) in enumerate(zip(channels, channel_states(layer))):
         r, c = divmod(k, columns)
-        state = channel_state(layer, k)
         if state:
             cells.append(f"<figure class='tile {state}' data-ch={ch} data-k={k} style=--c:{c};--r:{r}><div class=px>"
                          f"</div><figcaption>{ch}<span class=note> {state}</span></figcaption></figure>")

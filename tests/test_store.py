@@ -47,6 +47,7 @@ def test_consecutive_layers_share_data_files_and_sheets_up_to_the_limits(monkeyp
 
 def test_rounded_keeps_significant_digits_and_turns_nonfinite_into_null():
     assert store.rounded([1.23456789, float("nan"), -2e-7, 0.0, float("inf")]) == [1.235, None, -2e-07, 0.0, None]
+    assert store.rounded([1e-320, -3.3e300, 123456.7, 0.00012344999]) == [1e-320, -3.3e300, 123500.0, 0.0001234]
     exact = np.float32([0.1, 3.14159274, -1234.5678])
     assert np.array_equal(np.float32(store.rounded(exact, store.EXACT_DIGITS)), exact)  # float32 round-trips
 
