@@ -152,6 +152,27 @@ def test_atlas_equals_brute_force(model_path, images, tmp_path, score):
         assert row["box"] == list(fields[row["layer"]].box(y, x, SIZE, SIZE))
 
 
+@pytest.mark.parametrize("light_bytes", [0, 64 << 10])
+def test_weights_left_out_of_the_rewrite_or_in_an_external_file_give_the_same_atlas(model_path, images, tmp_path,
+                                                                                   monkeypatch, light_bytes):
+    """make_plan rewrites the graph with the large weights left out and puts them back from the file
+    (0: every initializer, as VGG16's large ones are); weights in an external file are loaded into
+    the bytes ONNX Runtime gets."""
+    import onnxviz.atlas as atlas
+
+    monkeypatch.setattr(atlas, "LIGHT_TENSOR_BYTES", light_bytes)
+    expected = brute_force_table(model_path, images, LAYERS, 3, "max")
+    opts = AtlasOptions(layers=LAYERS, top=3, provider="cpu")
+    build_atlas(model_path, [images], tmp_path / "a", opts)
+    assert_same_as_brute_force(tmp_path / "a", expected)
+    external = tmp_path / "ext" / "branchy.onnx"
+    external.parent.mkdir()
+    onnx.save(branchy_model(), external, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="branchy.weights", size_threshold=0)
+    build_atlas(external, [images], tmp_path / "b", opts)
+    assert_same_as_brute_force(tmp_path / "b", expected)
+
+
 def test_interrupted_atlas_resumes_and_added_images_merge_exactly(model_path, images, tmp_path):
     paths = sorted(images.iterdir())
     expected = brute_force_table(model_path, images, LAYERS, 3, "max")
