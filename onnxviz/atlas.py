@@ -18,7 +18,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -103,12 +103,15 @@ class TopN:
     def channels(self) -> int:
         return self.scores.shape[0]
 
-    def _keep(self, scores: np.ndarray, ids: np.ndarray, positions: np.ndarray) -> None:
+    def _keep(self, scores: np.ndarray, ids: np.ndarray, positions: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """The best n of each row of these candidates; `rows`: which channels they are (default all)."""
         scores = np.where(np.isnan(scores), -np.inf, scores).astype(np.float32, copy=False)
         order = np.lexsort((ids, -scores), axis=1)[:, : self.n]
-        self.scores = np.take_along_axis(scores, order, 1)
-        self.ids = np.take_along_axis(ids, order, 1)
-        self.positions = np.take_along_axis(positions, order, 1)
+        best = [np.take_along_axis(a, order, 1) for a in (scores, ids, positions)]
+        if rows is None:
+            self.scores, self.ids, self.positions = best
+        else:
+            self.scores[rows], self.ids[rows], self.positions[rows] = best
 
     def update(self, scores: np.ndarray, positions: np.ndarray, ids: np.ndarray) -> None:
         """Add a batch: `scores` and `positions` `[B, channels]`, `ids` `[B]`."""
@@ -117,9 +120,17 @@ class TopN:
         if scores.shape != (len(ids), self.channels) or positions.shape != scores.shape:
             raise ValueError(f"expected [{len(ids)}, {self.channels}] scores and positions, got "
                              f"{scores.shape} and {positions.shape}")
-        self._keep(np.concatenate([self.scores, scores.T], 1),
-                   np.concatenate([self.ids, np.broadcast_to(ids, (self.channels, len(ids)))], 1),
-                   np.concatenate([self.positions, positions.T.astype(np.int64)], 1))
+        scores = np.where(np.isnan(scores), -np.inf, scores).astype(np.float32, copy=False).T  # [channels, B]
+        # Only channels where some new entry beats the N-th kept one need sorting: late in a scan, few.
+        worst_s, worst_i = self.scores[:, -1:], self.ids[:, -1:]
+        enters = (scores > worst_s) | ((scores == worst_s) & (ids[None, :] < worst_i))
+        rows = np.flatnonzero(enters.any(1))
+        if rows.size == 0:
+            return
+        s, i, p = self.scores[rows], self.ids[rows], self.positions[rows]
+        self._keep(np.concatenate([s, scores[rows]], 1),
+                   np.concatenate([i, np.broadcast_to(ids, (len(rows), len(ids)))], 1),
+                   np.concatenate([p, positions.T[rows].astype(np.int64)], 1), rows)
 
     def offer(self, channels: np.ndarray, scores: np.ndarray, ids: np.ndarray, positions: np.ndarray) -> None:
         """Add sparse candidates: entry k is (channel, score, image id, position)."""
@@ -480,6 +491,7 @@ def build_atlas(model: Path, inputs: list[Path], output: Path, options: AtlasOpt
         state.save(output)
         raise
     scan_seconds = time.perf_counter() - t
+    plan = replace(plan, reduced=b"")  # the page does not need the reduced model: 100 MB (ResNet50) freed
     state.save(output)
     new_failed = [why for k, why in sorted(state.failed.items()) if k not in failed_before]
     if len(state.failed) == len(state.images):

@@ -123,9 +123,11 @@ class _Sheets:
         self.left = np.bincount(self.sheet, minlength=len(self.shapes))  # tiles still to come, per sheet
         # Allocated here, in one thread, and freed as each is written: numpy's large blocks come from
         # and go back to the system (allocated in the pool's threads they stayed in malloc's arenas).
-        self.arrays = {k: np.full(shape, BACKGROUND, np.uint8) for k, shape in enumerate(self.shapes)}
-        self.overlays = ({k: np.full(shape, BACKGROUND, np.uint8) for k, shape in enumerate(self.shapes)}
-                         if options.overlay else {})
+        # Left uninitialised: the pool's threads touch the pages as they put tiles in (on this VM,
+        # first touching 450 MB took up to a second), and `write` greys only the slots left empty.
+        self.arrays = {k: np.empty(shape, np.uint8) for k, shape in enumerate(self.shapes)}
+        self.overlays = {k: np.empty(shape, np.uint8) for k, shape in enumerate(self.shapes)} if options.overlay else {}
+        self.filled = {k: np.zeros((shape[0] // self.tile, self.n), bool) for k, shape in enumerate(self.shapes)}
         self.lock = threading.Lock()
         self.files = self.bytes = 0
         self.written: set[int] = set()
@@ -135,6 +137,7 @@ class _Sheets:
               overlays: np.ndarray | None) -> None:
         """Put `tiles[k]` at row `rows[k]` (a channel of this sheet), column `ranks[k]`."""
         t = self.tile
+        self.filled[sheet][rows, ranks] = True
         for array, values in ((self.arrays[sheet], tiles), (self.overlays.get(sheet), overlays)):
             if array is not None and values is not None:
                 # [rows * t, n * t, 3] as [rows, n, t, t, 3]: a view, so the tiles land in the sheet
@@ -158,9 +161,12 @@ class _Sheets:
             self.written.add(sheet)
             array = self.arrays.pop(sheet, None)
             overlay = self.overlays.pop(sheet, None)
+        t = self.tile
         for name, image in ((self.names[li][k], array), (self.overlay_names[li][k] if self.overlay else None, overlay)):
             if name is None:
                 continue
+            for row, rank in zip(*np.nonzero(~self.filled[sheet])):  # no winner, or an unreadable one
+                image[row * t:(row + 1) * t, rank * t:(rank + 1) * t] = BACKGROUND
             data = encode(image, "jpg", QUALITY)
             write_bytes(self.output / name, data)
             with self.lock:
