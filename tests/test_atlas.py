@@ -201,6 +201,27 @@ def test_interrupted_atlas_resumes_and_added_images_merge_exactly(model_path, im
     assert_same_as_brute_force(out, expected)
 
 
+def test_reading_ahead_or_in_turn_gives_the_same_tops(model_path, images):
+    """run_local's reading thread (at the lowest priority where ORT's threads take every core) and
+    reading in turn give the same state, unreadable images included."""
+    from onnxviz.atlas import AtlasState, make_plan, run_local
+
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    opts = AtlasOptions(layers=LAYERS, top=3, provider="cpu", batch_size=4)
+    plan = make_plan(model_path, opts)
+    paths = [str(p.resolve()) for p in collect_images([images])[0]]
+    states = []
+    for prefetch in (False, True):
+        state = AtlasState.new(plan, opts.top)
+        run_local(plan, state, state.add_images(paths), opts, lambda: None, None, prefetch=prefetch)
+        states.append(state)
+    a, b = states
+    assert a.failed == b.failed and len(a.failed) == 1 and a.done.all() and b.done.all()
+    for x, y in zip(a.tops, b.tops):
+        for name in ("scores", "ids", "positions"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+
+
 def test_unreadable_image_is_a_warning_and_a_count(model_path, images, tmp_path):
     (images / "broken.jpg").write_bytes(b"not a jpeg")
     result = runner.invoke(app, ["atlas", str(model_path), str(images), "-o", str(tmp_path / "a"), "--layers", "c1",
