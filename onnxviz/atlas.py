@@ -13,12 +13,9 @@ to it, so that the result is the same as one run over every image in that order.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -356,19 +353,6 @@ def _read_batch(batch: list[tuple[int, str]], height: int, width: int, resize: s
     return ids, pixels, failed
 
 
-def _take_batch(batch: list[tuple[int, str]], pending: list, height: int, width: int, resize: str):
-    """`_read_batch(batch)`, taking what the reading thread has read of it: an image it has not
-    started is read here, so a reading thread the machine starves cannot hold the batch up."""
-    if not pending:
-        return _read_batch(batch, height, width, resize)
-    ids, pixels, failed = [], [], []
-    for item, future in zip(batch, pending):
-        got = _read_batch([item], height, width, resize) if future.cancel() else future.result()
-        for whole, part in zip((ids, pixels, failed), got):
-            whole.extend(part)
-    return ids, pixels, failed
-
-
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -380,16 +364,6 @@ def update_tops(state: AtlasState, plan: Plan, outputs: dict[str, np.ndarray], i
     for layer, top in zip(plan.layers, state.tops):
         score_name, position_name = reduction_names(layer.name)
         top.update(outputs[score_name], outputs[position_name], ids)
-
-
-THREAD_NICE = sys.platform.startswith("linux")  # os.setpriority on a thread id sets that thread's nice
-
-
-def _lowest_priority() -> None:
-    """Thread initializer: this thread yields the CPU to every other (Linux; elsewhere a no-op)."""
-    if THREAD_NICE:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _cpus() -> int:
@@ -404,27 +378,25 @@ def run_local(plan: Plan, state: AtlasState, todo: list[tuple[int, str]], option
               prefetch: bool | None = None) -> dict:
     """Stream `todo` through one session (`session`, or one opened on the reduced model).
 
-    `prefetch` reads the next batch in a second thread while ORT runs this one. Where ORT's
-    threads take every core, that thread runs at the lowest priority (Linux gives each thread its
-    own nice value), so that it takes only the moments ORT leaves a core idle: at normal priority
-    it preempted an ORT thread and the whole batch waited for it (VGG16 on 2 cores: 8% slower than
-    reading in turn), at nice 19 it was faster than reading in turn (benchmarks/RESULTS.md). Where
-    a thread cannot be given a lower priority, the default reads in turn on such a machine.
+    `prefetch` reads the next batch while ORT runs this one; by default only when ORT's threads
+    leave a core free: on a machine whose every core runs an ORT thread the reading thread
+    preempts one of them and the whole batch waits for it (VGG16 on 2 cores: 8% slower than
+    reading in turn; at the lowest thread priority still 2.5% slower for ResNet50,
+    benchmarks/RESULTS.md).
     """
     if session is None:
         session = open_reduced(plan.reduced, options.provider, options.threads, prepack=len(todo) > 64)
-    busy = session.provider != "cuda" and session.threads >= _cpus()  # ORT's threads on every core
     if prefetch is None:
-        prefetch = not busy or THREAD_NICE
+        prefetch = session.provider == "cuda" or session.threads < _cpus()
     h, w = plan.info.height, plan.info.width
     done = since = 0
     batches = list(_chunks(todo, options.batch_size))
-    with ThreadPoolExecutor(1, initializer=_lowest_priority if busy else None) as reader:
-        pending: list = []  # the next batch's images, one task each
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(_read_batch, batches[0], h, w, options.resize) if batches else None
         for k in range(len(batches)):
-            ids, pixels, failed = _take_batch(batches[k], pending, h, w, options.resize)
-            pending = ([reader.submit(_read_batch, [item], h, w, options.resize) for item in batches[k + 1]]
-                       if prefetch and k + 1 < len(batches) else [])
+            ids, pixels, failed = pending.result() if pending else _read_batch(batches[k], h, w, options.resize)
+            pending = (reader.submit(_read_batch, batches[k + 1], h, w, options.resize)
+                       if prefetch and k + 1 < len(batches) else None)
             if pixels:
                 outputs = session.run(np.stack(pixels))
                 update_tops(state, plan, outputs, np.asarray(ids, np.int64))
