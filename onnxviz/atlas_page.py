@@ -82,8 +82,8 @@ def _json_float(value: float) -> str:
 
 
 def table_lines(plan, state, rows, sheet_names: list[list[str]], tile: int) -> list[str]:
-    """`atlas.jsonl`'s lines, each exactly `json.dumps` of the row's dict (built as text: 35,000
-    `json.dumps` calls were a tenth of the crop pass)."""
+    """`atlas.jsonl`'s lines, each exactly `json.dumps` of the row's dict, built as text: one
+    `json.dumps` per row (35,136 for ResNet50) cost more than the rest of the table."""
     layers = [json.dumps(layer.name) for layer in plan.layers]
     sheets = [[json.dumps(name) for name in names] for names in sheet_names]
     images: dict[int, str] = {}
@@ -121,10 +121,11 @@ class _Sheets:
                             for k in ks]
         self.sheet = np.asarray(self.first, np.int64)[rows.layer] + rows.channel // SHEET_ROWS  # per row
         self.left = np.bincount(self.sheet, minlength=len(self.shapes))  # tiles still to come, per sheet
-        # Allocated here, in one thread, and freed as each is written: numpy's large blocks come from
-        # and go back to the system (allocated in the pool's threads they stayed in malloc's arenas).
-        # Left uninitialised: the pool's threads touch the pages as they put tiles in (on this VM,
-        # first touching 450 MB took up to a second), and `write` greys only the slots left empty.
+        # All allocated here, before any is freed, so that each is its own mapping and goes back to the
+        # system when written (glibc raises its mmap threshold once a large block is freed; sheets
+        # allocated later in the pool's threads stayed in malloc's arenas and raised peak RSS). Left
+        # uninitialised: the pool's threads touch the pages as they put tiles in (first touching
+        # ResNet50's 450 MB of sheets can take a second on a VM), and `write` greys the slots left empty.
         self.arrays = {k: np.empty(shape, np.uint8) for k, shape in enumerate(self.shapes)}
         self.overlays = {k: np.empty(shape, np.uint8) for k, shape in enumerate(self.shapes)} if options.overlay else {}
         self.filled = {k: np.zeros((shape[0] // self.tile, self.n), bool) for k, shape in enumerate(self.shapes)}
