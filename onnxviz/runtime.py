@@ -307,6 +307,8 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
     except Exception as exc:  # ORT's pybind exceptions share no base class but Exception
         if is_allocation_error(exc):
             raise OnnxvizError(f"'{path}' does not fit in memory ({_ort_message(exc)})") from exc
+        if model_bytes is not None:  # no file to look at for the cause
+            raise ModelError(f"ONNX Runtime cannot load '{path}': {_ort_message(exc)}") from exc
         raise _load_error(path, exc) from exc
 
     used = "cuda" if session.get_providers()[0] == PROVIDERS["cuda"] else "cpu"
