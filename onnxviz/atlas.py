@@ -16,10 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -37,6 +36,7 @@ ENGINES = ("local", "ray")
 STATE_FILE = "atlas-state.npz"
 EMPTY = np.iinfo(np.int64).max  # the id of an empty slot: after every real image
 PADDING_OPS = frozenset({"ZeroPadding2D", "Pad"})
+LIGHT_TENSOR_BYTES = 64 << 10  # make_plan rewrites the graph with larger initializers left hollow
 
 Progress = Callable[[int, int, str], None]
 
@@ -103,12 +103,15 @@ class TopN:
     def channels(self) -> int:
         return self.scores.shape[0]
 
-    def _keep(self, scores: np.ndarray, ids: np.ndarray, positions: np.ndarray) -> None:
+    def _keep(self, scores: np.ndarray, ids: np.ndarray, positions: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """The best n of each row of these candidates; `rows`: which channels they are (default all)."""
         scores = np.where(np.isnan(scores), -np.inf, scores).astype(np.float32, copy=False)
         order = np.lexsort((ids, -scores), axis=1)[:, : self.n]
-        self.scores = np.take_along_axis(scores, order, 1)
-        self.ids = np.take_along_axis(ids, order, 1)
-        self.positions = np.take_along_axis(positions, order, 1)
+        best = [np.take_along_axis(a, order, 1) for a in (scores, ids, positions)]
+        if rows is None:
+            self.scores, self.ids, self.positions = best
+        else:
+            self.scores[rows], self.ids[rows], self.positions[rows] = best
 
     def update(self, scores: np.ndarray, positions: np.ndarray, ids: np.ndarray) -> None:
         """Add a batch: `scores` and `positions` `[B, channels]`, `ids` `[B]`."""
@@ -117,9 +120,17 @@ class TopN:
         if scores.shape != (len(ids), self.channels) or positions.shape != scores.shape:
             raise ValueError(f"expected [{len(ids)}, {self.channels}] scores and positions, got "
                              f"{scores.shape} and {positions.shape}")
-        self._keep(np.concatenate([self.scores, scores.T], 1),
-                   np.concatenate([self.ids, np.broadcast_to(ids, (self.channels, len(ids)))], 1),
-                   np.concatenate([self.positions, positions.T.astype(np.int64)], 1))
+        scores = np.where(np.isnan(scores), -np.inf, scores).astype(np.float32, copy=False).T  # [channels, B]
+        # Only channels where some new entry beats the N-th kept one need sorting: late in a scan, few.
+        worst_s, worst_i = self.scores[:, -1:], self.ids[:, -1:]
+        enters = (scores > worst_s) | ((scores == worst_s) & (ids[None, :] < worst_i))
+        rows = np.flatnonzero(enters.any(1))
+        if rows.size == 0:
+            return
+        s, i, p = self.scores[rows], self.ids[rows], self.positions[rows]
+        self._keep(np.concatenate([s, scores[rows]], 1),
+                   np.concatenate([i, np.broadcast_to(ids, (len(rows), len(ids)))], 1),
+                   np.concatenate([p, positions.T[rows].astype(np.int64)], 1), rows)
 
     def offer(self, channels: np.ndarray, scores: np.ndarray, ids: np.ndarray, positions: np.ndarray) -> None:
         """Add sparse candidates: entry k is (channel, score, image id, position)."""
@@ -201,45 +212,54 @@ def _sha256(path: Path) -> str:
 
 
 def make_plan(model: Path, options: AtlasOptions) -> Plan:
-    """Read the model, choose the layers, add the reductions and compute the receptive fields."""
-    import onnx
+    """Read the model, choose the layers, add the reductions and compute the receptive fields.
 
-    from .graph import add_channel_reductions
-    from .receptive import receptive_fields
+    The graph is rewritten without its large weights (`protoscan.split`: VGG16's 553 MB are
+    never parsed or copied); the reduced model's bytes take the weights it still uses straight
+    from the file (`protoscan.join`), while the file's SHA-256 is computed in a second thread.
+    """
+    from onnx import TensorProto
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
     from .files import existing_file
+    from .graph import add_channel_reductions
     from .modelfile import check_model_file, unreadable
+    from .protoscan import join, split
+    from .receptive import receptive_fields
 
     model = existing_file(Path(model), "model file")
-    check_model_file(model)  # names a missing or truncated weights file
     with ThreadPoolExecutor(1) as pool:
         digest = pool.submit(_sha256, model)
         try:
-            proto = onnx.load(str(model))
-        except Exception as exc:  # protobuf's DecodeError and friends
+            light, spans = split(model, LIGHT_TENSOR_BYTES)
+        except Exception as exc:  # DecodeError, a truncated or foreign file
             raise unreadable(model, type(exc).__name__) from exc
-        info = read_info(proto, str(model))
+        check_model_file(model, light)  # names a missing or truncated weights file
+        info = read_info(light, str(model))
         layers = choose_layers(info, options.layers, str(model))
         names = [layer.name for layer in layers]
-        reduced = add_channel_reductions(proto, names, options.score)
-        del proto
+        reduced = add_channel_reductions(light, names, options.score)
+        del light
+        for tensor in reduced.graph.initializer:  # weights in external files: into the bytes ORT gets
+            if uses_external_data(tensor):
+                load_external_data_for_tensor(tensor, str(model.parent))
+                tensor.data_location = TensorProto.DEFAULT
+                del tensor.external_data[:]
+                spans.pop(tensor.name, None)  # loaded: join must not put the file's reference back
         fields = receptive_fields(reduced, names)
+        data = join(reduced, model, spans)
         fingerprint = {"model_sha256": digest.result(), "layers": names, "top": options.top,
                        "score": options.score, "resize": options.resize}
-    return Plan(model, info, layers, fields, reduced.SerializeToString(), fingerprint)
+    return Plan(model, info, layers, fields, data, fingerprint)
 
 
-def open_reduced(reduced: bytes, provider: str, threads: int | None = None, prepack: bool = True):
-    """An ORT session (runtime.open_session) on the reduced model held in memory."""
+def open_reduced(reduced: bytes, provider: str, threads: int | None = None, prepack: bool = True,
+                 name: str = "the atlas's reduced model"):
+    """An ORT session (runtime.open_session) on the reduced model held in memory; `name` names it
+    in messages."""
     from .runtime import open_session
 
-    fd, tmp = tempfile.mkstemp(prefix="onnxviz-atlas-", suffix=".onnx")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(reduced)
-        return open_session(Path(tmp), provider, threads=threads, prepack=prepack)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    return open_session(Path(name), provider, threads=threads, prepack=prepack, model_bytes=reduced)
 
 
 # ---------------------------------------------------------------- state, checkpoints
@@ -363,10 +383,12 @@ def run_local(plan: Plan, state: AtlasState, todo: list[tuple[int, str]], option
     `prefetch` reads the next batch while ORT runs this one; by default only when ORT's threads
     leave a core free: on a machine whose every core runs an ORT thread the reading thread
     preempts one of them and the whole batch waits for it (VGG16 on 2 cores: 8% slower than
-    reading in turn, benchmarks/RESULTS.md).
+    reading in turn; at the lowest thread priority still 2.5% slower for ResNet50,
+    benchmarks/RESULTS.md).
     """
     if session is None:
-        session = open_reduced(plan.reduced, options.provider, options.threads, prepack=len(todo) > 64)
+        session = open_reduced(plan.reduced, options.provider, options.threads, prepack=len(todo) > 64,
+                               name=f"{plan.model} with the atlas's reductions")
     if prefetch is None:
         prefetch = session.provider == "cuda" or session.threads < _cpus()
     h, w = plan.info.height, plan.info.width
@@ -473,6 +495,7 @@ def build_atlas(model: Path, inputs: list[Path], output: Path, options: AtlasOpt
         state.save(output)
         raise
     scan_seconds = time.perf_counter() - t
+    plan = replace(plan, reduced=b"")  # the page does not need the reduced model: 100 MB (ResNet50) freed
     state.save(output)
     new_failed = [why for k, why in sorted(state.failed.items()) if k not in failed_before]
     if len(state.failed) == len(state.images):
@@ -489,20 +512,39 @@ def build_atlas(model: Path, inputs: list[Path], output: Path, options: AtlasOpt
                        {k: v for k, v in ran.items() if k in ("init_s", "first_result_s", "after_start_img_s")})
 
 
-def winners(plan: Plan, state: AtlasState) -> list[dict]:
-    """Every (layer, channel, rank) kept, as table rows (image path, score, position, crop box)."""
-    rows = []
-    for layer, top in zip(plan.layers, state.tops):
-        width = int(layer.shape[3])
-        fld = plan.fields[layer.name]
-        for c in range(top.channels):
-            for r in range(top.n):
-                image_id = int(top.ids[c, r])
-                if image_id == EMPTY:
-                    continue
-                y, x = divmod(int(top.positions[c, r]), width)
-                rows.append({"layer": layer.name, "channel": c, "rank": r, "image": state.images[image_id],
-                             "image_id": image_id, "score": float(top.scores[c, r]), "position": [y, x],
-                             "box": list(fld.box(y, x, plan.info.height, plan.info.width))})
-    return rows
+@dataclass
+class Winners:
+    """Every (layer, channel, rank) kept, in table order, as flat arrays: one entry per row."""
 
+    layer: np.ndarray  # index into plan.layers
+    channel: np.ndarray
+    rank: np.ndarray
+    image: np.ndarray  # image id
+    score: np.ndarray  # float32
+    y: np.ndarray  # position of the maximum in the map
+    x: np.ndarray
+    box: np.ndarray  # [rows, 4] x0, y0, x1, y1 (end exclusive) in the network's input pixels
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+
+def winners(plan: Plan, state: AtlasState) -> Winners:
+    """The kept entries of every layer with their crop boxes (`Field.box`, computed for all at once)."""
+    height, width = plan.info.height, plan.info.width
+    parts = []
+    for li, (layer, top) in enumerate(zip(plan.layers, state.tops)):
+        fld = plan.fields[layer.name]
+        c, r = np.nonzero(top.ids != EMPTY)  # row-major: channel, then rank
+        y, x = np.divmod(top.positions[c, r], int(layer.shape[3]))
+        if fld.exact:
+            y0, x0 = fld.height.start + y * fld.height.jump, fld.width.start + x * fld.width.jump
+            box = np.stack([np.maximum(0, x0), np.maximum(0, y0), np.minimum(width, x0 + fld.width.size),
+                            np.minimum(height, y0 + fld.height.size)], 1)
+        else:
+            box = np.tile(np.array([0, 0, width, height], np.int64), (len(c), 1))
+        parts.append((np.full(len(c), li), c, r, top.ids[c, r], top.scores[c, r], y, x, box.astype(np.int64)))
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return Winners(empty, empty, empty, empty, np.zeros(0, np.float32), empty, empty, np.zeros((0, 4), np.int64))
+    return Winners(*(np.concatenate([p[k] for p in parts]) for k in range(8)))

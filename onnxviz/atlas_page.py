@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +44,14 @@ class Written:
 
 def fit_tile(crop_bgr: np.ndarray, tile: int) -> np.ndarray:
     """`crop` scaled to fit a tile x tile square, centred on grey, aspect ratio kept."""
-    out = np.full((tile, tile, 3), BACKGROUND, np.uint8)
     h, w = crop_bgr.shape[:2]
     scale = tile / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR if scale < 1 else cv2.INTER_NEAREST
     small = cv2.resize(crop_bgr, (nw, nh), interpolation=interp)
+    if nh == tile and nw == tile:  # a square crop fills the tile
+        return small
+    out = np.full((tile, tile, 3), BACKGROUND, np.uint8)
     top, left = (tile - nh) // 2, (tile - nw) // 2
     out[top:top + nh, left:left + nw] = small
     return out
@@ -72,106 +76,209 @@ def overlay_map(crop_bgr: np.ndarray, channel_map: np.ndarray, field, box: tuple
     return cv2.addWeighted(crop_bgr, 0.5, colorize(gray, "inferno"), 0.5, 0)
 
 
+def _json_float(value: float) -> str:
+    """A float as json.dumps writes it."""
+    return repr(value) if math.isfinite(value) else json.dumps(value)
+
+
+def table_lines(plan, state, rows, sheet_names: list[list[str]], tile: int) -> list[str]:
+    """`atlas.jsonl`'s lines, each exactly `json.dumps` of the row's dict, built as text: one
+    `json.dumps` per row (35,136 for ResNet50) cost more than the rest of the table."""
+    layers = [json.dumps(layer.name) for layer in plan.layers]
+    sheets = [[json.dumps(name) for name in names] for names in sheet_names]
+    images: dict[int, str] = {}
+    lines = []
+    for li, c, r, k, score, y, x, (x0, y0, x1, y1) in zip(
+            rows.layer.tolist(), rows.channel.tolist(), rows.rank.tolist(), rows.image.tolist(),
+            rows.score.tolist(), rows.y.tolist(), rows.x.tolist(), rows.box.tolist()):
+        image = images.get(k)
+        if image is None:
+            image = images[k] = json.dumps(state.images[k])
+        lines.append(f'{{"layer": {layers[li]}, "channel": {c}, "rank": {r}, "image": {image}, '
+                     f'"score": {_json_float(score)}, "position": [{y}, {x}], "box": [{x0}, {y0}, {x1}, {y1}], '
+                     f'"sheet": {sheets[li][c // SHEET_ROWS]}, "tile": [{(c % SHEET_ROWS) * tile}, {r * tile}, {tile}]}}')
+    return lines
+
+
+class _Sheets:
+    """The sprite sheets being filled by the pool's threads: each is encoded, written and dropped as
+    soon as its last tile is in, so that encoding runs beside the reading and cutting."""
+
+    def __init__(self, plan, rows, options, output: Path) -> None:
+        self.output, self.tile, self.n, self.overlay = output, options.tile, options.top, options.overlay
+        self.names: list[list[str]] = []
+        self.overlay_names: list[list[str]] = []
+        self.shapes: list[tuple[int, int, int]] = []
+        self.first: list[int] = []  # global index of each layer's first sheet
+        for layer in plan.layers:
+            channels = int(layer.shape[1])
+            self.first.append(len(self.shapes))
+            ks = range(0, (channels + SHEET_ROWS - 1) // SHEET_ROWS)
+            self.names.append([f"crops/{safe_name(layer.name)}_{k}.jpg" for k in ks])
+            self.overlay_names.append([f"crops/{safe_name(layer.name)}_{k}.overlay.jpg" for k in ks]
+                                      if options.overlay else [])
+            self.shapes += [(min(SHEET_ROWS, channels - k * SHEET_ROWS) * self.tile, self.n * self.tile, 3)
+                            for k in ks]
+        self.sheet = np.asarray(self.first, np.int64)[rows.layer] + rows.channel // SHEET_ROWS  # per row
+        self.left = np.bincount(self.sheet, minlength=len(self.shapes))  # tiles still to come, per sheet
+        # All allocated here, before any is freed, so that each is its own mapping and goes back to the
+        # system when written (glibc raises its mmap threshold once a large block is freed; sheets
+        # allocated later in the pool's threads stayed in malloc's arenas and raised peak RSS). Left
+        # uninitialised: the pool's threads touch the pages as they put tiles in (first touching
+        # ResNet50's 450 MB of sheets can take a second on a VM), and `write` greys the slots left empty.
+        self.arrays = {k: np.empty(shape, np.uint8) for k, shape in enumerate(self.shapes)}
+        self.overlays = {k: np.empty(shape, np.uint8) for k, shape in enumerate(self.shapes)} if options.overlay else {}
+        self.filled = {k: np.zeros((shape[0] // self.tile, self.n), bool) for k, shape in enumerate(self.shapes)}
+        self.lock = threading.Lock()
+        self.files = self.bytes = 0
+        self.written: set[int] = set()
+        self.where = [(li, k) for li, names in enumerate(self.names) for k in range(len(names))]
+
+    def place(self, sheet: int, rows: np.ndarray, ranks: np.ndarray, tiles: np.ndarray,
+              overlays: np.ndarray | None) -> None:
+        """Put `tiles[k]` at row `rows[k]` (a channel of this sheet), column `ranks[k]`."""
+        t = self.tile
+        self.filled[sheet][rows, ranks] = True
+        for array, values in ((self.arrays[sheet], tiles), (self.overlays.get(sheet), overlays)):
+            if array is not None and values is not None:
+                # [rows * t, n * t, 3] as [rows, n, t, t, 3]: a view, so the tiles land in the sheet
+                array.reshape(-1, t, self.n, t, 3).transpose(0, 2, 1, 3, 4)[rows, ranks] = values
+
+    def done(self, sheets: np.ndarray) -> None:
+        """Count these rows' tiles as in (or left blank); write every sheet this completes."""
+        touched, counts = np.unique(sheets, return_counts=True)
+        complete = []
+        with self.lock:
+            for sheet, count in zip(touched.tolist(), counts.tolist()):
+                self.left[sheet] -= count
+                if self.left[sheet] == 0:
+                    complete.append(sheet)
+        for sheet in complete:
+            self.write(sheet)
+
+    def write(self, sheet: int) -> None:
+        li, k = self.where[sheet]
+        with self.lock:
+            self.written.add(sheet)
+            array = self.arrays.pop(sheet, None)
+            overlay = self.overlays.pop(sheet, None)
+        t = self.tile
+        for name, image in ((self.names[li][k], array), (self.overlay_names[li][k] if self.overlay else None, overlay)):
+            if name is None:
+                continue
+            for row, rank in zip(*np.nonzero(~self.filled[sheet])):  # no winner, or an unreadable one
+                image[row * t:(row + 1) * t, rank * t:(rank + 1) * t] = BACKGROUND
+            data = encode(image, "jpg", QUALITY)
+            write_bytes(self.output / name, data)
+            with self.lock:
+                self.files, self.bytes = self.files + 1, self.bytes + len(data)
+
+    def write_rest(self) -> None:
+        """Write the sheets no row completed: those without a single winner (blank)."""
+        for sheet in range(len(self.shapes)):
+            if sheet not in self.written:
+                self.write(sheet)
+
+
 def write_atlas(plan, state, output: Path, options, note: Callable[[str], None]) -> Written:
-    """Cut every winner's crop (one read per winning image) and write sheets, table and page."""
+    """Cut every winner's crop (one read per winning image) and write sheets, table and page.
+
+    The winning images are read, cut and the finished sheets encoded in a thread pool (OpenCV
+    releases the GIL), in the order that completes the first sheets soonest, while this thread
+    writes the table.
+    """
     from .atlas import EMPTY, read_pixels, winners
 
     output = Path(output)
-    tile, n = options.tile, options.top
+    tile = options.tile
     rows = winners(plan, state)
-    sheets: list[list[np.ndarray]] = []
-    overlays: list[list[np.ndarray]] = []
-    for layer in plan.layers:
-        channels = int(layer.shape[1])
-        shapes = [(min(SHEET_ROWS, channels - k) * tile, n * tile, 3) for k in range(0, channels, SHEET_ROWS)]
-        sheets.append([np.full(s, BACKGROUND, np.uint8) for s in shapes])
-        overlays.append([np.full(s, BACKGROUND, np.uint8) for s in shapes] if options.overlay else [])
-    index = {layer.name: i for i, layer in enumerate(plan.layers)}
-    by_image: dict[int, list[dict]] = {}
-    for row in rows:
-        by_image.setdefault(row["image_id"], []).append(row)
-    ids = sorted(by_image)
+    sheets = _Sheets(plan, rows, options, output)
+    by_image = np.argsort(rows.image, kind="stable")
+    ids, starts = np.unique(rows.image[by_image], return_index=True)
+    groups = np.split(by_image, starts[1:]) if len(ids) else []
+    first_sheet = [int(sheets.sheet[g].min()) for g in groups]
+    order = sorted(range(len(ids)), key=lambda g: (first_sheet[g], int(ids[g])))  # sheet by sheet
     note(f"cutting {len(rows)} crops from {len(ids)} winning images")
     h, w = plan.info.height, plan.info.width
     unreadable: dict[int, str] = {}
+    names = [layer.name for layer in plan.layers]
     maps_session = None
     if options.overlay:
         from .runtime import open_session
 
         maps_session = open_session(plan.model, options.provider, threads=options.threads,
-                                    outputs=[layer.name for layer in plan.layers], prepack=False)
+                                    outputs=names, prepack=False)
 
     def read(image_id: int):
         try:
-            return image_id, read_pixels(state.images[image_id], h, w, options.resize), None
+            return read_pixels(state.images[image_id], h, w, options.resize), None
         except ImageError as exc:
-            return image_id, None, str(exc)
+            return None, str(exc)
 
-    batch = max(1, options.batch_size)
-    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-        for start in range(0, len(ids), batch):
-            got = list(pool.map(read, ids[start:start + batch]))
-            maps = {}
-            good = [(k, rgb) for k, rgb, _ in got if rgb is not None]
-            for k, _, why in got:
-                if why:
-                    unreadable[k] = why
-            if maps_session is not None and good:
-                outputs = maps_session.run(np.stack([rgb for _, rgb in good]))
-                maps = {k: {name: v[j] for name, v in outputs.items()} for j, (k, _) in enumerate(good)}
-            for image_id, rgb in good:
-                bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-                tiles: dict[tuple, np.ndarray] = {}  # deep layers' boxes repeat (often the whole image)
-                for row in by_image[image_id]:
-                    li = index[row["layer"]]
-                    c, r = row["channel"], row["rank"]
-                    x0, y0, x1, y1 = box = tuple(row["box"])
-                    crop = bgr[y0:y1, x0:x1]
-                    top = (c % SHEET_ROWS) * tile
-                    if box not in tiles:
-                        tiles[box] = fit_tile(crop, tile)
-                    sheets[li][c // SHEET_ROWS][top:top + tile, r * tile:(r + 1) * tile] = tiles[box]
-                    if maps_session is not None:
-                        fld = plan.fields[row["layer"]]
-                        peak = float(state.tops[li].scores[c, 0])
-                        lay = overlay_map(crop, maps[image_id][row["layer"]][c], fld, (x0, y0, x1, y1), peak)
-                        overlays[li][c // SHEET_ROWS][top:top + tile, r * tile:(r + 1) * tile] = fit_tile(lay, tile)
-    for image_id, why in unreadable.items():
+    def cut(g: int, rgb: np.ndarray | None, maps: dict | None) -> None:
+        group = groups[g]
+        sheet_of = sheets.sheet[group]
+        if rgb is not None:
+            bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+            # deep layers' boxes repeat (often the whole image): one tile per distinct box
+            boxes, inverse = np.unique(rows.box[group], axis=0, return_inverse=True)
+            tiles = np.stack([fit_tile(bgr[y0:y1, x0:x1], tile) for x0, y0, x1, y1 in boxes.tolist()])
+            tiles = tiles[inverse.reshape(-1)]
+            overlays = None
+            if maps is not None:
+                overlays = np.stack([
+                    fit_tile(overlay_map(bgr[y0:y1, x0:x1], maps[names[li]][c], plan.fields[names[li]],
+                                         (x0, y0, x1, y1), float(state.tops[li].scores[c, 0])), tile)
+                    for li, c, (x0, y0, x1, y1) in zip(rows.layer[group].tolist(), rows.channel[group].tolist(),
+                                                       rows.box[group].tolist())])
+            for sheet in np.unique(sheet_of).tolist():
+                sel = np.flatnonzero(sheet_of == sheet)
+                sheets.place(sheet, rows.channel[group[sel]] % SHEET_ROWS, rows.rank[group[sel]], tiles[sel],
+                             None if overlays is None else overlays[sel])
+        sheets.done(sheet_of)
+
+    def read_and_cut(g: int) -> None:
+        rgb, why = read(int(ids[g]))
+        if why:
+            unreadable[int(ids[g])] = why
+        cut(g, rgb, None)
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        if maps_session is None:
+            futures = [pool.submit(read_and_cut, g) for g in order]
+            lines = table_lines(plan, state, rows, sheets.names, tile)  # meanwhile, in this thread
+            for future in futures:
+                future.result()
+        else:  # the channels' maps of a batch of winners at a time, then cut in the pool
+            batch = max(1, options.batch_size)
+            for start in range(0, len(order), batch):
+                chunk = order[start:start + batch]
+                got = list(pool.map(lambda g: read(int(ids[g])), chunk))
+                good = [(g, rgb) for g, (rgb, _) in zip(chunk, got) if rgb is not None]
+                for g, (_, why) in zip(chunk, got):
+                    if why:
+                        unreadable[int(ids[g])] = why
+                outputs = maps_session.run(np.stack([rgb for _, rgb in good])) if good else {}
+                maps = {g: {name: v[j] for name, v in outputs.items()} for j, (g, _) in enumerate(good)}
+                list(pool.map(lambda g_rgb: cut(g_rgb[0], g_rgb[1], maps.get(g_rgb[0])),
+                              [(g, rgb) for g, (rgb, _) in zip(chunk, got)]))
+            lines = table_lines(plan, state, rows, sheets.names, tile)
+        sheets.write_rest()
+    for image_id, why in sorted(unreadable.items()):
         note(f"warning: {why} (a winner; its tiles are left blank)")
+    if unreadable:
+        for j in np.flatnonzero(np.isin(rows.image, list(unreadable))).tolist():
+            lines[j] = lines[j][:-1] + ', "unreadable": true}'
 
-    files, size = 0, 0
-    sheet_files: list[list[str]] = []
-    overlay_files: list[list[str]] = []
-    for layer, layer_sheets, layer_overlays in zip(plan.layers, sheets, overlays):
-        for kind, group, listed in (("", layer_sheets, sheet_files), (".overlay", layer_overlays, overlay_files)):
-            names = []
-            for k, sheet in enumerate(group):
-                name = f"crops/{safe_name(layer.name)}_{k}{kind}.jpg"
-                data = encode(sheet, "jpg", QUALITY)
-                write_bytes(output / name, data)
-                names.append(name)
-                files, size = files + 1, size + len(data)
-            listed.append(names)
-
-    lines = []
-    for row in rows:
-        c, r = row["channel"], row["rank"]
-        li = index[row["layer"]]
-        out = {k: row[k] for k in ("layer", "channel", "rank", "image", "score", "position", "box")}
-        out["sheet"] = sheet_files[li][c // SHEET_ROWS]
-        out["tile"] = [(c % SHEET_ROWS) * tile, r * tile, tile]  # top, left, size in the sheet
-        if row["image_id"] in unreadable:
-            out["unreadable"] = True
-        lines.append(json.dumps(out))
     table = write_text(output / "atlas.jsonl", "\n".join(lines) + ("\n" if lines else ""))
-
-    data = _page_data(plan, state, options, sheet_files, overlay_files, output, EMPTY)
+    data = _page_data(plan, state, options, sheets.names, sheets.overlay_names, output, EMPTY)
     data_text = "window.ATLAS = " + json.dumps(data, separators=(",", ":")) + ";\n"
     write_text(output / "atlas-data.js", data_text)
     page_text = PAGE.replace("{{TITLE}}", html.escape(f"Atlas of {plan.info.source or plan.model.name}"))
     page = write_text(output / "index.html", page_text)
-    files += 3
-    size += len(data_text.encode()) + len(page_text.encode()) + table.stat().st_size
+    files = sheets.files + 3
+    size = sheets.bytes + len(data_text.encode()) + len(page_text.encode()) + table.stat().st_size
     return Written(table, page, files, size)
 
 

@@ -88,3 +88,98 @@ def scan(path: Path, max_tensor_bytes: int = 64 << 10) -> tuple[onnx.ModelProto,
                     skipped += 1
             model_parts.append(_length_prefixed(_MODEL_GRAPH, b"".join(graph_parts)))
     return onnx.ModelProto.FromString(b"".join(model_parts)), skipped
+
+
+# TensorProto fields that hold the values (float_data .. uint64_data); the rest (dims, data_type,
+# name, segment, doc_string, external_data, data_location) describe the tensor and are kept.
+_TENSOR_DATA_FIELDS = frozenset({4, 5, 6, 7, 9, 10, 11})
+_TENSOR_NAME = 8
+_TENSOR_DATA_TYPE = 2
+# Weights: the only tensors left hollow. Integer tensors (shapes, pads, indices) stay whole, since
+# graph rewrites and receptive fields read their values.
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                          onnx.TensorProto.DOUBLE})
+
+
+def split(path: Path, max_tensor_bytes: int = 64 << 10) -> tuple[onnx.ModelProto, dict[str, tuple[int, int]]]:
+    """The model with every floating-point initializer over `max_tensor_bytes` hollow (name, type
+    and dims, no values), and where each hollow one's field lies in the file: `(start, stop)` byte
+    offsets.
+
+    Graph rewrites and shape inference need only the tensors' shapes; `join` puts the values
+    back from the file for the initializers that a rewritten model still has. The large values
+    are skipped by their length prefix here, never read or copied.
+    """
+    spans: dict[str, tuple[int, int]] = {}
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        model_parts: list[bytes] = []
+        for field, tag_start, start, stop in _fields(buf, 0, len(buf)):
+            if field != _MODEL_GRAPH:
+                model_parts.append(buf[tag_start:stop])
+                continue
+            graph_parts = []
+            for f, t, s, e in _fields(buf, start, stop):
+                if f != _GRAPH_INITIALIZER or e - s <= max_tensor_bytes:
+                    graph_parts.append(buf[t:e])
+                    continue
+                header, name, dtype = [], None, None
+                for tf, tt, ts, te in _fields(buf, s, e):
+                    if tf in _TENSOR_DATA_FIELDS:
+                        continue
+                    header.append(buf[tt:te])
+                    if tf == _TENSOR_NAME:
+                        name = bytes(buf[ts:te]).decode("utf-8")
+                    elif tf == _TENSOR_DATA_TYPE:
+                        dtype = _varint(buf, ts)[0]
+                if name is None or name in spans or dtype not in _FLOAT_TYPES:  # kept whole
+                    graph_parts.append(buf[t:e])
+                    continue
+                spans[name] = (t, e)
+                graph_parts.append(_length_prefixed(_GRAPH_INITIALIZER, b"".join(header)))
+            model_parts.append(_length_prefixed(_MODEL_GRAPH, b"".join(graph_parts)))
+    return onnx.ModelProto.FromString(b"".join(model_parts)), spans
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def join(model: onnx.ModelProto, path: Path, spans: dict[str, tuple[int, int]]) -> bytes:
+    """`model` (made from `split(path)`'s light model) serialized with the values of its hollow
+    initializers read back from `path`: the bytes of the complete model, for ONNX Runtime.
+
+    Protobuf appends repeated fields in the order they come, so the full initializer fields from
+    the file go after the rest of the graph; nothing of `model` is modified.
+    """
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    graph = light.graph
+    hollow = [t.name for t in graph.initializer if t.name in spans]
+    for i in reversed(range(len(graph.initializer))):
+        if graph.initializer[i].name in spans:
+            del graph.initializer[i]
+    data = light.SerializeToString()
+    fields = list(_fields(data, 0, len(data)))
+    if hollow and not any(f == _MODEL_GRAPH for f, *_ in fields):  # only hollow initializers: graph not written
+        data += _varint_bytes((_MODEL_GRAPH << 3) | 2) + _varint_bytes(0)
+        fields = list(_fields(data, 0, len(data)))
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        extra = [memoryview(buf)[s:e] for s, e in (spans[name] for name in hollow)]
+        parts: list = []
+        for field, tag_start, start, stop in fields:
+            if field == _MODEL_GRAPH:
+                length = stop - start + sum(len(v) for v in extra)
+                parts += [_varint_bytes((_MODEL_GRAPH << 3) | 2), _varint_bytes(length), data[start:stop], *extra]
+            else:
+                parts.append(data[tag_start:stop])
+        out = b"".join(parts)
+        for v in extra:  # the map cannot close while views of it exist
+            v.release()
+        del parts, extra
+    return out

@@ -276,7 +276,8 @@ def _load_error(path: Path, exc: BaseException) -> ModelError:
 
 
 def open_session(path: Path, provider: str = "auto", *, threads: int | None = None,
-                 outputs: list[str] | None = None, prepack: bool = True, optimize: bool = True) -> Session:
+                 outputs: list[str] | None = None, prepack: bool = True, optimize: bool = True,
+                 model_bytes: bytes | None = None) -> Session:
     """Open an onnxviz file on `provider` ("auto" | "cpu" | "cuda").
 
     `prepack`: see `session_options`; False for runs of a few batches. `optimize=False` runs
@@ -285,23 +286,29 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
     `outputs` limits the outputs computed and returned (default: all graph outputs).
     `threads` is ORT's intra-op thread count (default: the physical cores available).
     A missing or truncated external-data file is named before ORT reads anything.
+    `model_bytes`: a complete serialized model held in memory (weights included) to open
+    instead of a file; `path` then only names it in messages.
     """
     from .files import existing_file
     from .modelfile import check_model_file
 
-    path = existing_file(Path(path), "model file")
-    check_model_file(path)  # names a missing or truncated weights file before ORT reads anything
+    if model_bytes is None:
+        path = existing_file(Path(path), "model file")
+        check_model_file(path)  # names a missing or truncated weights file before ORT reads anything
     providers = resolve_providers(provider)
     options = session_options(threads, prepack)
     if not optimize:  # ONNX Runtime's graph rewrites (fusions) off: a reference for `diff`
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        source = str(path) if model_bytes is None else model_bytes
+        session = ort.InferenceSession(source, sess_options=options, providers=providers)
     except OnnxvizError:
         raise
     except Exception as exc:  # ORT's pybind exceptions share no base class but Exception
         if is_allocation_error(exc):
             raise OnnxvizError(f"'{path}' does not fit in memory ({_ort_message(exc)})") from exc
+        if model_bytes is not None:  # no file to look at for the cause
+            raise ModelError(f"ONNX Runtime cannot load '{path}': {_ort_message(exc)}") from exc
         raise _load_error(path, exc) from exc
 
     used = "cuda" if session.get_providers()[0] == PROVIDERS["cuda"] else "cpu"

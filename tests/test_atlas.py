@@ -152,6 +152,31 @@ def test_atlas_equals_brute_force(model_path, images, tmp_path, score):
         assert row["box"] == list(fields[row["layer"]].box(y, x, SIZE, SIZE))
 
 
+@pytest.mark.parametrize("light_bytes", [0, 64 << 10])
+def test_weights_left_out_of_the_rewrite_or_in_an_external_file_give_the_same_atlas(model_path, images, tmp_path,
+                                                                                   monkeypatch, light_bytes):
+    """make_plan rewrites the graph with the large weights left out and puts them back from the file
+    (0: every floating-point initializer, as VGG16's large ones are); weights in an external file
+    are loaded into the bytes ONNX Runtime gets. The table, boxes included, is the one made with
+    every weight parsed."""
+    import onnxviz.atlas as atlas
+
+    opts = AtlasOptions(layers=LAYERS, top=3, provider="cpu")
+    monkeypatch.setattr(atlas, "LIGHT_TENSOR_BYTES", 1 << 62)  # nothing left out
+    build_atlas(model_path, [images], tmp_path / "whole", opts)
+    assert_same_as_brute_force(tmp_path / "whole", brute_force_table(model_path, images, LAYERS, 3, "max"))
+    monkeypatch.setattr(atlas, "LIGHT_TENSOR_BYTES", light_bytes)
+    build_atlas(model_path, [images], tmp_path / "a", opts)
+    external = tmp_path / "ext" / "branchy.onnx"
+    external.parent.mkdir()
+    onnx.save(branchy_model(), external, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="branchy.weights", size_threshold=0)
+    build_atlas(external, [images], tmp_path / "b", opts)
+    want = (tmp_path / "whole" / "atlas.jsonl").read_text()
+    assert (tmp_path / "a" / "atlas.jsonl").read_text() == want
+    assert (tmp_path / "b" / "atlas.jsonl").read_text() == want
+
+
 def test_interrupted_atlas_resumes_and_added_images_merge_exactly(model_path, images, tmp_path):
     paths = sorted(images.iterdir())
     expected = brute_force_table(model_path, images, LAYERS, 3, "max")
@@ -178,6 +203,27 @@ def test_interrupted_atlas_resumes_and_added_images_merge_exactly(model_path, im
     added = build_atlas(model_path, [images], out, opts)
     assert added.new_images == 13 and added.images == 33
     assert_same_as_brute_force(out, expected)
+
+
+def test_reading_ahead_or_in_turn_gives_the_same_tops(model_path, images):
+    """run_local's reading thread (at the lowest priority where ORT's threads take every core) and
+    reading in turn give the same state, unreadable images included."""
+    from onnxviz.atlas import AtlasState, make_plan, run_local
+
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    opts = AtlasOptions(layers=LAYERS, top=3, provider="cpu", batch_size=4)
+    plan = make_plan(model_path, opts)
+    paths = [str(p.resolve()) for p in collect_images([images])[0]]
+    states = []
+    for prefetch in (False, True):
+        state = AtlasState.new(plan, opts.top)
+        run_local(plan, state, state.add_images(paths), opts, lambda: None, None, prefetch=prefetch)
+        states.append(state)
+    a, b = states
+    assert a.failed == b.failed and len(a.failed) == 1 and a.done.all() and b.done.all()
+    for x, y in zip(a.tops, b.tops):
+        for name in ("scores", "ids", "positions"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
 
 
 def test_unreadable_image_is_a_warning_and_a_count(model_path, images, tmp_path):

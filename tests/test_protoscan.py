@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxviz.protoscan import load_light
+from onnxviz.protoscan import join, load_light, split
 
 
 def model_with(big: int, small: int) -> onnx.ModelProto:
@@ -43,3 +43,45 @@ def test_a_file_that_is_not_protobuf_raises(tmp_path):
 
     with pytest.raises((ValueError, IndexError, DecodeError)):
         load_light(path)
+
+
+def by_name(model: onnx.ModelProto) -> tuple[dict, onnx.ModelProto]:
+    """(initializers by name, the model without them): join may put them in another order."""
+    inits = {t.name: t.SerializeToString() for t in model.graph.initializer}
+    rest = onnx.ModelProto()
+    rest.CopyFrom(model)
+    del rest.graph.initializer[:]
+    return inits, rest
+
+
+@pytest.mark.parametrize("big", [10, 40_000])
+def test_split_leaves_large_initializers_hollow_and_join_puts_them_back(tmp_path, big):
+    model = model_with(big, 1)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    light, spans = split(path)
+    hollow = {t.name: t for t in light.graph.initializer if t.name in spans}
+    assert set(hollow) == ({"big"} if big * 4 > 64 << 10 else set())
+    for t in hollow.values():  # the shape and type are there, the values are not
+        assert list(t.dims) == [1, big] and t.data_type == TensorProto.FLOAT and not t.raw_data
+    assert by_name(onnx.ModelProto.FromString(join(light, path, spans))) == by_name(model)
+    assert by_name(light)[1] == by_name(model)[1]  # join left `light` as it was
+
+
+def test_join_after_a_rewrite_takes_only_the_initializers_still_there(tmp_path):
+    model = model_with(40_000, 1)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    light, spans = split(path, max_tensor_bytes=0)  # every initializer hollow
+    assert set(spans) == {"big", "small"}
+    del light.graph.initializer[1]  # "small" dropped by a rewrite
+    back = onnx.ModelProto.FromString(join(light, path, spans))
+    assert [t.name for t in back.graph.initializer] == ["big"]
+    np.testing.assert_array_equal(numpy_helper.to_array(back.graph.initializer[0]),
+                                  numpy_helper.to_array(model.graph.initializer[0]))
+    empty = onnx.ModelProto()
+    empty.CopyFrom(light)
+    empty.graph.Clear()  # nothing but the hollow initializer: the graph itself is empty
+    empty.graph.initializer.add().CopyFrom(light.graph.initializer[0])
+    back = onnx.ModelProto.FromString(join(empty, path, spans))
+    assert [t.name for t in back.graph.initializer] == ["big"] and len(back.graph.initializer[0].raw_data) == 160_000

@@ -223,6 +223,17 @@ def test_empty_file_is_not_an_onnx_model(tmp_path):
         runtime.open_session(path, "cpu")
 
 
+def test_model_held_in_memory_runs_like_its_file_and_names_itself_when_broken(model_path):
+    session = runtime.open_session(Path("in memory"), "cpu", model_bytes=model_path.read_bytes())
+    for name, expected in numpy_reference(batch(2)).items():
+        np.testing.assert_allclose(session.run(batch(2))[name], expected, rtol=1e-5, atol=1e-4)
+    model = tiny_model()
+    model.graph.node[1].input[1] = "no_such_kernel"
+    with pytest.raises(ModelError) as err:
+        runtime.open_session(Path("in memory"), "cpu", model_bytes=model.SerializeToString())
+    assert str(err.value).startswith("ONNX Runtime cannot load 'in memory': ") and "no_such_kernel" in str(err.value)
+
+
 def test_broken_graph_is_an_onnx_model_that_cannot_load(tmp_path):
     model = tiny_model()
     model.graph.node[1].input[1] = "no_such_kernel"
