@@ -52,17 +52,36 @@ def _fields(buf, start: int, end: int):
         pos = stop
 
 
-def _length_prefixed(field: int, payload: bytes) -> bytes:
+def _varint_bytes(value: int) -> bytes:
     out = bytearray()
-    key = (field << 3) | 2
-    for value in (key, len(payload)):
-        while True:
-            byte = value & 0x7F
-            value >>= 7
-            out.append(byte | (0x80 if value else 0))
-            if not value:
-                break
-    return bytes(out) + payload
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _length_prefixed(field: int, payload: bytes) -> bytes:
+    return _varint_bytes((field << 3) | 2) + _varint_bytes(len(payload)) + payload
+
+
+def _rebuild(path: Path, max_tensor_bytes: int, large) -> onnx.ModelProto:
+    """The model of `path` with every initializer over `max_tensor_bytes` replaced by what
+    `large(buf, field_start, payload_start, stop)` returns for it (None: left out)."""
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        model_parts: list[bytes] = []
+        for field, tag_start, start, stop in _fields(buf, 0, len(buf)):
+            if field != _MODEL_GRAPH:
+                model_parts.append(buf[tag_start:stop])
+                continue
+            graph_parts = []
+            for f, t, s, e in _fields(buf, start, stop):
+                kept = buf[t:e] if f != _GRAPH_INITIALIZER or e - s <= max_tensor_bytes else large(buf, t, s, e)
+                if kept is not None:
+                    graph_parts.append(kept)
+            model_parts.append(_length_prefixed(_MODEL_GRAPH, b"".join(graph_parts)))
+    return onnx.ModelProto.FromString(b"".join(model_parts))
 
 
 def load_light(path: Path, max_tensor_bytes: int = 64 << 10) -> onnx.ModelProto:
@@ -74,20 +93,12 @@ def scan(path: Path, max_tensor_bytes: int = 64 << 10) -> tuple[onnx.ModelProto,
     """`load_light`, and how many initializers it left out (0: the model is complete, as a
     model whose weights are ONNX external data is)."""
     skipped = 0
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        model_parts: list[bytes] = []
-        for field, tag_start, start, stop in _fields(buf, 0, len(buf)):
-            if field != _MODEL_GRAPH:
-                model_parts.append(buf[tag_start:stop])
-                continue
-            graph_parts = []
-            for f, t, s, e in _fields(buf, start, stop):
-                if f != _GRAPH_INITIALIZER or e - s <= max_tensor_bytes:
-                    graph_parts.append(buf[t:e])
-                else:
-                    skipped += 1
-            model_parts.append(_length_prefixed(_MODEL_GRAPH, b"".join(graph_parts)))
-    return onnx.ModelProto.FromString(b"".join(model_parts)), skipped
+
+    def leave_out(buf, t, s, e) -> None:
+        nonlocal skipped
+        skipped += 1
+
+    return _rebuild(path, max_tensor_bytes, leave_out), skipped
 
 
 # TensorProto fields that hold the values (float_data .. uint64_data); the rest (dims, data_type,
@@ -111,43 +122,23 @@ def split(path: Path, max_tensor_bytes: int = 64 << 10) -> tuple[onnx.ModelProto
     are skipped by their length prefix here, never read or copied.
     """
     spans: dict[str, tuple[int, int]] = {}
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        model_parts: list[bytes] = []
-        for field, tag_start, start, stop in _fields(buf, 0, len(buf)):
-            if field != _MODEL_GRAPH:
-                model_parts.append(buf[tag_start:stop])
+
+    def hollow(buf, t, s, e) -> bytes:
+        header, name, dtype = [], None, None
+        for tf, tt, ts, te in _fields(buf, s, e):
+            if tf in _TENSOR_DATA_FIELDS:
                 continue
-            graph_parts = []
-            for f, t, s, e in _fields(buf, start, stop):
-                if f != _GRAPH_INITIALIZER or e - s <= max_tensor_bytes:
-                    graph_parts.append(buf[t:e])
-                    continue
-                header, name, dtype = [], None, None
-                for tf, tt, ts, te in _fields(buf, s, e):
-                    if tf in _TENSOR_DATA_FIELDS:
-                        continue
-                    header.append(buf[tt:te])
-                    if tf == _TENSOR_NAME:
-                        name = bytes(buf[ts:te]).decode("utf-8")
-                    elif tf == _TENSOR_DATA_TYPE:
-                        dtype = _varint(buf, ts)[0]
-                if name is None or name in spans or dtype not in _FLOAT_TYPES:  # kept whole
-                    graph_parts.append(buf[t:e])
-                    continue
-                spans[name] = (t, e)
-                graph_parts.append(_length_prefixed(_GRAPH_INITIALIZER, b"".join(header)))
-            model_parts.append(_length_prefixed(_MODEL_GRAPH, b"".join(graph_parts)))
-    return onnx.ModelProto.FromString(b"".join(model_parts)), spans
+            header.append(buf[tt:te])
+            if tf == _TENSOR_NAME:
+                name = bytes(buf[ts:te]).decode("utf-8")
+            elif tf == _TENSOR_DATA_TYPE:
+                dtype = _varint(buf, ts)[0]
+        if name is None or name in spans or dtype not in _FLOAT_TYPES:  # kept whole
+            return buf[t:e]
+        spans[name] = (t, e)
+        return _length_prefixed(_GRAPH_INITIALIZER, b"".join(header))
 
-
-def _varint_bytes(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+    return _rebuild(path, max_tensor_bytes, hollow), spans
 
 
 def join(model: onnx.ModelProto, path: Path, spans: dict[str, tuple[int, int]]) -> bytes:
