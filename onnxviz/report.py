@@ -1,6 +1,6 @@
 """The pages of a render: one per image (`OUT/<image>/index.html`) and one per run (`OUT/index.html`).
 
-Everything comes from the summary dict (format 2, see `onnxviz/store.py`) that render builds, and from
+Everything comes from the summary dict (format 3, see `onnxviz/store.py`) that render builds, and from
 the files it names; this module never computes a feature map. Each page works from `file://` with no
 server and no network:
 
