@@ -530,20 +530,14 @@ class Winners:
 
 
 def winners(plan: Plan, state: AtlasState) -> Winners:
-    """The kept entries of every layer with their crop boxes (`Field.box`, computed for all at once)."""
+    """The kept entries of every layer with their crop boxes (`Field.boxes`)."""
     height, width = plan.info.height, plan.info.width
     parts = []
     for li, (layer, top) in enumerate(zip(plan.layers, state.tops)):
         fld = plan.fields[layer.name]
         c, r = np.nonzero(top.ids != EMPTY)  # row-major: channel, then rank
         y, x = np.divmod(top.positions[c, r], int(layer.shape[3]))
-        if fld.exact:
-            y0, x0 = fld.height.start + y * fld.height.jump, fld.width.start + x * fld.width.jump
-            box = np.stack([np.maximum(0, x0), np.maximum(0, y0), np.minimum(width, x0 + fld.width.size),
-                            np.minimum(height, y0 + fld.height.size)], 1)
-        else:
-            box = np.tile(np.array([0, 0, width, height], np.int64), (len(c), 1))
-        parts.append((np.full(len(c), li), c, r, top.ids[c, r], top.scores[c, r], y, x, box.astype(np.int64)))
+        parts.append((np.full(len(c), li), c, r, top.ids[c, r], top.scores[c, r], y, x, fld.boxes(y, x, height, width)))
     if not parts:
         empty = np.zeros(0, np.int64)
         return Winners(empty, empty, empty, empty, np.zeros(0, np.float32), empty, empty, np.zeros((0, 4), np.int64))

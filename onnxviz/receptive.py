@@ -50,12 +50,18 @@ class Field:
     def box(self, y: int, x: int, image_height: int, image_width: int) -> tuple[int, int, int, int]:
         """`(x0, y0, x1, y1)`, end exclusive, of the input pixels that can influence position (y, x),
         clipped to the image."""
+        x0, y0, x1, y1 = self.boxes(np.array([y]), np.array([x]), image_height, image_width)[0].tolist()
+        return x0, y0, x1, y1
+
+    def boxes(self, y: np.ndarray, x: np.ndarray, image_height: int, image_width: int) -> np.ndarray:
+        """`box` for many positions at once: int64 `[n, 4]`."""
+        y, x = np.asarray(y, np.int64), np.asarray(x, np.int64)
         if not self.exact:
-            return 0, 0, image_width, image_height
+            return np.tile(np.array([0, 0, image_width, image_height], np.int64), (len(y), 1))
         y0 = self.height.start + y * self.height.jump
         x0 = self.width.start + x * self.width.jump
-        return (max(0, x0), max(0, y0), min(image_width, x0 + self.width.size),
-                min(image_height, y0 + self.height.size))
+        return np.stack([np.maximum(0, x0), np.maximum(0, y0), np.minimum(image_width, x0 + self.width.size),
+                         np.minimum(image_height, y0 + self.height.size)], 1).astype(np.int64)
 
 
 # A tensor's spatial axes: {tensor axis: Span} for the image's height (key "h") and width ("w"),

@@ -406,7 +406,7 @@ class _Painter:
     def _layer(self, writer: store.ImageWriter, layer: LayerInfo, outputs: dict[str, np.ndarray],
                n: int, clock: dict[str, float]) -> tuple[store.Layer, tuple[np.ndarray, bytes] | None]:
         """One layer of one image: its summary entry and, for a map layer, its sprite and the
-        sprite's PNG (written with the others by `store.write_maps`); grids are written here."""
+        sprite's PNG (stored with its neighbours' by `_Image._report`); grids are written here."""
         opts = self.options
         t = time.perf_counter()
         c, h, w = (int(d) for d in layer.shape[1:])
@@ -521,7 +521,7 @@ class _Image:
         painter = self.painter
         t = time.perf_counter()
         rgb = self.pixels[self.n].astype(np.uint8)
-        input_png = store.encode_png(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        input_png = store.encode_png(rgb[..., ::-1])  # RGB as OpenCV's BGR order, a view
         clock["encode"] += time.perf_counter() - t
         t = time.perf_counter()
         self.writer.write("input.png", input_png)
@@ -553,9 +553,8 @@ class _Image:
         opts, info = painter.options, painter.info
         layers = [entry for entry, _ in self.layers]
         clock = self.clock
-        drawn = [(entry, sprite, png) for entry, (sprite, png) in
-                 ((entry, picture) for entry, picture in self.layers if picture is not None)]
-        for chunk in store.chunk_maps(*(list(column) for column in zip(*drawn)), painter.width) if drawn else []:
+        drawn = [(entry, *picture) for entry, picture in self.layers if picture is not None]
+        for chunk in store.chunk_maps(drawn, painter.width):
             t = time.perf_counter()
             static = store.encode_jpeg(chunk.sheet, store.STATIC_QUALITY)
             t2 = time.perf_counter()

@@ -322,35 +322,29 @@ class Chunk:
     sheet: np.ndarray  # their sprites stacked, each starting on a row that is a multiple of SHEET_ALIGN
 
 
-def chunk_maps(entries: list[Layer], sprites: list[np.ndarray], pngs: list[bytes], width: int) -> list[Chunk]:
-    """Group map layers (`entries[i]` drawn as `sprites[i]`, PNG `pngs[i]`, in layer order) into
-    chunks and fill each entry's `data`, `image`, `image_y` and `sheet` accordingly."""
-    groups: list[list[int]] = []
+def chunk_maps(drawn: list[tuple[Layer, np.ndarray, bytes]], width: int) -> list[Chunk]:
+    """Group map layers, each `(entry, sprite, PNG of the sprite)` in layer order, into chunks and
+    fill each entry's `data`, `image`, `image_y` and `sheet` accordingly."""
+    groups: list[list[tuple[Layer, np.ndarray, bytes, int]]] = []  # each layer with its top row
     size = height = 0
-    for i, sprite in enumerate(sprites):
+    for entry, sprite, png in drawn:
         rows = -(-sprite.shape[0] // SHEET_ALIGN) * SHEET_ALIGN
-        if groups and groups[-1] and (size >= CHUNK_BYTES or height + rows > SHEET_HEIGHT):
+        if not groups or size >= CHUNK_BYTES or height + rows > SHEET_HEIGHT:
+            groups.append([])
             size = height = 0
-            groups.append([])
-        if not groups:
-            groups.append([])
-        groups[-1].append(i)
-        size += len(pngs[i])
+        groups[-1].append((entry, sprite, png, height))
+        size += len(png)
         height += rows
     chunks = []
     for group in groups:
-        stem = f"maps/{entries[group[0]].index:0{width}d}-{entries[group[-1]].index:0{width}d}"
-        tops, y = [], 0
-        for i in group:
-            tops.append(y)
-            y += -(-sprites[i].shape[0] // SHEET_ALIGN) * SHEET_ALIGN
-        sheet = np.zeros((tops[-1] + sprites[group[-1]].shape[0], max(sprites[i].shape[1] for i in group)), np.uint8)
-        for top, i in zip(tops, group):
-            sheet[top:top + sprites[i].shape[0], :sprites[i].shape[1]] = sprites[i]
-            entry = entries[i]
+        stem = f"maps/{group[0][0].index:0{width}d}-{group[-1][0].index:0{width}d}"
+        last_top, last_sprite = group[-1][3], group[-1][1]
+        sheet = np.zeros((last_top + last_sprite.shape[0], max(sprite.shape[1] for _, sprite, _, _ in group)), np.uint8)
+        for entry, sprite, _, top in group:
+            sheet[top:top + sprite.shape[0], :sprite.shape[1]] = sprite
             entry.data, entry.image, entry.image_y = f"{stem}.js", f"{stem}.{STATIC_EXT}", top
             entry.sheet = [sheet.shape[1], sheet.shape[0]]
-        chunks.append(Chunk(stem, b"".join(layer_script(entries[i].index, pngs[i]) for i in group), sheet))
+        chunks.append(Chunk(stem, b"".join(layer_script(entry.index, png) for entry, _, png, _ in group), sheet))
     return chunks
 
 

@@ -38,13 +38,18 @@ def test_box_is_clipped_to_the_image():
     assert field.box(1, 2, 32, 32) == (11, 3, 31, 23)
 
 
+def perturbation_setup(layer: str, linear: bool, seed: int):
+    """The test model, `layer`'s receptive field, a random generator, a random input and `layer`'s maps for it."""
+    model = branchy_model(linear=linear)
+    field = receptive_fields(model, [layer])[layer]
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0, 255, (1, SIZE, SIZE, 3))
+    return model, field, rng, base, run_maps(model, base)[layer][0]
+
+
 @pytest.mark.parametrize("layer", LAYERS)
 def test_pixels_outside_the_box_never_change_the_activation(layer):
-    model = branchy_model(linear=False)
-    field = receptive_fields(model, [layer])[layer]
-    rng = np.random.default_rng(1)
-    base = rng.uniform(0, 255, (1, SIZE, SIZE, 3))
-    ref = run_maps(model, base)[layer][0]
+    model, field, rng, base, ref = perturbation_setup(layer, linear=False, seed=1)
     h, w = ref.shape[1:]
     for y, x in [(0, 0), (h // 2, w // 2), (h - 1, w - 1), (h // 3, w - 1)]:
         x0, y0, x1, y1 = field.box(y, x, SIZE, SIZE)
@@ -64,11 +69,7 @@ def test_every_edge_of_the_box_can_change_the_activation(layer):
     """The box is tight: its first and last rows and columns each reach the position. (Where the
     box is clipped by the image border, strides and dilation may skip its last rows: there the box
     is a superset, which the outside test covers.)"""
-    model = branchy_model(linear=True)
-    field = receptive_fields(model, [layer])[layer]
-    rng = np.random.default_rng(2)
-    base = rng.uniform(0, 255, (1, SIZE, SIZE, 3))
-    ref = run_maps(model, base)[layer][0]
+    model, field, rng, base, ref = perturbation_setup(layer, linear=True, seed=2)
     h, w = ref.shape[1:]
     for y, x in [(h // 2, w // 2), (h // 2 - 1, w // 2 - 1)]:
         x0, y0, x1, y1 = field.box(y, x, SIZE, SIZE)

@@ -30,7 +30,7 @@ def test_consecutive_layers_share_data_files_and_sheets_up_to_the_limits(monkeyp
     sprites = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(10, 12), (3, 40), (5, 5), (20, 8)]]
     pngs = [b"x" * n for n in (60, 50, 10, 10)]  # the data file is full after the second layer
     entries = [store.Layer(i, f"l{i}", "Conv", [1, 1, 1], "map", None, None) for i in (3, 4, 7, 8)]
-    chunks = store.chunk_maps(entries, sprites, pngs, 3)
+    chunks = store.chunk_maps(list(zip(entries, sprites, pngs)), 3)
     assert [c.stem for c in chunks] == ["maps/003-004", "maps/007-008"]
     assert [e.data for e in entries] == ["maps/003-004.js"] * 2 + ["maps/007-008.js"] * 2
     assert [e.image_y for e in entries] == [0, 16, 0, 8]  # every sprite starts on a row that is a multiple of 8
@@ -41,7 +41,8 @@ def test_consecutive_layers_share_data_files_and_sheets_up_to_the_limits(monkeyp
     assert chunks[0].script == store.layer_script(3, pngs[0]) + store.layer_script(4, pngs[1])
     monkeypatch.setattr(store, "CHUNK_BYTES", 1 << 20)
     monkeypatch.setattr(store, "SHEET_HEIGHT", 24)  # 16 + 8 rows fill a sheet; 8 + 24 would not fit
-    assert [c.stem for c in store.chunk_maps(entries, sprites, pngs, 3)] == ["maps/003-004", "maps/007-007",
+    assert store.chunk_maps([], 3) == []
+    assert [c.stem for c in store.chunk_maps(list(zip(entries, sprites, pngs)), 3)] == ["maps/003-004", "maps/007-007",
                                                                              "maps/008-008"]
 
 
