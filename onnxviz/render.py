@@ -39,7 +39,8 @@ from .errors import ImageError, LayerSelectionError, OnnxvizError, OptionError, 
 from .files import ensure_dir
 from .images import check_resize, collect_images, load_image, resize_image
 from .metadata import LayerInfo, ModelInfo, load_info
-from .tiling import COLORMAPS, NORMS, SORTS, make_sprite, select_channels, sprite_grid, sprite_ranges
+from .tiling import (COLORMAPS, NORMS, SORTS, Sprite, grid_columns, select_channels, sprite_grid, sprite_ranges,
+                     tile_sprites, to_uint8)
 
 FORMATS = ("jpg", "png")
 PREPACK_FROM_IMAGES = 64
@@ -334,10 +335,11 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
                 infer_s = time.perf_counter() - t
                 timings["infer"] += infer_s
                 share = {"read": item.read_s / len(item.paths), "infer": infer_s / len(item.paths)}
-                for n, path in enumerate(item.paths):
+                for _ in item.paths:
                     while not slots.acquire(timeout=0.1):
                         collect(False)
-                    job = painter.start(pool, path, folders[path], n, item.pixels, outputs, share)
+                jobs = painter.start(pool, [(path, folders[path]) for path in item.paths], item.pixels, outputs, share)
+                for path, job in zip(item.paths, jobs):
                     job.add_done_callback(lambda _: slots.release())
                     pending.append((path, job))
                 collect(False)
@@ -391,7 +393,7 @@ def _load_filters(model: Path):
 
 
 class _Painter:
-    """Turns one image's ONNX Runtime outputs into its folder; shared state of one render run."""
+    """Turns a batch's ONNX Runtime outputs into its images' folders; shared state of one render run."""
 
     def __init__(self, model: Path, session, chosen: list[LayerInfo], options: RenderOptions,
                  output: Path, filters, stop: threading.Event) -> None:
@@ -403,109 +405,130 @@ class _Painter:
         self.filters_png = store.encode_png(filters.image) if filters is not None else None
         self.atlas_layers: dict[str, int] | None = None  # layer name -> its index on the atlas page
 
-    def _layer(self, writer: store.ImageWriter, layer: LayerInfo, outputs: dict[str, np.ndarray],
-               n: int, clock: dict[str, float]) -> tuple[store.Layer, tuple[np.ndarray, bytes] | None]:
-        """One layer of one image: its summary entry and, for a map layer, its sprite and the
-        sprite's PNG (stored with its neighbours' by `_Image._report`); grids are written here."""
+    def draw(self, layer: LayerInfo, maps: np.ndarray, clock: dict[str, float]) -> list[_Drawn]:
+        """One layer of every image of a batch (`maps`: `[N, C, H, W]`), each image's summary entry
+        and, for a map layer, its sprite, the sprite's PNG and its grid picture. Vectorised over the
+        batch: per-layer work is paid once per batch, not once per image (RESULTS 20)."""
         opts = self.options
         t = time.perf_counter()
+        count = maps.shape[0]
         c, h, w = (int(d) for d in layer.shape[1:])
-        maps = outputs[layer.name][n]
-        flat = maps.reshape(c, -1)
-        # Four passes over the layer: each channel's min and max (which give the layer's, the
-        # channels that are zero everywhere and the stored channels' ranges), OpenCV's count of
-        # non-zero values and its sum (each about half numpy's time on these arrays, RESULTS).
-        ch_lo, ch_hi = flat.min(axis=1), flat.max(axis=1)
-        lo, hi = ch_lo.min(), ch_hi.max()
-        nonzero = cv2.countNonZero(flat)
+        flat = maps.reshape(count, c, -1)
+        size = flat.shape[2] * c
+        # Per channel min and max (which give the layer's, the channels that are zero everywhere
+        # and the stored channels' ranges), then OpenCV's count of non-zero values and its sum
+        # (each about half numpy's time on these arrays, RESULTS 19.3).
+        ch_lo, ch_hi = flat.min(axis=2), flat.max(axis=2)
+        lo, hi = ch_lo.min(axis=1), ch_hi.max(axis=1)
+        numbers = np.empty((count, 4))
+        numbers[:, 0], numbers[:, 1] = lo, hi
+        for n in range(count):
+            numbers[n, 2] = cv2.sumElems(flat[n])[0] / size
+            numbers[n, 3] = 1.0 - cv2.countNonZero(flat[n]) / size
+        dead = np.count_nonzero((ch_lo == 0) & (ch_hi == 0), axis=1).tolist()
+        stats = [store.Stats(*row, d) for row, d in zip(_split(store.rounded(numbers), 4), dead)]
         index = self.index_of[layer.name]
-        stats = store.Stats(store.one(lo), store.one(hi), store.one(cv2.sumElems(flat)[0] / flat.size),
-                            store.one(1.0 - nonzero / flat.size), int(np.count_nonzero((ch_lo == 0) & (ch_hi == 0))))
-        entry = store.Layer(index, layer.name, layer.op, [c, h, w], "map", stats, None, cls=layer.cls,
-                            folded=list(layer.folded) or None)
+        entries = [store.Layer(index, layer.name, layer.op, [c, h, w], "map", st, None, cls=layer.cls,
+                               folded=list(layer.folded) or None) for st in stats]
         if h == w == 1:
-            entry.kind, entry.values = "vector", store.rounded(flat[:, 0])
-            entry.channel_stats = store.ChannelStats(entry.values, entry.values, entry.values)
+            for entry, values in zip(entries, _split(store.rounded(flat[:, :, 0]), c)):
+                entry.kind, entry.values = "vector", values
+                entry.channel_stats = store.ChannelStats(values, values, values)
             clock["draw"] += time.perf_counter() - t
-            return entry, None
-        scores = None
-        if opts.sort != "index":
-            scores = (flat.mean(axis=1), ch_hi)
-        chosen = select_channels(maps, opts.max_channels, opts.channels, opts.sort, scores=scores)
-        if len(chosen) and np.array_equal(chosen, np.arange(chosen[0], chosen[0] + len(chosen))):
-            picked = maps[chosen[0]:chosen[0] + len(chosen)]  # a run of channels: a view, not a copy
-        else:
-            picked = maps[chosen]
-        part = picked.reshape(len(chosen), -1)
-        ch_min, ch_max = ch_lo[chosen], ch_hi[chosen]
-        low, high = sprite_ranges(ch_min, ch_max, opts.norm, layer_range=(float(lo), float(hi)))
-        sprite = make_sprite(picked, chosen.tolist(), low, high)
-        entry.channel_stats = store.ChannelStats(store.rounded(ch_min), store.rounded(ch_max),
-                                                 store.rounded(part.mean(axis=1)))
-        grid = sprite_grid(sprite, opts.colormap) if opts.grids else None
+            return [_Drawn(entry) for entry in entries]
+        if opts.sort == "index":  # the same channels for every image
+            chosen = select_channels(maps[0], opts.max_channels, opts.channels, opts.sort)
+            if np.array_equal(chosen, np.arange(chosen[0], chosen[0] + len(chosen))):
+                picked = maps[:, chosen[0]:chosen[0] + len(chosen)]  # a run of channels: a view, not a copy
+            else:
+                picked = maps[:, chosen]
+            chosen = np.broadcast_to(chosen, (count, len(chosen)))
+        else:  # each image's most active channels
+            means = flat.mean(axis=2)
+            chosen = np.stack([select_channels(maps[n], opts.max_channels, opts.channels, opts.sort,
+                                               scores=(means[n], ch_hi[n])) for n in range(count)])
+            picked = np.take_along_axis(maps, chosen[:, :, None, None], axis=1)
+        k = chosen.shape[1]
+        ch_min, ch_max = np.take_along_axis(ch_lo, chosen, axis=1), np.take_along_axis(ch_hi, chosen, axis=1)
+        low, high = sprite_ranges(ch_min, ch_max, opts.norm, layer_range=(lo, hi))
+        finite = bool(np.isfinite(lo).all() and np.isfinite(hi).all())  # min and max carry any NaN or inf
+        columns = grid_columns(k)
+        sprites = tile_sprites(to_uint8(picked, low, high, finite=finite), columns)
+        channel_numbers = store.rounded(np.stack([ch_min, ch_max, picked.reshape(count, k, -1).mean(axis=2)], axis=1))
+        ranges = store.rounded(np.stack([low, high], axis=1).astype(np.float32), store.EXACT_DIGITS)
         t2 = time.perf_counter()
         clock["draw"] += t2 - t
-        png = store.encode_png(sprite.image)
-        grid_bytes = None
-        if grid is not None:
-            grid_bytes = (store.encode_jpeg(grid, opts.quality) if opts.fmt == "jpg" else store.encode_png(grid))
-        t3 = time.perf_counter()
-        clock["encode"] += t3 - t2
-        entry.channels, entry.tile, entry.columns = sprite.channels, list(sprite.tile), sprite.columns
-        entry.low = store.rounded(np.float32(sprite.low), store.EXACT_DIGITS)
-        entry.high = store.rounded(np.float32(sprite.high), store.EXACT_DIGITS)
-        if grid_bytes is not None:
-            stem = store.layer_stem(index, self.width, layer.name)
-            span = store.channel_span(sprite.channels, c, opts.sort)
-            entry.grid = writer.write(f"grids/{stem}_{span}.{opts.fmt}", grid_bytes)
-        clock["write"] += time.perf_counter() - t3
-        return entry, (sprite.image, png)
+        drawn = []
+        for n, (entry, numbers3, range2) in enumerate(zip(entries, _split(channel_numbers, 3 * k),
+                                                          _split(ranges, 2 * k))):
+            channels = chosen[n].tolist()
+            entry.channel_stats = store.ChannelStats(numbers3[:k], numbers3[k:2 * k], numbers3[2 * k:])
+            entry.channels, entry.tile, entry.columns = channels, [h, w], columns
+            entry.low, entry.high = range2[:k], range2[k:]
+            grid = None
+            if opts.grids:
+                picture = sprite_grid(Sprite(sprites[n], channels, columns, (h, w), [], []), opts.colormap)
+                grid = store.encode_jpeg(picture, opts.quality) if opts.fmt == "jpg" else store.encode_png(picture)
+            drawn.append(_Drawn(entry, sprites[n], store.encode_png(sprites[n]), grid))
+        clock["encode"] += time.perf_counter() - t2
+        return drawn
 
-    def start(self, pool: ThreadPoolExecutor, path: Path, folder_name: str, n: int, pixels: np.ndarray,
-              outputs: dict[str, np.ndarray], share: dict[str, float]) -> Future:
-        """Queue everything of one image on `pool`: the input picture and each layer are separate
-        tasks (so one image's layers are drawn on every worker), and the task that finishes last
-        writes the report into the hidden folder and renames it into place. The returned future
-        gives (ImageResult, seconds per stage)."""
-        image = _Image(self, path, folder_name, n, pixels, outputs, share)
-        for task in [None, *range(len(self.chosen))]:
-            pool.submit(image.run, task)
-        return image.future
+    def start(self, pool: ThreadPoolExecutor, items: list[tuple[Path, str]], pixels: np.ndarray,
+              outputs: dict[str, np.ndarray], share: dict[str, float]) -> list[Future]:
+        """Queue everything of one batch on `pool`: each layer is a task drawing it for every image
+        of the batch; the task that finishes the last layer queues one task per image that writes
+        its folder and renames it into place. Returns a future per image of `items` ((path, folder
+        name), in batch order), each giving (ImageResult, seconds per stage)."""
+        batch = _PaintBatch(self, pool, items, pixels, outputs, share)
+        if not self.chosen:
+            batch.layers_done()
+        for task in range(len(self.chosen)):
+            pool.submit(batch.run, task)
+        return [image.future for image in batch.images]
 
 
-class _Image:
-    """One image being painted by several workers: its hidden folder, its layers as they are
-    drawn, and the future that `render` waits on."""
+@dataclass
+class _Drawn:
+    """One layer of one image: its summary entry and, for a map layer, its sprite, the sprite's
+    PNG (stored with its neighbours' by `_Image._report`) and its grid picture (`grids`)."""
 
-    def __init__(self, painter: _Painter, path: Path, folder_name: str, n: int, pixels: np.ndarray,
-                 outputs: dict[str, np.ndarray], share: dict[str, float]) -> None:
-        self.painter, self.path, self.n, self.pixels, self.outputs, self.share = painter, path, n, pixels, outputs, share
-        self.final = painter.output / folder_name
-        self.part = Path(tempfile.mkdtemp(prefix=f".{folder_name}{PART}", dir=painter.output))
-        self.writer = store.ImageWriter(self.part)
-        # per chosen layer: (summary entry, (sprite, its PNG) or None for a vector)
-        self.layers: list[tuple[store.Layer, tuple[np.ndarray, bytes] | None] | None] = [None] * len(painter.chosen)
-        self.filters_entry: store.FiltersEntry | None = None
+    entry: store.Layer
+    sprite: np.ndarray | None = None
+    png: bytes | None = None
+    grid: bytes | None = None
+
+
+def _split(values: list, size: int) -> list[list]:
+    """A flat list in consecutive pieces of `size`."""
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+class _PaintBatch:
+    """One batch being painted by several workers, one layer per task."""
+
+    def __init__(self, painter: _Painter, pool: ThreadPoolExecutor, items: list[tuple[Path, str]],
+                 pixels: np.ndarray, outputs: dict[str, np.ndarray], share: dict[str, float]) -> None:
+        self.painter, self.pool, self.outputs = painter, pool, outputs
+        self.images = [_Image(painter, path, folder, n, pixels, outputs, share)
+                       for n, (path, folder) in enumerate(items)]
         self.clock = dict.fromkeys(STAGES, 0.0)
-        self.left = len(painter.chosen) + 1
+        self.left = len(painter.chosen)
         self.error: BaseException | None = None
         self.lock = threading.Lock()
-        self.future: Future = Future()
 
-    def run(self, task: int | None) -> None:
-        """One task (None: the input picture and the filters; i: layer i), then the report if it was the last."""
+    def run(self, task: int) -> None:
+        """Draw layer `task` for every image, then, after the last layer, queue the images' folders."""
         clock = dict.fromkeys(STAGES, 0.0)
         error = None
         if self.error is None:
             try:
                 if self.painter.stop.is_set():
                     raise _Stopped()
-                if task is None:
-                    self._input(clock)
-                else:
-                    self.layers[task] = self.painter._layer(self.writer, self.painter.chosen[task], self.outputs,
-                                                            self.n, clock)
-            except BaseException as exc:  # handed to `render` through the future
+                layer = self.painter.chosen[task]
+                drawn = self.painter.draw(layer, self.outputs[layer.name][:len(self.images)], clock)
+                for image, one in zip(self.images, drawn):
+                    image.layers[task] = one
+            except BaseException as exc:  # handed to `render` through the images' futures
                 error = exc
         with self.lock:
             for key, value in clock.items():
@@ -515,55 +538,94 @@ class _Image:
             self.left -= 1
             last = self.left == 0
         if last:
-            self._finish()
+            self.layers_done()
 
-    def _input(self, clock: dict[str, float]) -> None:
-        painter = self.painter
+    def layers_done(self) -> None:
+        self.outputs = None
+        for image in self.images:
+            for key, value in self.clock.items():
+                image.clock[key] += value / len(self.images)
+            try:
+                self.pool.submit(image.finish, self.error)
+            except RuntimeError:  # the pool is shutting down: finish here
+                image.finish(self.error)
+
+
+class _Image:
+    """One image of a batch: its layers as they are drawn, then its folder, written into a hidden
+    folder renamed into place, and the future that `render` waits on."""
+
+    def __init__(self, painter: _Painter, path: Path, folder_name: str, n: int, pixels: np.ndarray,
+                 outputs: dict[str, np.ndarray], share: dict[str, float]) -> None:
+        self.painter, self.path, self.folder_name, self.n = painter, path, folder_name, n
+        self.pixels, self.share = pixels, share
+        self.predictions = outputs[painter.info.prediction_output][n] if painter.info.prediction_output in outputs else None
+        self.final = painter.output / folder_name
+        self.layers: list[_Drawn | None] = [None] * len(painter.chosen)
+        self.clock = dict.fromkeys(STAGES, 0.0)
+        self.future: Future = Future()
+
+    def finish(self, error: BaseException | None) -> None:
+        part = None
+        try:
+            if error is not None:
+                raise error
+            if self.painter.stop.is_set():
+                raise _Stopped()
+            part = Path(tempfile.mkdtemp(prefix=f".{self.folder_name}{PART}", dir=self.painter.output))
+            writer = store.ImageWriter(part)
+            self._input(writer)
+            result = self._report(writer, part)
+        except BaseException as exc:
+            if part is not None:
+                shutil.rmtree(part, ignore_errors=True)
+            self.future.set_exception(store.output_error(exc, self.final) if isinstance(exc, OSError) else exc)
+        else:
+            self.future.set_result((result, self.clock))
+        finally:
+            self.pixels = self.layers = None
+
+    def _input(self, writer: store.ImageWriter) -> None:
+        painter, clock = self.painter, self.clock
         t = time.perf_counter()
         rgb = self.pixels[self.n].astype(np.uint8)
         input_png = store.encode_png(rgb[..., ::-1])  # RGB as OpenCV's BGR order, a view
         clock["encode"] += time.perf_counter() - t
         t = time.perf_counter()
-        self.writer.write("input.png", input_png)
+        writer.write("input.png", input_png)
         if painter.filters is not None:
             filters = painter.filters
-            self.writer.write("filters.png", painter.filters_png)
+            writer.write("filters.png", painter.filters_png)
             self.filters_entry = store.FiltersEntry("filters.png", filters.layer, filters.weights_shape[0],
                                                     filters.kernel, filters.channel_order)
+        else:
+            self.filters_entry = None
         clock["write"] += time.perf_counter() - t
 
-    def _finish(self) -> None:
-        try:
-            if self.error is not None:
-                raise self.error
-            result = self._report()
-        except OSError as exc:
-            shutil.rmtree(self.part, ignore_errors=True)
-            self.future.set_exception(store.output_error(exc, self.final))
-        except BaseException as exc:
-            shutil.rmtree(self.part, ignore_errors=True)
-            self.future.set_exception(exc)
-        else:
-            self.future.set_result((result, self.clock))
-        finally:
-            self.outputs = self.pixels = None  # the batch's maps go as soon as its images are done
-
-    def _report(self) -> ImageResult:
+    def _report(self, writer: store.ImageWriter, part: Path) -> ImageResult:
         painter, path, final = self.painter, self.path, self.final
         opts, info = painter.options, painter.info
-        layers = [entry for entry, _ in self.layers]
+        layers = [drawn.entry for drawn in self.layers]
         clock = self.clock
-        drawn = [(entry, *picture) for entry, picture in self.layers if picture is not None]
-        for chunk in store.chunk_maps(drawn, painter.width):
+        t = time.perf_counter()
+        for drawn in self.layers:
+            if drawn.grid is not None:
+                entry = drawn.entry
+                stem = store.layer_stem(entry.index, painter.width, entry.name)
+                span = store.channel_span(entry.channels, entry.shape[0], opts.sort)
+                entry.grid = writer.write(f"grids/{stem}_{span}.{opts.fmt}", drawn.grid)
+        clock["write"] += time.perf_counter() - t
+        maps = [(d.entry, d.sprite, d.png) for d in self.layers if d.sprite is not None]
+        for chunk in store.chunk_maps(maps, painter.width):
             t = time.perf_counter()
             static = store.encode_jpeg(chunk.sheet, store.STATIC_QUALITY)
             t2 = time.perf_counter()
-            self.writer.write(f"{chunk.stem}.js", chunk.script)
-            self.writer.write(f"{chunk.stem}.{store.STATIC_EXT}", static)
+            writer.write(f"{chunk.stem}.js", chunk.script)
+            writer.write(f"{chunk.stem}.{store.STATIC_EXT}", static)
             clock["encode"] += t2 - t
             clock["write"] += time.perf_counter() - t2
-        preds = (top_predictions(self.outputs[info.prediction_output][self.n], info, opts.top_k)
-                 if info.prediction_output and opts.top_k > 0 else [])
+        preds = (top_predictions(self.predictions, info, opts.top_k)
+                 if self.predictions is not None and opts.top_k > 0 else [])
         share = self.share
         summary = store.Summary(
             image=str(path), image_name=path.name, model=str(painter.model), source=info.source,
@@ -585,12 +647,12 @@ class _Image:
                 if entry.name in painter.atlas_layers:
                     entry.atlas = f"{page}#l={painter.atlas_layers[entry.name]}"
         t = time.perf_counter()
-        report.write_report(self.part, summary.to_dict())
-        _replace_folder(self.part, final)
+        report.write_report(part, summary.to_dict())
+        _replace_folder(part, final)
         clock["write"] += time.perf_counter() - t
         report_files = [p for p in (final / name for name in _REPORT_FILES) if p.is_file()]
-        files = len(self.writer.written) + len(report_files)
-        size = self.writer.bytes + sum(p.stat().st_size for p in report_files)
+        files = len(writer.written) + len(report_files)
+        size = writer.bytes + sum(p.stat().st_size for p in report_files)
         return ImageResult(path, final, summary.predictions, len(layers), files, size)
 
 

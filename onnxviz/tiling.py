@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -432,46 +433,67 @@ class Sprite:
 
 
 def sprite_ranges(ch_min: np.ndarray, ch_max: np.ndarray, norm: str = "channel",
-                  layer_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) per channel from the channels' min and max in one image.
+                  layer_range: tuple[Any, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) per channel from the channels' min and max: `[k]` for one image, or
+    `[N, k]` for N images at once.
 
     `channel`: each channel's own min..max; `layer`: the layer's min..max for all. A channel
     (or, in layer mode, a layer) whose span is within CONSTANT_RTOL of the layer's scale is
     constant: low == high, so float32 rounding is never stretched into a pattern.
-    `layer_range`: the whole layer's (min, max) when `ch_min`/`ch_max` cover only some of
-    its channels (default: theirs).
+    `layer_range`: the whole layer's (min, max) (numbers, or `[N]` arrays) when
+    `ch_min`/`ch_max` cover only some of its channels (default: theirs; a non-finite one is
+    ignored).
     """
     if norm not in NORMS:
         raise OnnxvizError(f"unknown normalisation '{norm}'; valid: {', '.join(NORMS)}")
     lo = np.asarray(ch_min, dtype=np.float64)
     hi = np.asarray(ch_max, dtype=np.float64)
     finite = np.isfinite(lo) & np.isfinite(hi)
-    if layer_range is not None and all(np.isfinite(layer_range)):
-        lo_all, hi_all = float(layer_range[0]), float(layer_range[1])
-    else:
-        lo_all = float(lo[finite].min()) if finite.any() else 0.0
-        hi_all = float(hi[finite].max()) if finite.any() else 0.0
-    tol = _constant_tolerance(lo_all, hi_all)
-    if norm == "layer":
-        high = hi_all if hi_all - lo_all > tol else lo_all
-        return np.full(lo.shape, lo_all), np.full(lo.shape, high)
     lo = np.where(finite, lo, 0.0)
     hi = np.where(finite, hi, 0.0)
+    with np.errstate(invalid="ignore"):
+        lo_all = np.where(finite, lo, np.inf).min(axis=-1, keepdims=True)
+        hi_all = np.where(finite, hi, -np.inf).max(axis=-1, keepdims=True)
+    if layer_range is not None:
+        given_lo = np.asarray(layer_range[0], dtype=np.float64)[..., None]
+        given_hi = np.asarray(layer_range[1], dtype=np.float64)[..., None]
+        use = np.isfinite(given_lo) & np.isfinite(given_hi)
+        lo_all, hi_all = np.where(use, given_lo, lo_all), np.where(use, given_hi, hi_all)
+    none = ~np.isfinite(lo_all)  # no finite channel and no range given
+    lo_all, hi_all = np.where(none, 0.0, lo_all), np.where(none, 0.0, hi_all)
+    tol = CONSTANT_RTOL * np.maximum(np.maximum(hi_all - lo_all, np.abs(lo_all)), np.abs(hi_all))
+    if norm == "layer":
+        high = np.where(hi_all - lo_all > tol, hi_all, lo_all)
+        return np.broadcast_to(lo_all, lo.shape).copy(), np.broadcast_to(high, lo.shape).copy()
     return lo, np.where(hi - lo > tol, hi, lo)
 
 
-def to_uint8(maps: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Float `[k, H, W]` -> uint8, channel i scaled so low[i] -> 0 and high[i] -> 255 (rounded)."""
-    x = _finite(maps)
+def to_uint8(maps: np.ndarray, low: np.ndarray, high: np.ndarray, finite: bool = False) -> np.ndarray:
+    """Float `[k, H, W]` (or `[N, k, H, W]` with `[N, k]` ranges) -> uint8, channel i scaled so
+    low[i] -> 0 and high[i] -> 255 (rounded). `finite`: the caller knows there is no NaN or inf."""
+    x = np.asarray(maps, dtype=np.float32) if finite else _finite(maps)
     low = np.asarray(low, dtype=np.float64)
     span = np.asarray(high, dtype=np.float64) - low
     with np.errstate(divide="ignore"):
         scale = np.where(span > 0, np.minimum(255.0 / np.where(span > 0, span, 1.0), np.finfo(np.float32).max), 0.0)
     # (x - low) * scale + 0.5, in float32, one temporary
-    out = np.multiply(x, scale.astype(np.float32)[:, None, None], dtype=np.float32)
-    out += (0.5 - low * scale).astype(np.float32)[:, None, None]
+    out = np.multiply(x, scale.astype(np.float32)[..., None, None], dtype=np.float32)
+    out += (0.5 - low * scale).astype(np.float32)[..., None, None]
     np.clip(out, 0.0, 255.0, out=out)
     return out.astype(np.uint8)
+
+
+def tile_sprites(gray: np.ndarray, columns: int) -> np.ndarray:
+    """uint8 `[N, k, H, W]` -> N sprites `[N, rows * H, columns * W]`: tiles row-major, no gaps,
+    the unused cells of the last row 0. One copy."""
+    n, k, h, w = gray.shape
+    rows = math.ceil(k / columns)
+    if rows * columns != k:
+        padded = np.zeros((n, rows * columns, h, w), np.uint8)
+        padded[:, :k] = gray
+        gray = padded
+    return np.ascontiguousarray(gray.reshape(n, rows, columns, h, w).transpose(0, 1, 3, 2, 4)).reshape(
+        n, rows * h, columns * w)
 
 
 def make_sprite(maps: np.ndarray, channels: list[int], low: np.ndarray, high: np.ndarray,
@@ -482,9 +504,9 @@ def make_sprite(maps: np.ndarray, channels: list[int], low: np.ndarray, high: np
 
 
 def sprite_from_uint8(gray: np.ndarray, channels: list[int], low, high, columns: int | None = None) -> Sprite:
-    """Channels already scaled to uint8 `[k, H, W]` (e.g. inside the ONNX graph) -> a Sprite."""
+    """Channels already scaled to uint8 `[k, H, W]` -> a Sprite."""
     cols = grid_columns(len(channels), columns)
-    image = tile(gray, columns=cols, gap=0, gap_value=0, min_tile=None)
+    image = tile_sprites(np.asarray(gray, dtype=np.uint8)[None], cols)[0]
     return Sprite(image, [int(c) for c in channels], cols, (int(gray.shape[1]), int(gray.shape[2])),
                   [float(v) for v in low], [float(v) for v in high])
 
