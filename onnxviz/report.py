@@ -15,7 +15,6 @@ server and no network:
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 import struct
@@ -24,6 +23,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import orjson
 
 from .files import ensure_dir, write_bytes, write_text
 
@@ -412,8 +413,9 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
 
 
 def _json(data: dict[str, Any]) -> str:
-    """Compact JSON: the same text goes into the `.json` file and, wrapped, into the `.js` file."""
-    return json.dumps(data, separators=(",", ":"))
+    """Compact JSON: the same text goes into the `.json` file and, wrapped, into the `.js` file.
+    orjson writes ResNet101V2's summary in a tenth of the json module's time (RESULTS 20)."""
+    return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def write_assets(output: Path) -> Path:
