@@ -234,7 +234,7 @@ def make_plan(model: Path, options: AtlasOptions) -> Plan:
             light, spans = split(model, LIGHT_TENSOR_BYTES)
         except Exception as exc:  # DecodeError, a truncated or foreign file
             raise unreadable(model, type(exc).__name__) from exc
-        check_model_file(model, light)  # names a missing or truncated weights file
+        check_model_file(model)  # names a missing or truncated weights file
         info = read_info(light, str(model))
         layers = choose_layers(info, options.layers, str(model))
         names = [layer.name for layer in layers]

@@ -227,19 +227,19 @@ def read_info(model: Any, where: str = "the model") -> ModelInfo:
 
 
 def load_info(path: Any) -> ModelInfo:
-    """The `ModelInfo` of an onnxviz file on disk (weights are parsed too: use a session's
-    `custom_metadata_map` where one is open anyway)."""
+    """The `ModelInfo` of an onnxviz file on disk, read from the wire format (`protoscan.outline`:
+    no `onnx` import, no weights read)."""
     from pathlib import Path
 
     from .files import existing_file
     from .modelfile import unreadable
-    from .protoscan import load_light
+    from .protoscan import outline
 
     path = existing_file(Path(path), "model file")
     try:
-        model = load_light(path)
-    except Exception as exc:  # protobuf's DecodeError, a truncated or foreign file
+        found = outline(path)
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:  # a truncated or foreign file
         raise unreadable(path, type(exc).__name__) from exc
-    if not model.graph.node:
+    if not found.nodes:
         raise unreadable(path)
-    return read_info(model, str(path))
+    return ModelInfo.from_props(found.props, str(path))

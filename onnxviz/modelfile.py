@@ -187,31 +187,27 @@ class ModelFile:
     data_bytes: int
 
 
-def check_model_file(path: Path, model=None) -> ModelFile:
+def check_model_file(path: Path) -> ModelFile:
     """Check that `path` and the data files it refers to are all there and complete.
 
-    Raises ModelError naming the missing, truncated or mismatched data file. `model` is
-    the already read light model (`protoscan.load_light`), when the caller has it.
+    Raises ModelError naming the missing, truncated or mismatched data file (read from the
+    wire format, `protoscan.outline`: no `onnx` import, nothing parsed).
     """
-    path = existing_file(Path(path), "model file")
-    if model is None:
-        from .protoscan import load_light
+    from .protoscan import outline
 
-        try:
-            model = load_light(path)
-        except Exception as exc:  # DecodeError, a truncated or foreign file
-            raise unreadable(path, type(exc).__name__) from exc
+    path = existing_file(Path(path), "model file")
+    try:
+        found = outline(path)
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:  # a truncated or foreign file
+        raise _not_onnx(path) from exc
     needs: dict[str, int] = {}
     count = 0
-    for tensor in model.graph.initializer:
-        if tensor.data_location != 1:  # TensorProto.EXTERNAL
-            continue
+    for info in found.external:
         count += 1
-        info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
         end = int(info.get("offset", 0)) + int(info.get("length", 0) or 0)
         needs[location] = max(needs.get(location, 0), end)
-    props = {p.key: p.value for p in model.metadata_props}
+    props = found.props
     recorded = json.loads(props[DATA_KEY]) if DATA_KEY in props else None
     first: Path | None = None
     total = 0
@@ -254,10 +250,14 @@ def unreadable(path: Path, detail: str = "") -> ModelError:
     except Exception:  # protobuf's DecodeError and friends
         model = None
     if model is None or not model.graph.node or not model.opset_import:
-        return ModelError(f"'{path}' is not an ONNX model: it does not parse as one (a truncated file, or another "
-                          f"kind of file); give a .onnx file written by an ONNX exporter or 'onnxviz export'")
+        return _not_onnx(path)
     try:
-        check_model_file(path, model)
+        check_model_file(path)
     except ModelError as exc:
         return exc
     return ModelError(f"'{path}' is an ONNX model that cannot be opened: {detail or 'unknown reason'}")
+
+
+def _not_onnx(path: Path) -> ModelError:
+    return ModelError(f"'{path}' is not an ONNX model: it does not parse as one (a truncated file, or another "
+                      f"kind of file); give a .onnx file written by an ONNX exporter or 'onnxviz export'")

@@ -5,16 +5,30 @@ draw the first convolution's 7 KB of filters and by `layers` only to read metada
 walks the protobuf wire format over a memory map, copies every field of the model and its
 graph except initializers larger than `max_tensor_bytes`, and parses that. Large weights
 are skipped by their length prefix, never read.
+
+`outline` reads what `render` and `layers` need to start (the metadata, whether the graph
+has nodes, the external-data entries) from the wire format alone, without importing `onnx`
+(80 ms of a one-image render, benchmarks/RESULTS.md 20).
 """
 from __future__ import annotations
 
 import mmap
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
+if TYPE_CHECKING:
+    import onnx
 
 _MODEL_GRAPH = 7  # ModelProto.graph
+_MODEL_OPSET_IMPORT = 8  # ModelProto.opset_import
+_MODEL_METADATA = 14  # ModelProto.metadata_props
+_GRAPH_NODE = 1  # GraphProto.node
 _GRAPH_INITIALIZER = 5  # GraphProto.initializer
+_ENTRY_KEY, _ENTRY_VALUE = 1, 2  # StringStringEntryProto
+_TENSOR_EXTERNAL_DATA = 13  # TensorProto.external_data
+_TENSOR_DATA_LOCATION = 14  # TensorProto.data_location
+_EXTERNAL = 1  # TensorProto.EXTERNAL
 
 
 def _varint(buf, pos: int) -> tuple[int, int]:
@@ -66,9 +80,62 @@ def _length_prefixed(field: int, payload: bytes) -> bytes:
     return _varint_bytes((field << 3) | 2) + _varint_bytes(len(payload)) + payload
 
 
+@dataclass
+class Outline:
+    """What a model file says about itself, read without parsing it."""
+
+    props: dict[str, str] = dataclass_field(default_factory=dict)  # metadata_props
+    nodes: int = 0
+    opsets: int = 0
+    external: list[dict[str, str]] = dataclass_field(default_factory=list)  # each external tensor's entries
+
+
+def _entry(buf, start: int, end: int) -> tuple[str, str]:
+    key = value = ""
+    for f, _, s, e in _fields(buf, start, end):
+        if f == _ENTRY_KEY:
+            key = bytes(buf[s:e]).decode("utf-8")
+        elif f == _ENTRY_VALUE:
+            value = bytes(buf[s:e]).decode("utf-8")
+    return key, value
+
+
+def outline(path: Path) -> Outline:
+    """The metadata, node and opset counts and external-data entries of the ONNX file `path`,
+    from the wire format (raises ValueError, or OSError, for a file that is not one)."""
+    found = Outline()
+    with open(path, "rb") as fh:
+        if fh.seek(0, 2) == 0:
+            raise ValueError("empty file")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            for field, _, start, stop in _fields(buf, 0, len(buf)):
+                if field == _MODEL_METADATA:
+                    key, value = _entry(buf, start, stop)
+                    found.props[key] = value
+                elif field == _MODEL_OPSET_IMPORT:
+                    found.opsets += 1
+                elif field == _MODEL_GRAPH:
+                    for f, _, s, e in _fields(buf, start, stop):
+                        if f == _GRAPH_NODE:
+                            found.nodes += 1
+                        elif f == _GRAPH_INITIALIZER:
+                            entries, location = {}, 0
+                            for tf, _, ts, te in _fields(buf, s, e):
+                                if tf == _TENSOR_EXTERNAL_DATA:
+                                    key, value = _entry(buf, ts, te)
+                                    entries[key] = value
+                                elif tf == _TENSOR_DATA_LOCATION:
+                                    location = _varint(buf, ts)[0]
+                            if location == _EXTERNAL:
+                                found.external.append(entries)
+    return found
+
+
 def _rebuild(path: Path, max_tensor_bytes: int, large) -> onnx.ModelProto:
     """The model of `path` with every initializer over `max_tensor_bytes` replaced by what
     `large(buf, field_start, payload_start, stop)` returns for it (None: left out)."""
+    import onnx
+
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         model_parts: list[bytes] = []
         for field, tag_start, start, stop in _fields(buf, 0, len(buf)):
@@ -108,8 +175,7 @@ _TENSOR_NAME = 8
 _TENSOR_DATA_TYPE = 2
 # Weights: the only tensors left hollow. Integer tensors (shapes, pads, indices) stay whole, since
 # graph rewrites and receptive fields read their values.
-_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
-                          onnx.TensorProto.DOUBLE})
+_FLOAT_TYPES = frozenset({1, 10, 16, 11})  # TensorProto.FLOAT, FLOAT16, BFLOAT16, DOUBLE
 
 
 def split(path: Path, max_tensor_bytes: int = 64 << 10) -> tuple[onnx.ModelProto, dict[str, tuple[int, int]]]:
@@ -148,6 +214,8 @@ def join(model: onnx.ModelProto, path: Path, spans: dict[str, tuple[int, int]]) 
     Protobuf appends repeated fields in the order they come, so the full initializer fields from
     the file go after the rest of the graph; nothing of `model` is modified.
     """
+    import onnx
+
     light = onnx.ModelProto()
     light.CopyFrom(model)
     graph = light.graph

@@ -273,22 +273,27 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
         for i, layer in ((info.layers.index(layer), layer) for layer in chosen)])
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        # The filters are read while ORT builds the session (which releases the GIL).
+        # The filters are read while ORT builds the session (which releases the GIL) ...
         filters_job = pool.submit(_load_filters, model) if options.filters else None
-        # Repacking weights at load pays back only over many batches (see runtime.session_options).
-        session = open_session(model, options.provider, prepack=len(images) > PREPACK_FROM_IMAGES)
-        session.output_names = keep + [layer.name for layer in chosen]
-        filters = filters_job.result() if filters_job else None
-        output = ensure_dir(output)
-        _clean_parts(output)
-        painter = _Painter(model, session, chosen, options, output, filters, stop)
-        if options.atlas is not None:
-            from .atlas_page import read_atlas_layers
-
-            painter.atlas_layers = read_atlas_layers(options.atlas)
         batches: queue.Queue = queue.Queue(maxsize=2)
         reader = threading.Thread(target=_read_batches, args=(images, info, options, batches, stop),
                                   name="onnxviz-reader", daemon=True)
+        reader.start()  # and the first batch is decoded meanwhile
+        try:
+            # Repacking weights at load pays back only over many batches (see runtime.session_options).
+            session = open_session(model, options.provider, prepack=len(images) > PREPACK_FROM_IMAGES)
+            session.output_names = keep + [layer.name for layer in chosen]
+            filters = filters_job.result() if filters_job else None
+            output = ensure_dir(output)
+            _clean_parts(output)
+            painter = _Painter(model, session, chosen, options, output, filters, stop)
+            if options.atlas is not None:
+                from .atlas_page import read_atlas_layers
+
+                painter.atlas_layers = read_atlas_layers(options.atlas)
+        except BaseException:
+            stop.set()  # the reader gives up
+            raise
         folders = dict(zip(images, _folder_names(images)))
         slots = threading.BoundedSemaphore(options.batch_size)  # images drawn at once: one batch's maps
         pending: deque[tuple[Path, Future]] = deque()
@@ -315,7 +320,6 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
                     progress(done, len(images), path.name)
 
         try:
-            reader.start()
             while True:
                 item = batches.get()
                 if item is None:

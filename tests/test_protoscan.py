@@ -85,3 +85,33 @@ def test_join_after_a_rewrite_takes_only_the_initializers_still_there(tmp_path):
     empty.graph.initializer.add().CopyFrom(light.graph.initializer[0])
     back = onnx.ModelProto.FromString(join(empty, path, spans))
     assert [t.name for t in back.graph.initializer] == ["big"] and len(back.graph.initializer[0].raw_data) == 160_000
+
+
+def test_outline_reads_metadata_nodes_and_external_entries_as_onnx_does(tmp_path):
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    from onnxviz.protoscan import outline
+
+    model = model_with(40_000, 1)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "onnxviz.layers", "ünïcode ✓"
+    convert_model_to_external_data(model, location="m.onnx.data", size_threshold=1024)
+    onnx.save(model, tmp_path / "m.onnx")
+    found = outline(tmp_path / "m.onnx")
+    parsed = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    assert found.props == {p.key: p.value for p in parsed.metadata_props}
+    assert found.props["onnxviz.layers"] == "ünïcode ✓"
+    assert (found.nodes, found.opsets) == (2, 1)
+    assert found.external == [{e.key: e.value for e in t.external_data} for t in parsed.graph.initializer
+                              if t.data_location == TensorProto.EXTERNAL]
+    assert [e["location"] for e in found.external] == ["m.onnx.data"]
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff\xff\xff\xff\x0f not protobuf", b"\x3a\x20abc"])  # empty, junk, cut short
+def test_outline_of_a_file_that_is_not_an_onnx_model_raises_value_error(tmp_path, data):
+    from onnxviz.protoscan import outline
+
+    path = tmp_path / "x.onnx"
+    path.write_bytes(data)
+    with pytest.raises(ValueError):
+        outline(path)
