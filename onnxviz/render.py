@@ -280,8 +280,10 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
                                   name="onnxviz-reader", daemon=True)
         reader.start()  # and the first batch is decoded meanwhile
         try:
-            # Repacking weights at load pays back only over many batches (see runtime.session_options).
-            session = open_session(model, options.provider, prepack=len(images) > PREPACK_FROM_IMAGES)
+            # Repacking weights at load pays back only over many batches; ORT's threads do not spin,
+            # leaving the CPU to the drawing threads (see runtime.session_options).
+            session = open_session(model, options.provider, prepack=len(images) > PREPACK_FROM_IMAGES,
+                                   spinning=False)
             session.output_names = keep + [layer.name for layer in chosen]
             filters = filters_job.result() if filters_job else None
             output = ensure_dir(output)

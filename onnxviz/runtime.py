@@ -203,8 +203,13 @@ def resolve_providers(request: str) -> list[str]:
     return [PROVIDERS["cpu"]]
 
 
-def session_options(threads: int | None = None, prepack: bool = True) -> ort.SessionOptions:
+def session_options(threads: int | None = None, prepack: bool = True,
+                    spinning: bool = ALLOW_SPINNING) -> ort.SessionOptions:
     """The options every onnxviz session uses (chosen by measurement, see module constants).
+
+    `spinning=False`: ORT's idle threads sleep at once instead of spinning. `render` draws in
+    its own threads beside ORT, and spinning threads take their CPU: ResNet101V2 rendered 1.2x
+    faster with it off, VGG16 1.04x (benchmarks/RESULTS.md 20).
 
     `prepack=False` skips repacking weights for faster kernels when the session opens: for
     VGG16 with its classifier that halves session creation (1.45 -> 0.95 s) and costs
@@ -219,7 +224,7 @@ def session_options(threads: int | None = None, prepack: bool = True) -> ort.Ses
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.enable_cpu_mem_arena = ENABLE_CPU_MEM_ARENA
     options.enable_mem_pattern = ENABLE_MEM_PATTERN
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ALLOW_SPINNING else "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     # ORT's own "falling back to CPU" warnings: we compare get_providers() and say so ourselves.
     options.log_severity_level = LOG_ERRORS_ONLY
     if not prepack:
@@ -277,10 +282,10 @@ def _load_error(path: Path, exc: BaseException) -> ModelError:
 
 def open_session(path: Path, provider: str = "auto", *, threads: int | None = None,
                  outputs: list[str] | None = None, prepack: bool = True, optimize: bool = True,
-                 model_bytes: bytes | None = None) -> Session:
+                 model_bytes: bytes | None = None, spinning: bool = ALLOW_SPINNING) -> Session:
     """Open an onnxviz file on `provider` ("auto" | "cpu" | "cuda").
 
-    `prepack`: see `session_options`; False for runs of a few batches. `optimize=False` runs
+    `prepack`, `spinning`: see `session_options`; prepack False for runs of a few batches. `optimize=False` runs
     the graph as written, without ONNX Runtime's fusions.
 
     `outputs` limits the outputs computed and returned (default: all graph outputs).
@@ -296,7 +301,7 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
         path = existing_file(Path(path), "model file")
         check_model_file(path)  # names a missing or truncated weights file before ORT reads anything
     providers = resolve_providers(provider)
-    options = session_options(threads, prepack)
+    options = session_options(threads, prepack, spinning)
     if not optimize:  # ONNX Runtime's graph rewrites (fusions) off: a reference for `diff`
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
