@@ -411,74 +411,6 @@ class _Painter:
         self.filters_png = store.encode_png(filters.image) if filters is not None else None
         self.atlas_layers: dict[str, int] | None = None  # layer name -> its index on the atlas page
 
-    def draw(self, layer: LayerInfo, maps: np.ndarray, clock: dict[str, float]) -> list[_Drawn]:
-        """One layer of every image of a batch (`maps`: `[N, C, H, W]`), each image's summary entry
-        and, for a map layer, its sprite, the sprite's PNG and its grid picture. Vectorised over the
-        batch: per-layer work is paid once per batch, not once per image (RESULTS 20)."""
-        opts = self.options
-        t = time.perf_counter()
-        count = maps.shape[0]
-        c, h, w = (int(d) for d in layer.shape[1:])
-        flat = maps.reshape(count, c, -1)
-        size = flat.shape[2] * c
-        # Per channel min and max (which give the layer's, the channels that are zero everywhere
-        # and the stored channels' ranges), then OpenCV's count of non-zero values and its sum
-        # (each about half numpy's time on these arrays, RESULTS 19.3).
-        ch_lo, ch_hi = flat.min(axis=2), flat.max(axis=2)
-        lo, hi = ch_lo.min(axis=1), ch_hi.max(axis=1)
-        numbers = np.empty((count, 4))
-        numbers[:, 0], numbers[:, 1] = lo, hi
-        for n in range(count):
-            numbers[n, 2] = cv2.sumElems(flat[n])[0] / size
-            numbers[n, 3] = 1.0 - cv2.countNonZero(flat[n]) / size
-        dead = np.count_nonzero((ch_lo == 0) & (ch_hi == 0), axis=1).tolist()
-        stats = [store.Stats(*row, d) for row, d in zip(_split(store.rounded(numbers), 4), dead)]
-        index = self.index_of[layer.name]
-        entries = [store.Layer(index, layer.name, layer.op, [c, h, w], "map", st, None, cls=layer.cls,
-                               folded=list(layer.folded) or None) for st in stats]
-        if h == w == 1:
-            for entry, values in zip(entries, _split(store.rounded(flat[:, :, 0]), c)):
-                entry.kind, entry.values = "vector", values
-                entry.channel_stats = store.ChannelStats(values, values, values)
-            clock["draw"] += time.perf_counter() - t
-            return [_Drawn(entry) for entry in entries]
-        if opts.sort == "index":  # the same channels for every image
-            chosen = select_channels(maps[0], opts.max_channels, opts.channels, opts.sort)
-            if np.array_equal(chosen, np.arange(chosen[0], chosen[0] + len(chosen))):
-                picked = maps[:, chosen[0]:chosen[0] + len(chosen)]  # a run of channels: a view, not a copy
-            else:
-                picked = maps[:, chosen]
-            chosen = np.broadcast_to(chosen, (count, len(chosen)))
-        else:  # each image's most active channels
-            means = flat.mean(axis=2)
-            chosen = np.stack([select_channels(maps[n], opts.max_channels, opts.channels, opts.sort,
-                                               scores=(means[n], ch_hi[n])) for n in range(count)])
-            picked = np.take_along_axis(maps, chosen[:, :, None, None], axis=1)
-        k = chosen.shape[1]
-        ch_min, ch_max = np.take_along_axis(ch_lo, chosen, axis=1), np.take_along_axis(ch_hi, chosen, axis=1)
-        low, high = sprite_ranges(ch_min, ch_max, opts.norm, layer_range=(lo, hi))
-        finite = bool(np.isfinite(lo).all() and np.isfinite(hi).all())  # min and max carry any NaN or inf
-        columns = grid_columns(k)
-        sprites = tile_sprites(to_uint8(picked, low, high, finite=finite), columns)
-        channel_numbers = store.rounded(np.stack([ch_min, ch_max, picked.reshape(count, k, -1).mean(axis=2)], axis=1))
-        ranges = store.rounded(np.stack([low, high], axis=1).astype(np.float32), store.EXACT_DIGITS)
-        t2 = time.perf_counter()
-        clock["draw"] += t2 - t
-        drawn = []
-        for n, (entry, numbers3, range2) in enumerate(zip(entries, _split(channel_numbers, 3 * k),
-                                                          _split(ranges, 2 * k))):
-            channels = chosen[n].tolist()
-            entry.channel_stats = store.ChannelStats(numbers3[:k], numbers3[k:2 * k], numbers3[2 * k:])
-            entry.channels, entry.tile, entry.columns = channels, [h, w], columns
-            entry.low, entry.high = range2[:k], range2[k:]
-            grid = None
-            if opts.grids:
-                picture = sprite_grid(Sprite(sprites[n], channels, columns, (h, w), [], []), opts.colormap)
-                grid = store.encode_jpeg(picture, opts.quality) if opts.fmt == "jpg" else store.encode_png(picture)
-            drawn.append(_Drawn(entry, sprites[n], store.encode_png(sprites[n]), grid))
-        clock["encode"] += time.perf_counter() - t2
-        return drawn
-
     def start(self, pool: ThreadPoolExecutor, items: list[tuple[Path, str]], pixels: np.ndarray,
               outputs: dict[str, np.ndarray], share: dict[str, float]) -> list[Future]:
         """Queue everything of one batch on `pool`: each layer is a task drawing it for every image
@@ -502,6 +434,76 @@ class _Drawn:
     sprite: np.ndarray | None = None
     png: bytes | None = None
     grid: bytes | None = None
+
+
+def draw_layer(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOptions,
+               clock: dict[str, float] | None = None) -> list[_Drawn]:
+    """Layer `index` of every image of a batch (`maps`: `[N, C, H, W]`): each image's summary
+    entry and, for a map layer, its sprite, the sprite's PNG and its grid picture. Vectorised over
+    the batch, so per-layer work is paid once per batch, not once per image (RESULTS 20); each
+    image gets exactly what it would get alone. `clock` gathers the seconds of "draw" and "encode"."""
+    clock = clock if clock is not None else dict.fromkeys(STAGES, 0.0)
+    t = time.perf_counter()
+    count = maps.shape[0]
+    c, h, w = (int(d) for d in layer.shape[1:])
+    flat = maps.reshape(count, c, -1)
+    size = flat.shape[2] * c
+    # Per channel min and max (which give the layer's, the channels that are zero everywhere
+    # and the stored channels' ranges), then OpenCV's count of non-zero values and its sum
+    # (each about half numpy's time on these arrays, RESULTS 19.3).
+    ch_lo, ch_hi = flat.min(axis=2), flat.max(axis=2)
+    lo, hi = ch_lo.min(axis=1), ch_hi.max(axis=1)
+    numbers = np.empty((count, 4))
+    numbers[:, 0], numbers[:, 1] = lo, hi
+    for n in range(count):
+        numbers[n, 2] = cv2.sumElems(flat[n])[0] / size
+        numbers[n, 3] = 1.0 - cv2.countNonZero(flat[n]) / size
+    dead = np.count_nonzero((ch_lo == 0) & (ch_hi == 0), axis=1).tolist()
+    stats = [store.Stats(*row, d) for row, d in zip(_split(store.rounded(numbers), 4), dead)]
+    entries = [store.Layer(index, layer.name, layer.op, [c, h, w], "map", st, None, cls=layer.cls,
+                           folded=list(layer.folded) or None) for st in stats]
+    if h == w == 1:
+        for entry, values in zip(entries, _split(store.rounded(flat[:, :, 0]), c)):
+            entry.kind, entry.values = "vector", values
+            entry.channel_stats = store.ChannelStats(values, values, values)
+        clock["draw"] += time.perf_counter() - t
+        return [_Drawn(entry) for entry in entries]
+    if opts.sort == "index":  # the same channels for every image
+        chosen = select_channels(maps[0], opts.max_channels, opts.channels, opts.sort)
+        if np.array_equal(chosen, np.arange(chosen[0], chosen[0] + len(chosen))):
+            picked = maps[:, chosen[0]:chosen[0] + len(chosen)]  # a run of channels: a view, not a copy
+        else:
+            picked = maps[:, chosen]
+        chosen = np.broadcast_to(chosen, (count, len(chosen)))
+    else:  # each image's most active channels
+        means = flat.mean(axis=2)
+        chosen = np.stack([select_channels(maps[n], opts.max_channels, opts.channels, opts.sort,
+                                           scores=(means[n], ch_hi[n])) for n in range(count)])
+        picked = np.take_along_axis(maps, chosen[:, :, None, None], axis=1)
+    k = chosen.shape[1]
+    ch_min, ch_max = np.take_along_axis(ch_lo, chosen, axis=1), np.take_along_axis(ch_hi, chosen, axis=1)
+    low, high = sprite_ranges(ch_min, ch_max, opts.norm, layer_range=(lo, hi))
+    columns = grid_columns(k)
+    finite = np.isfinite(lo) & np.isfinite(hi)  # min and max carry any NaN or inf
+    sprites = tile_sprites(to_uint8(picked, low, high, finite=finite), columns)
+    channel_numbers = store.rounded(np.stack([ch_min, ch_max, picked.reshape(count, k, -1).mean(axis=2)], axis=1))
+    ranges = store.rounded(np.stack([low, high], axis=1).astype(np.float32), store.EXACT_DIGITS)
+    t2 = time.perf_counter()
+    clock["draw"] += t2 - t
+    drawn = []
+    for n, (entry, numbers3, range2) in enumerate(zip(entries, _split(channel_numbers, 3 * k),
+                                                      _split(ranges, 2 * k))):
+        channels = chosen[n].tolist()
+        entry.channel_stats = store.ChannelStats(numbers3[:k], numbers3[k:2 * k], numbers3[2 * k:])
+        entry.channels, entry.tile, entry.columns = channels, [h, w], columns
+        entry.low, entry.high = range2[:k], range2[k:]
+        grid = None
+        if opts.grids:
+            picture = sprite_grid(Sprite(sprites[n], channels, columns, (h, w), [], []), opts.colormap)
+            grid = store.encode_jpeg(picture, opts.quality) if opts.fmt == "jpg" else store.encode_png(picture)
+        drawn.append(_Drawn(entry, sprites[n], store.encode_png(sprites[n]), grid))
+    clock["encode"] += time.perf_counter() - t2
+    return drawn
 
 
 def _split(values: list, size: int) -> list[list]:
@@ -531,7 +533,8 @@ class _PaintBatch:
                 if self.painter.stop.is_set():
                     raise _Stopped()
                 layer = self.painter.chosen[task]
-                drawn = self.painter.draw(layer, self.outputs[layer.name][:len(self.images)], clock)
+                drawn = draw_layer(layer, self.painter.index_of[layer.name], self.outputs[layer.name][:len(self.images)],
+                                   self.painter.options, clock)
                 for image, one in zip(self.images, drawn):
                     image.layers[task] = one
             except BaseException as exc:  # handed to `render` through the images' futures

@@ -51,6 +51,9 @@ GAP_COLOR: tuple[int, int, int] = (255, 255, 255)  # white separators (BGR)
 # A channel whose max - min is within this fraction of the layer's scale (the larger
 # of its range and its largest magnitude) is constant: float32 rounding, not signal.
 CONSTANT_RTOL = 1e-5
+# to_uint8: channels of at least this many pixels are scaled by OpenCV one call each, smaller
+# ones by numpy over the whole array at once (a call's overhead outweighs its speed below it)
+OPENCV_FROM_PIXELS = 256
 
 
 @dataclass(frozen=True)
@@ -468,17 +471,41 @@ def sprite_ranges(ch_min: np.ndarray, ch_max: np.ndarray, norm: str = "channel",
     return lo, np.where(hi - lo > tol, hi, lo)
 
 
-def to_uint8(maps: np.ndarray, low: np.ndarray, high: np.ndarray, finite: bool = False) -> np.ndarray:
+def to_uint8(maps: np.ndarray, low: np.ndarray, high: np.ndarray, finite: Any = None) -> np.ndarray:
     """Float `[k, H, W]` (or `[N, k, H, W]` with `[N, k]` ranges) -> uint8, channel i scaled so
-    low[i] -> 0 and high[i] -> 255 (rounded). `finite`: the caller knows there is no NaN or inf."""
-    x = np.asarray(maps, dtype=np.float32) if finite else _finite(maps)
+    low[i] -> 0 and high[i] -> 255, rounded half to even. NaN and inf become 0 (then clipped).
+
+    `finite`: whether the image (or each of the N) is free of NaN and inf, when the caller knows
+    (from its min and max); None: look. Each image is scaled the same way whatever its batch.
+    """
+    x = np.asarray(maps, dtype=np.float32)
     low = np.asarray(low, dtype=np.float64)
     span = np.asarray(high, dtype=np.float64) - low
     with np.errstate(divide="ignore"):
         scale = np.where(span > 0, np.minimum(255.0 / np.where(span > 0, span, 1.0), np.finfo(np.float32).max), 0.0)
-    # (x - low) * scale + 0.5, in float32, one temporary
-    out = np.multiply(x, scale.astype(np.float32)[..., None, None], dtype=np.float32)
-    out += (0.5 - low * scale).astype(np.float32)[..., None, None]
+    shift = -low * scale
+    if x.shape[-1] * x.shape[-2] < OPENCV_FROM_PIXELS:
+        return _scale_numpy(x, scale, shift)
+    # Large maps: one OpenCV call per channel scales, rounds and saturates in one pass, a fifth of
+    # numpy's time on VGG16's maps (RESULTS 20). Every value lies in low..high, so the absolute
+    # value OpenCV takes changes nothing; an image with NaN or inf (or values so far from 0 for
+    # their span that float32 cannot place them) goes through numpy instead.
+    images, scale, shift = x.reshape(-1, *x.shape[-3:]), scale.reshape(-1, x.shape[-3]), shift.reshape(-1, x.shape[-3])
+    finite = np.broadcast_to(np.asarray([_all_finite(i) for i in images] if finite is None else finite), len(images))
+    out = np.empty(images.shape, np.uint8)
+    for n, (source, target) in enumerate(zip(images, out)):
+        if not finite[n] or np.abs(shift[n]).max(initial=0) >= 1e6:
+            target[:] = _scale_numpy(source, scale[n], shift[n])
+            continue
+        for plane, into, alpha, beta in zip(source, target, scale[n].tolist(), shift[n].tolist()):
+            cv2.convertScaleAbs(plane, into, alpha, beta)
+    return out.reshape(x.shape)
+
+
+def _scale_numpy(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    out = np.multiply(_finite(x), scale.astype(np.float32)[..., None, None], dtype=np.float32)
+    out += shift.astype(np.float32)[..., None, None]
+    np.rint(out, out=out)
     np.clip(out, 0.0, 255.0, out=out)
     return out.astype(np.uint8)
 
