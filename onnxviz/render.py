@@ -39,8 +39,8 @@ from .errors import ImageError, LayerSelectionError, OnnxvizError, OptionError, 
 from .files import ensure_dir
 from .images import check_resize, collect_images, load_image, resize_image
 from .metadata import LayerInfo, ModelInfo, load_info
-from .tiling import (COLORMAPS, NORMS, SORTS, Sprite, grid_columns, select_channels, sprite_grid, sprite_ranges,
-                     tile_sprites, to_uint8)
+from .tiling import (COLORMAPS, NORMS, SORTS, Sprite, grid_columns, scaled_sprites, select_channels, sprite_grid,
+                     sprite_ranges)
 
 FORMATS = ("jpg", "png")
 PREPACK_FROM_IMAGES = 64
@@ -485,7 +485,7 @@ def draw_layer(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOptio
     low, high = sprite_ranges(ch_min, ch_max, opts.norm, layer_range=(lo, hi))
     columns = grid_columns(k)
     finite = np.isfinite(lo) & np.isfinite(hi)  # min and max carry any NaN or inf
-    sprites = tile_sprites(to_uint8(picked, low, high, finite=finite), columns)
+    sprites = scaled_sprites(picked, low, high, columns, finite)
     channel_numbers = store.rounded(np.stack([ch_min, ch_max, picked.reshape(count, k, -1).mean(axis=2)], axis=1))
     ranges = store.rounded(np.stack([low, high], axis=1).astype(np.float32), store.EXACT_DIGITS)
     t2 = time.perf_counter()

@@ -174,7 +174,7 @@ def test_options_choose_layers_channels_sort_and_grids(tmp_path, model_path):
 def awkward_maps(count: int) -> np.ndarray:
     """[count, 8, 5, 7] maps with what drawing must get right: a channel zero everywhere, a
     constant one, negative values, and NaN and inf in the second image."""
-    maps = np.random.default_rng(3).normal(0, 2, (count, 8, 16, 20)).astype(np.float32)
+    maps = np.random.default_rng(3).normal(0, 2, (count, 8, 50, 70)).astype(np.float32)
     maps[:, 1] = 0
     maps[:, 2] = 1.5
     maps[:, 3] = np.maximum(maps[:, 3], 0)
@@ -186,7 +186,7 @@ def awkward_maps(count: int) -> np.ndarray:
 @pytest.mark.parametrize("options", [dict(), dict(sort="mean", max_channels=5, norm="layer", grids=True),
                                      dict(sort="max", channels=(2, 7), fmt="png", grids=True),
                                      dict(channels=(1, 8), max_channels=3)])
-@pytest.mark.parametrize("shape", [(8, 5, 7), (8, 16, 20), (8, 1, 1)])  # scaled by numpy, by OpenCV; a vector
+@pytest.mark.parametrize("shape", [(8, 5, 7), (8, 50, 70), (8, 1, 1)])  # scaled by numpy, by OpenCV; a vector
 def test_a_batch_drawn_at_once_gives_each_image_what_it_gets_alone(options, shape):
     """render draws a layer for a whole batch in one go: each image's entry, sprite, PNG and grid
     must be exactly those it gets drawn alone."""

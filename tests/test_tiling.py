@@ -397,34 +397,34 @@ def test_sprite_grid_colours_each_tile_and_separates_them():
 
 
 def test_large_maps_scaled_by_opencv_match_numpy_and_hit_both_ends():
-    from onnxviz.tiling import OPENCV_FROM_PIXELS, _scale_numpy, to_uint8
+    from onnxviz.tiling import OPENCV_FROM_PIXELS, scaled_sprites, tile_sprites, to_uint8
 
     rng = np.random.default_rng(5)
-    maps = rng.normal(0, 3, (2, 6, 20, 30)).astype(np.float32)
-    assert 20 * 30 >= OPENCV_FROM_PIXELS
+    maps = rng.normal(0, 3, (2, 5, 50, 70)).astype(np.float32)
+    assert 50 * 70 >= OPENCV_FROM_PIXELS
     maps[0, 2] = 4.0  # constant
     maps[1, 3] = np.maximum(maps[1, 3], 0)
     low, high = maps.min(axis=(2, 3)), maps.max(axis=(2, 3))
     high[0, 2] = low[0, 2]
-    fast = to_uint8(maps, low, high)
-    span = np.where(high > low, high - low, 1.0)
-    scale = np.where(high > low, 255.0 / span, 0.0)
-    slow = _scale_numpy(maps, scale, -low * scale)
+    fast = scaled_sprites(maps, low, high, columns=2)  # 3 rows of 2, the last cell empty
+    slow = tile_sprites(to_uint8(maps, low, high), 2)
+    assert fast.shape == slow.shape == (2, 150, 140)
     assert np.abs(fast.astype(int) - slow).max() <= 1 and (fast != slow).mean() < 1e-3  # at most a rounding tie
+    cells = fast.reshape(2, 3, 50, 2, 70).swapaxes(2, 3).reshape(2, 6, 50, 70)
+    span = np.where(high > low, high - low, 1.0)
     exact = (maps - low[..., None, None]) / span[..., None, None] * 255
-    assert np.abs(fast - exact).max() <= 0.5 + 1e-3
-    assert (fast[0, 2] == 0).all()
+    assert np.abs(cells[:, :5] - exact).max() <= 0.5 + 1e-3
+    assert (cells[:, 5] == 0).all() and (cells[0, 2] == 0).all()
     for n in range(2):
-        for k in range(6):
-            if k == 2 and n == 0:
-                continue
-            assert fast[n, k].min() == 0 and fast[n, k].max() == 255
-    # a NaN in one image sends that image (only) through numpy; its other values are the same
+        for k in range(5):
+            if (n, k) != (0, 2):
+                assert cells[n, k].min() == 0 and cells[n, k].max() == 255
+    # a NaN in one image sends that image (only) through numpy: the NaN drawn as 0, the rest the same
     bad = maps.copy()
     bad[1, 0, 0, 0] = np.nan
-    again = to_uint8(bad, low, high)
+    again = scaled_sprites(bad, low, high, columns=2)
     assert np.array_equal(again[0], fast[0])
-    assert again[1, 0, 0, 0] == np.clip(np.rint(-low[1, 0] * scale[1, 0]), 0, 255)  # NaN is drawn as 0
+    assert again[1, 0, 0] == to_uint8(np.zeros((1, 1, 1), np.float32), low[1, :1], high[1, :1])[0, 0, 0]
     others = np.ones(again[1].shape, bool)
-    others[0, 0, 0] = False
+    others[0, 0] = False
     assert np.abs(again[1].astype(int) - fast[1])[others].max() <= 1
