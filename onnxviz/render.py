@@ -44,6 +44,7 @@ from .tiling import (COLORMAPS, NORMS, SORTS, Sprite, grid_columns, scaled_sprit
 
 FORMATS = ("jpg", "png")
 PREPACK_FROM_IMAGES = 64
+GROUP_BYTES = 8 << 20  # draw_layer: maps of this many bytes at a time
 STAGES = ("read", "infer", "draw", "encode", "write")
 PART = ".part-"
 _REPORT_FILES = ("summary.json", "summary.js", "index.html")
@@ -443,6 +444,15 @@ def draw_layer(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOptio
     the batch, so per-layer work is paid once per batch, not once per image (RESULTS 20); each
     image gets exactly what it would get alone. `clock` gathers the seconds of "draw" and "encode"."""
     clock = clock if clock is not None else dict.fromkeys(STAGES, 0.0)
+    # A few images at a time, so that the passes over their maps (statistics, then scaling) find
+    # them in the CPU's cache: a whole batch of VGG16's first layers is 100 MB (RESULTS 20).
+    group = max(1, GROUP_BYTES // max(1, maps[0].nbytes))
+    return [drawn for start in range(0, maps.shape[0], group)
+            for drawn in _draw_group(layer, index, maps[start:start + group], opts, clock)]
+
+
+def _draw_group(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOptions,
+                clock: dict[str, float]) -> list[_Drawn]:
     t = time.perf_counter()
     count = maps.shape[0]
     c, h, w = (int(d) for d in layer.shape[1:])

@@ -187,15 +187,20 @@ def awkward_maps(count: int) -> np.ndarray:
                                      dict(sort="max", channels=(2, 7), fmt="png", grids=True),
                                      dict(channels=(1, 8), max_channels=3)])
 @pytest.mark.parametrize("shape", [(8, 5, 7), (8, 50, 70), (8, 1, 1)])  # scaled by numpy, by OpenCV; a vector
-def test_a_batch_drawn_at_once_gives_each_image_what_it_gets_alone(options, shape):
+@pytest.mark.parametrize("group", [None, 2])  # the batch's maps at once, or two images at a time
+def test_a_batch_drawn_at_once_gives_each_image_what_it_gets_alone(options, shape, group, monkeypatch):
     """render draws a layer for a whole batch in one go: each image's entry, sprite, PNG and grid
     must be exactly those it gets drawn alone."""
+    from onnxviz import render
     from onnxviz.render import RenderOptions, draw_layer
 
     opts = RenderOptions(**options)
     maps = awkward_maps(3)[:, :, :shape[1], :shape[2]].copy()
+    if group:
+        monkeypatch.setattr(render, "GROUP_BYTES", maps[0].nbytes * group)
     layer = LayerInfo("conv", "Conv2D", [None, *shape], "NCHW")
     together = draw_layer(layer, 4, maps, opts)
+    assert len(together) == 3
     for n in range(3):
         alone = draw_layer(layer, 4, maps[n:n + 1].copy(), opts)[0]
         assert together[n].entry.to_dict() == alone.entry.to_dict()
