@@ -1,15 +1,15 @@
 """`onnxviz render`: images through an onnxviz file, one folder of maps and a report each.
 
-The folder layout is `store`'s (format 3): per layer the shown channels at native
-resolution, 8-bit, as a PNG inside a data file `maps/NNN-MMM.js` shared with neighbouring
-layers and a static JPEG sheet beside it, plus `input.png`, `filters.png`, `summary.json`
-and the report; `OUT/run.json` lists the images.
+The folder layout is `store`'s (format 4): per layer the shown channels at native
+resolution, 8-bit, as a PNG inside a stylesheet `maps/NNN-MMM.css` shared with neighbouring
+layers (the page shows it, with or without JavaScript), plus `input.png`, `filters.png`,
+`summary.json` and the report; `OUT/run.json` lists the images.
 
 Three stages overlap, with memory bounded: a reader thread decodes and resizes the next
 batch; ONNX Runtime runs the current one; worker threads turn the previous batch into
-statistics and sprites and encode them, one task per layer, so that even a single image's
-layers are drawn on every core; the task that finishes an image's last layer writes its
-data files, sheets and report. Doing the reductions inside the ONNX graph instead was
+statistics and sprites and encode them, one task per layer for the whole batch (so that even a
+single image's layers are drawn on every core); then one task per image writes its maps and
+report. Doing the reductions inside the ONNX graph instead was
 measured slower on CPU (benchmarks/RESULTS.md).
 Each image is written into a hidden `.NAME.part-*` folder that is renamed into place once
 its report is written: an interrupted or failed render leaves no half-made image folder.
@@ -428,11 +428,10 @@ class _Painter:
 
 @dataclass
 class _Drawn:
-    """One layer of one image: its summary entry and, for a map layer, its sprite, the sprite's
-    PNG (stored with its neighbours' by `_Image._report`) and its grid picture (`grids`)."""
+    """One layer of one image: its summary entry and, for a map layer, the PNG of its sprite
+    (stored with its neighbours' by `_Image._report`) and its grid picture (`grids`)."""
 
     entry: store.Layer
-    sprite: np.ndarray | None = None
     png: bytes | None = None
     grid: bytes | None = None
 
@@ -511,7 +510,7 @@ def _draw_group(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOpti
         if opts.grids:
             picture = sprite_grid(Sprite(sprites[n], channels, columns, (h, w), [], []), opts.colormap)
             grid = store.encode_jpeg(picture, opts.quality) if opts.fmt == "jpg" else store.encode_png(picture)
-        drawn.append(_Drawn(entry, sprites[n], store.encode_png(sprites[n]), grid))
+        drawn.append(_Drawn(entry, store.encode_png(sprites[n]), grid))
     clock["encode"] += time.perf_counter() - t2
     return drawn
 
@@ -634,15 +633,13 @@ class _Image:
                 span = store.channel_span(entry.channels, entry.shape[0], opts.sort)
                 entry.grid = writer.write(f"grids/{stem}_{span}.{opts.fmt}", drawn.grid)
         clock["write"] += time.perf_counter() - t
-        maps = [(d.entry, d.sprite, d.png) for d in self.layers if d.sprite is not None]
-        for chunk in store.chunk_maps(maps, painter.width):
-            t = time.perf_counter()
-            static = store.encode_jpeg(chunk.sheet, store.STATIC_QUALITY)
-            t2 = time.perf_counter()
-            writer.write(f"{chunk.stem}.js", chunk.script)
-            writer.write(f"{chunk.stem}.{store.STATIC_EXT}", static)
-            clock["encode"] += t2 - t
-            clock["write"] += time.perf_counter() - t2
+        t = time.perf_counter()
+        chunks = store.chunk_maps([(d.entry, d.png) for d in self.layers if d.png is not None], painter.width)
+        t2 = time.perf_counter()
+        for chunk in chunks:
+            writer.write(f"{chunk.stem}.css", chunk.css)
+        clock["encode"] += t2 - t
+        clock["write"] += time.perf_counter() - t2
         preds = (top_predictions(self.predictions, info, opts.top_k)
                  if self.predictions is not None and opts.top_k > 0 else [])
         share = self.share

@@ -1,14 +1,15 @@
 """The pages of a render: one per image (`OUT/<image>/index.html`) and one per run (`OUT/index.html`).
 
-Everything comes from the summary dict (format 3, see `onnxviz/store.py`) that render builds, and from
+Everything comes from the summary dict (format 4, see `onnxviz/store.py`) that render builds, and from
 the files it names; this module never computes a feature map. Each page works from `file://` with no
 server and no network:
 
 - Without JavaScript the HTML alone shows every stored channel as a labelled tile (a window on the
-  layer's grayscale sprite in a shared sheet `maps/NNN-MMM.jpg`, coloured by an inline SVG filter), a legend per
-  layer, vectors as bar charts, the predictions and the first-layer filters.
-- With JavaScript (`assets/onnxviz.js`, copied beside the image folders) the page reads the exact
-  8-bit maps from `maps/NNN-MMM.js`, and lets a person sort and renormalise the tiles, open a
+  layer's exact grayscale sprite, a PNG inside the stylesheet `maps/NNN-MMM.css` that the page links,
+  coloured by an inline SVG filter), a legend per layer, vectors as bar charts, the predictions and
+  the first-layer filters.
+- With JavaScript (`assets/onnxviz.js`, copied beside the image folders) the page reads the same
+  8-bit maps back from those stylesheets, and lets a person sort and renormalise the tiles, open a
   channel at full resolution over the input image with the value under the cursor, and, on the run
   page, compare one channel across all images on one scale.
 """
@@ -235,13 +236,10 @@ def _tiles(layer: dict[str, Any]) -> str:
         else:
             cells.append(f"<figure class=tile data-ch={ch} data-k={k} style=--c:{c};--r:{r}><div class=px></div>"
                          f"<figcaption>{ch}</figcaption></figure>")
-    # the layer's sprite lies in a sheet shared with its neighbours: scale the whole sheet as the
-    # tiles are scaled, and shift it up to the sprite's first row
-    sw, sh = layer.get("sheet") or [columns * tw, rows * th]
-    style = (f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};--sw:{sw * dw / tw:.3f}px;"
-             f"--sh:{sh * dh / th:.3f}px;--oy:{(layer.get('image_y') or 0) * dh / th:.3f}px;"
-             f"--sprite:url(\"{_url(layer['image'])}\")")
-    return f"<div class='tiles{' up' if enlarged else ''}' style='{_esc(style)}'>{''.join(cells)}</div>"
+    # the sprite (`--png`, from the rule .mNNN of the layer's stylesheet) scaled as the tiles are
+    style = f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};--sw:{columns * dw}px;--sh:{rows * dh}px"
+    return (f"<div class='tiles m{int(layer['index'])}{' up' if enlarged else ''}' style='{style}'>"
+            f"{''.join(cells)}</div>")
 
 
 def _bars(layer: dict[str, Any]) -> str:
@@ -408,8 +406,16 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
         f"<p class=foot>onnxviz {_esc(summary.get('onnxviz_version', ''))}; "
         "every number on this page is also in summary.json</p></main>"
         "<div id=viewer hidden></div>"
+        f"{_map_links(layers)}"
         f"<script src='../{ASSETS_DIR}/onnxviz.js'></script><script src='summary.js'></script></body></html>"
     )
+
+
+def _map_links(layers: list[dict[str, Any]]) -> str:
+    """The stylesheets holding the maps, after the content: the page shows before they arrive,
+    and its scripts, which read them, run after."""
+    files = dict.fromkeys(layer["data"] for layer in layers if layer.get("kind") == "map" and layer.get("data"))
+    return "".join(f"<link rel=stylesheet href='{_url(name)}'>" for name in files)
 
 
 def _json(data: dict[str, Any]) -> str:

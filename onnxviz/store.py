@@ -1,20 +1,20 @@
 """The per-image output folder: its layout as dataclasses, and the writer of its pictures.
 
-Layout (format 3), in `OUT/<image folder>/`:
+Layout (format 4), in `OUT/<image folder>/`:
 
 - `index.html`, `summary.json`, `summary.js` (`onnxviz.summary({...})`): written by `report`.
 - `input.png`: the exact pixels the model got (after resizing), lossless.
 - `filters.png`: the first convolution's kernels, when the model has one.
-- `maps/NNN-MMM.js`: for each map layer from index NNN to MMM, `onnxviz.layerData(NNN,
-  "<base64 PNG>")`: the layer's stored channels at native resolution, 8-bit gray, tiled
-  row-major in `columns` columns with no gaps; pixel p of channel i stands for
-  `low[i] + p / 255 * (high[i] - low[i])` (a constant channel is 0 with low == high).
-  Consecutive layers share a file up to about CHUNK_BYTES, so that a deep network gets tens
-  of files per image rather than hundreds; a layer's `data` names its file.
-- `maps/NNN-MMM.jpg`: the same layers' sprites stacked into one static picture for the page
-  without JavaScript (gray JPEG, `STATIC_QUALITY`: a quarter of PNG's encoding time and half
-  its bytes, benchmarks/RESULTS.md; the exact values are in the .js); a layer's sprite is at
-  rows `image_y ..` of its `image`, whose size is `sheet` ([width, height]).
+- `maps/NNN-MMM.css`: for each map layer from index NNN to MMM, a rule
+  `.mNNN{--png:url("data:image/png;base64,...")}` (NNN unpadded): the layer's stored channels at
+  native resolution, 8-bit gray, tiled row-major in `columns` columns with no gaps; pixel p of
+  channel i stands for `low[i] + p / 255 * (high[i] - low[i])` (a constant channel is 0 with
+  low == high). The page links these stylesheets, so its tiles show the exact maps without
+  JavaScript, and its script reads the same PNG back from the rule (a `file://` page can read
+  neither a JSON file nor an image's pixels, but it can read a style and decode a data: URL): one
+  copy of the maps serves both. Consecutive layers share a file up to about CHUNK_BYTES, so that
+  a deep network gets tens of files per image rather than hundreds; a layer's `data` names its
+  file.
 - `grids/NNN.<layer>_ch<first>-<last>.jpg` (inclusive, zero-padded; sorted selections
   `NNN.<layer>_top<k>-by-<mean|max>.jpg`): coloured grids for papers, with `grids=True`.
 - NNN: the layer's index in the file, zero-padded to the width of the largest (at least 3).
@@ -59,19 +59,15 @@ import numpy as np
 from .errors import OutputError
 from .files import ensure_dir
 
-FORMAT = 3
+FORMAT = 4
 DIGITS = 4
 # low/high of a sprite: float32 written in full (9 digits round-trip it), so that
 # low + p / 255 * (high - low) is the stored value to within half a step of 255.
 EXACT_DIGITS = 9
-STATIC_EXT = "jpg"
-STATIC_QUALITY = 85
-# Consecutive map layers share a data file and a sheet until the data reaches CHUNK_BYTES or the
-# sheet SHEET_HEIGHT rows: creating a file costs 0.5 to 1 ms on this kind of disk, which was most
-# of the time spent per image when every layer had two files (752 for ResNet101V2, RESULTS).
+# Consecutive map layers share a stylesheet until it reaches CHUNK_BYTES: creating a file costs 0.5
+# to 1 ms on this kind of disk, which was most of the time spent per image when every layer had two
+# files (752 for ResNet101V2, RESULTS 19).
 CHUNK_BYTES = 1 << 20
-SHEET_HEIGHT = 8192
-SHEET_ALIGN = 8  # sprites start on JPEG block rows, so no block mixes two layers
 GRID_EXT = "jpg"
 GRID_QUALITY = 90
 # PNG for the exact maps, written here rather than by OpenCV: the UP filter and one deflate stream
@@ -145,10 +141,7 @@ class Layer:
     columns: int | None = None
     low: list[float | None] | None = None
     high: list[float | None] | None = None
-    data: str | None = None  # the data file holding this layer's `onnxviz.layerData(NNN, ...)`
-    image: str | None = None  # the sheet (JPEG) holding this layer's sprite ...
-    image_y: int | None = None  # ... with its top-left corner at (0, image_y)
-    sheet: list[int] | None = None  # the sheet's [width, height] in pixels
+    data: str | None = None  # the stylesheet holding this layer's `.mNNN{--png:...}`
     grid: str | None = None
     values: list[float | None] | None = None
     cls: str = ""  # the source framework's class (PyTorch: `BatchNorm2d`), when the file says
@@ -163,7 +156,7 @@ class Layer:
             d.update({"class": self.cls, "folded": list(self.folded or [])})
         if self.kind == "map":
             d.update(channels=self.channels, tile=self.tile, columns=self.columns, low=self.low, high=self.high,
-                     data=self.data, image=self.image, image_y=self.image_y, sheet=self.sheet, grid=self.grid)
+                     data=self.data, grid=self.grid)
         else:
             d["values"] = self.values
         if self.atlas:
@@ -308,54 +301,46 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def layer_script(index: int, png: bytes) -> bytes:
-    """`onnxviz.layerData(NNN, "<base64 PNG>")`, the exact maps for the page's JavaScript."""
-    return b"onnxviz.layerData(%d, \"" % index + base64.b64encode(png) + b"\");\n"
+def layer_css(index: int, png: bytes) -> bytes:
+    """`.mNNN{--png:url("data:image/png;base64,...")}`: a layer's exact maps, for the page."""
+    return b'.m%d{--png:url("data:image/png;base64,' % index + base64.b64encode(png) + b'")}\n'
 
 
 @dataclass
 class Chunk:
-    """Consecutive map layers of one image stored together: `<stem>.js` and `<stem>.jpg`."""
+    """Consecutive map layers of one image stored together: `<stem>.css`."""
 
     stem: str  # maps/NNN-MMM (first and last layer index)
-    script: bytes  # one `onnxviz.layerData(NNN, "<base64 PNG>")` per layer
-    sheet: np.ndarray  # their sprites stacked, each starting on a row that is a multiple of SHEET_ALIGN
+    css: bytes  # one rule per layer (`layer_css`)
 
 
-def chunk_maps(drawn: list[tuple[Layer, np.ndarray, bytes]], width: int) -> list[Chunk]:
-    """Group map layers, each `(entry, sprite, PNG of the sprite)` in layer order, into chunks and
-    fill each entry's `data`, `image`, `image_y` and `sheet` accordingly."""
-    groups: list[list[tuple[Layer, np.ndarray, bytes, int]]] = []  # each layer with its top row
-    size = height = 0
-    for entry, sprite, png in drawn:
-        rows = -(-sprite.shape[0] // SHEET_ALIGN) * SHEET_ALIGN
-        if not groups or size >= CHUNK_BYTES or height + rows > SHEET_HEIGHT:
+def chunk_maps(drawn: list[tuple[Layer, bytes]], width: int) -> list[Chunk]:
+    """Group map layers, each `(entry, PNG of its sprite)` in layer order, into chunks of about
+    CHUNK_BYTES and set each entry's `data` to its chunk's file."""
+    groups: list[list[tuple[Layer, bytes]]] = []
+    size = 0
+    for entry, png in drawn:
+        if not groups or size >= CHUNK_BYTES:
             groups.append([])
-            size = height = 0
-        groups[-1].append((entry, sprite, png, height))
+            size = 0
+        groups[-1].append((entry, png))
         size += len(png)
-        height += rows
     chunks = []
     for group in groups:
         stem = f"maps/{group[0][0].index:0{width}d}-{group[-1][0].index:0{width}d}"
-        last_top, last_sprite = group[-1][3], group[-1][1]
-        sheet = np.zeros((last_top + last_sprite.shape[0], max(sprite.shape[1] for _, sprite, _, _ in group)), np.uint8)
-        for entry, sprite, _, top in group:
-            sheet[top:top + sprite.shape[0], :sprite.shape[1]] = sprite
-            entry.data, entry.image, entry.image_y = f"{stem}.js", f"{stem}.{STATIC_EXT}", top
-            entry.sheet = [sheet.shape[1], sheet.shape[0]]
-        chunks.append(Chunk(stem, b"".join(layer_script(entry.index, png) for entry, _, png, _ in group), sheet))
+        for entry, _ in group:
+            entry.data = f"{stem}.css"
+        chunks.append(Chunk(stem, b"".join(layer_css(entry.index, png) for entry, png in group)))
     return chunks
 
 
-def decode_layer_scripts(text: bytes) -> dict[int, np.ndarray]:
-    """{index: gray uint8 sprite} back from a `maps/*.js` file (tests and tools)."""
-    call = rb'onnxviz\.layerData\((\d+), "([A-Za-z0-9+/=]*)"\);\n'
-    if not re.fullmatch(rb"(?:" + call + rb")+", text):
-        raise ValueError("not an onnxviz data file")
-    found = re.findall(call, text)
+def decode_layer_css(text: bytes) -> dict[int, np.ndarray]:
+    """{index: gray uint8 sprite} back from a `maps/*.css` file (tests and tools)."""
+    rule = rb'\.m(\d+)\{--png:url\("data:image/png;base64,([A-Za-z0-9+/=]*)"\)\}\n'
+    if not re.fullmatch(rb"(?:" + rule + rb")+", text):
+        raise ValueError("not an onnxviz maps stylesheet")
     return {int(index): cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_UNCHANGED)
-            for index, b64 in found}
+            for index, b64 in re.findall(rule, text)}
 
 
 # ---------------------------------------------------------------- writing

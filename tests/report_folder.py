@@ -5,7 +5,6 @@ with the arrays themselves: the exact values, the channel statistics, which chan
 """
 from __future__ import annotations
 
-import base64
 import math
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import cv2
 import numpy as np
 
 from onnxviz import report
+from onnxviz.store import layer_css
 
 
 def file_name(name: str) -> str:
@@ -55,7 +55,7 @@ def select(maps: np.ndarray, max_channels: int | None, sort: str) -> list[int]:
 
 
 def layer_entry(folder: Path, index: int, name: str, op: str, maps: np.ndarray, digits: int, *,
-                max_channels: int | None, sort: str, norm: str, static: str) -> dict:
+                max_channels: int | None, sort: str, norm: str) -> dict:
     maps = np.asarray(maps, np.float32)
     if maps.ndim == 1:
         maps = maps[:, None, None]
@@ -82,22 +82,16 @@ def layer_entry(folder: Path, index: int, name: str, op: str, maps: np.ndarray, 
     png = cv2.imencode(".png", sprite(gray, columns))[1].tobytes()
     base = f"maps/{str(index).zfill(digits)}.{file_name(name)}"
     (folder / "maps").mkdir(parents=True, exist_ok=True)
-    (folder / f"{base}.js").write_text(f'onnxviz.layerData({index}, "{base64.b64encode(png).decode()}");\n')
-    if static == "png":
-        (folder / f"{base}.png").write_bytes(png)
-    else:
-        (folder / f"{base}.{static}").write_bytes(cv2.imencode(f".{static}", sprite(gray, columns))[1].tobytes())
-    sheet = sprite(gray, columns)
+    (folder / f"{base}.css").write_bytes(layer_css(index, png))
     entry.update({"channels": stored, "tile": [h, w], "columns": columns, "low": low, "high": high,
-                  "data": f"{base}.js", "image": f"{base}.{static}", "image_y": 0,
-                  "sheet": [sheet.shape[1], sheet.shape[0]], "grid": None})
+                  "data": f"{base}.css", "grid": None})
     return entry
 
 
 def build_image(out: Path, folder_name: str, image_name: str, layers: list[tuple[str, str, np.ndarray]], *,
                 indices: list[int] | None = None, max_channels: int | None = 64, sort: str = "index",
                 norm: str = "channel", colormap: str = "viridis", predictions: list[dict] | None = None,
-                input_rgb: np.ndarray | None = None, filters: bool = True, static: str = "png") -> dict:
+                input_rgb: np.ndarray | None = None, filters: bool = True) -> dict:
     """Write `out/<folder_name>/` for one image through `report.write_report`; returns its summary."""
     folder = Path(out) / folder_name
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,11 +107,10 @@ def build_image(out: Path, folder_name: str, image_name: str, layers: list[tuple
         cv2.imwrite(str(folder / "filters.png"), patches)
         filters_entry = {"file": "filters.png", "layer": layers[0][0], "count": 9, "kernel": "9 filters of 3x3x3",
                          "channel_order": "RGB"}
-    entries = [layer_entry(folder, i, name, op, maps, digits, max_channels=max_channels, sort=sort, norm=norm,
-                           static=static)
+    entries = [layer_entry(folder, i, name, op, maps, digits, max_channels=max_channels, sort=sort, norm=norm)
                for i, (name, op, maps) in zip(indices, layers)]
     summary = {
-        "format": 3, "image": f"/photos/{image_name}", "image_name": image_name, "model": "models/test.onnx",
+        "format": 4, "image": f"/photos/{image_name}", "image_name": image_name, "model": "models/test.onnx",
         "source": "test arrays", "onnxviz_version": "0.1.0", "provider": "cpu", "provider_fallback": None,
         "input": {"height": int(input_rgb.shape[0]), "width": int(input_rgb.shape[1]), "resize": "stretch",
                   "file": "input.png"},

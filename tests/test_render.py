@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from onnxviz.cli import app
 from onnxviz.metadata import KERAS_MODES, LayerInfo, ModelInfo, write_info
-from onnxviz.store import decode_layer_scripts
+from onnxviz.store import decode_layer_css
 
 runner = CliRunner()
 SIZE = 16
@@ -90,12 +90,11 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     assert result.exit_code == 0, result.output
     folder = out / "photo"
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    # the three small layers share one data file and one sheet
-    assert names == ["filters.png", "index.html", "input.png", "maps/000-002.jpg", "maps/000-002.js",
-                     "summary.js", "summary.json"]
+    # the three small layers share one stylesheet
+    assert names == ["filters.png", "index.html", "input.png", "maps/000-002.css", "summary.js", "summary.json"]
     assert sorted(p.name for p in out.iterdir()) == ["assets", "index.html", "photo", "run.js", "run.json"]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["format"] == 3 and summary["input"] == {"height": SIZE, "width": SIZE, "resize": "stretch",
+    assert summary["format"] == 4 and summary["input"] == {"height": SIZE, "width": SIZE, "resize": "stretch",
                                                            "file": "input.png"}
     script = (folder / "summary.js").read_text()
     assert script.startswith("onnxviz.summary(") and script.endswith(");\n")
@@ -105,7 +104,7 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     conv = numpy_conv(rgb)
     layer = summary["layers"][0]
     assert layer["name"] == "conv" and layer["shape"] == [6, SIZE, SIZE] and layer["kind"] == "map"
-    assert layer["data"] == "maps/000-002.js" and layer["image"] == "maps/000-002.jpg" and layer["grid"] is None
+    assert layer["data"] == "maps/000-002.css" and layer["grid"] is None
     assert layer["channels"] == list(range(6)) and layer["tile"] == [SIZE, SIZE] and layer["columns"] == 3
     assert layer["stats"]["mean"] == pytest.approx(conv.mean(), rel=1e-3, abs=1e-5)
     assert layer["channel_stats"]["max"] == pytest.approx(conv.max(axis=(1, 2)).tolist(), rel=1e-3)
@@ -113,7 +112,7 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     assert relu["zero_fraction"] == pytest.approx((np.maximum(conv, 0) == 0).mean(), abs=1e-3)
     assert relu["dead_channels"] == int(sum(np.all(np.maximum(c, 0) == 0) for c in conv))
     # the sprite: channel i at row i // 3, column i % 3, native size, values low + p / 255 * (high - low)
-    sprites = decode_layer_scripts((folder / "maps" / "000-002.js").read_bytes())
+    sprites = decode_layer_css((folder / "maps" / "000-002.css").read_bytes())
     assert sorted(sprites) == [0, 1, 2]
     sprite = sprites[0]
     assert sprite.shape == (2 * SIZE, 3 * SIZE) and sprite.dtype == np.uint8
@@ -123,14 +122,10 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
         low, high = layer["low"][i], layer["high"][i]
         assert low == pytest.approx(conv[i].min(), rel=1e-3) and high == pytest.approx(conv[i].max(), rel=1e-3)
         assert np.abs(low + tile / 255 * (high - low) - conv[i]).max() <= (high - low) / 255 * 0.51 + 1e-4
-    # the sheet: each layer's sprite from row image_y (a multiple of 8), the sheet as wide as the widest
-    sheet = cv2.imread(str(folder / "maps" / "000-002.jpg"), cv2.IMREAD_GRAYSCALE)
-    entries = [entry for entry in summary["layers"] if entry["kind"] == "map"]
-    assert [entry["image_y"] for entry in entries] == [0, 2 * SIZE, 2 * SIZE + -(-sprites[1].shape[0] // 8) * 8]
-    assert all(entry["sheet"] == [sheet.shape[1], sheet.shape[0]] for entry in entries)
-    for entry in entries:
-        part = sheet[entry["image_y"]:entry["image_y"] + sprites[entry["index"]].shape[0], :sprites[entry["index"]].shape[1]]
-        assert np.abs(part.astype(int) - sprites[entry["index"]]).mean() < 6  # JPEG of the same
+    # the page links the stylesheet, and each layer's tiles carry its rule's class
+    page = (folder / "index.html").read_text()
+    assert page.count("<link rel=stylesheet href='maps/000-002.css'>") == 1
+    assert all(f"class='tiles m{i}" in page for i in range(3))
     # predictions are the softmax of the model, best first, with labels
     logits = np.maximum(conv, 0).reshape(6, SIZE // 2, 2, SIZE // 2, 2).max(axis=(2, 4)).mean(axis=(1, 2)) @ FC
     probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -141,7 +136,7 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
                                   "channel_order": "RGB"}
     assert set(summary["timings_ms"]) == {"read", "inference", "drawing", "encoding", "writing"}
     run = json.loads((out / "run.json").read_text())
-    assert run["format"] == 3 and run["images"] == [{"folder": "photo", "image_name": "photo.png", "top1": {
+    assert run["format"] == 4 and run["images"] == [{"folder": "photo", "image_name": "photo.png", "top1": {
         "label": summary["predictions"][0]["label"], "score": summary["predictions"][0]["score"]}}]
     assert [(x["index"], x["name"], x["shape"], x["kind"]) for x in run["layers"]] == [
         (0, "conv", [6, SIZE, SIZE], "map"), (1, "relu", [6, SIZE, SIZE], "map"), (2, "pool", [6, SIZE // 2, SIZE // 2], "map")]
@@ -204,10 +199,8 @@ def test_a_batch_drawn_at_once_gives_each_image_what_it_gets_alone(options, shap
     for n in range(3):
         alone = draw_layer(layer, 4, maps[n:n + 1].copy(), opts)[0]
         assert together[n].entry.to_dict() == alone.entry.to_dict()
-        assert together[n].png == alone.png and together[n].grid == alone.grid
-        assert (together[n].sprite is None) == (alone.sprite is None)
-        if alone.sprite is not None:
-            assert np.array_equal(together[n].sprite, alone.sprite)
+        assert together[n].png == alone.png and together[n].grid == alone.grid  # the PNG holds the sprite
+        assert (alone.png is None) == (shape[1] == 1)
     assert together[0].entry.to_dict() != together[1].entry.to_dict()  # not one image drawn thrice
     if shape[1] > 1:
         entry = together[1].entry
@@ -312,7 +305,7 @@ def test_real_mobilenet_render_top1_is_espresso(tmp_path, mobilenet_onnx, shared
     assert kinds == {"map", "vector"}  # the global pooling output is 1x1: its values, no picture
     for layer in summary["layers"]:
         if layer["kind"] == "map":
-            assert (out / "coffee" / layer["data"]).is_file() and (out / "coffee" / layer["image"]).is_file()
+            assert (out / "coffee" / layer["data"]).is_file()
         else:
             assert layer["shape"][1:] == [1, 1] and len(layer["values"]) == layer["shape"][0]
 
@@ -360,7 +353,7 @@ def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(t
     real_open = open
 
     def filling_open(path, mode="r", *args, **kwargs):
-        if "w" in mode and str(path).endswith(".js") and "maps" in str(path):
+        if "w" in mode and str(path).endswith(".css") and "maps" in str(path):
             calls["n"] += 1
             if calls["n"] > 1:  # the first image's data file fits, the second's does not
                 raise OSError(errno.ENOSPC, "No space left on device")

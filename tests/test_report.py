@@ -30,8 +30,8 @@ def test_page_escapes_names_and_links_files_whose_names_have_spaces_accents_and_
     summary, page = page_of(tmp_path)
     assert "cat &lt;1&gt; café.png" in page and "<1>" not in page
     assert "conv 1/ü#?" in page  # the layer's name as it is
-    # its files, '000.conv 1_ü#?.png', as URL paths
-    assert "maps/000.conv%201_%C3%BC%23%3F.png" in page and "000.conv 1_ü#?.png" not in page
+    # its file, '000.conv 1_ü#?.css', as a URL path
+    assert "maps/000.conv%201_%C3%BC%23%3F.css" in page and "000.conv 1_ü#?.css" not in page
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert "tabby cat" in page and "71.0%" in page and page.count("café crème") == 1  # predictions once
 

@@ -14,36 +14,28 @@ def test_names_are_zero_padded_with_inclusive_ranges():
     assert store.channel_span([5, 1, 9], 64, "max") == "top3-by-max"
 
 
-def test_layer_script_round_trips_the_exact_pixels():
+def test_layer_css_round_trips_the_exact_pixels():
     image = np.random.default_rng(0).integers(0, 256, (30, 50), dtype=np.uint8)
-    text = store.layer_script(7, store.encode_png(image))
-    assert text.startswith(b'onnxviz.layerData(7, "iVBORw0KGgo')  # base64 of the PNG signature
-    assert list(store.decode_layer_scripts(text)) == [7]
-    assert np.array_equal(store.decode_layer_scripts(text)[7], image)
-    with pytest.raises(ValueError, match="not an onnxviz data file"):
-        store.decode_layer_scripts(text + b"alert(1);\n")
+    text = store.layer_css(7, store.encode_png(image))
+    assert text.startswith(b'.m7{--png:url("data:image/png;base64,iVBORw0KGgo')  # base64 of the PNG signature
+    assert list(store.decode_layer_css(text)) == [7]
+    assert np.array_equal(store.decode_layer_css(text)[7], image)
+    with pytest.raises(ValueError, match="not an onnxviz maps stylesheet"):
+        store.decode_layer_css(text + b"body{color:red}\n")
 
 
-def test_consecutive_layers_share_data_files_and_sheets_up_to_the_limits(monkeypatch):
+def test_consecutive_layers_share_a_stylesheet_up_to_the_limit(monkeypatch):
     monkeypatch.setattr(store, "CHUNK_BYTES", 100)
-    rng = np.random.default_rng(2)
-    sprites = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(10, 12), (3, 40), (5, 5), (20, 8)]]
-    pngs = [b"x" * n for n in (60, 50, 10, 10)]  # the data file is full after the second layer
+    pngs = [b"x" * n for n in (60, 50, 10, 10)]  # the file is full after the second layer
     entries = [store.Layer(i, f"l{i}", "Conv", [1, 1, 1], "map", None, None) for i in (3, 4, 7, 8)]
-    chunks = store.chunk_maps(list(zip(entries, sprites, pngs)), 3)
+    chunks = store.chunk_maps(list(zip(entries, pngs)), 3)
     assert [c.stem for c in chunks] == ["maps/003-004", "maps/007-008"]
-    assert [e.data for e in entries] == ["maps/003-004.js"] * 2 + ["maps/007-008.js"] * 2
-    assert [e.image_y for e in entries] == [0, 16, 0, 8]  # every sprite starts on a row that is a multiple of 8
-    assert entries[0].sheet == [40, 19] and entries[2].sheet == [8, 28]
-    for entry, sprite in zip(entries, sprites):
-        sheet = chunks[0 if entry.index < 7 else 1].sheet
-        assert np.array_equal(sheet[entry.image_y:entry.image_y + sprite.shape[0], :sprite.shape[1]], sprite)
-    assert chunks[0].script == store.layer_script(3, pngs[0]) + store.layer_script(4, pngs[1])
-    monkeypatch.setattr(store, "CHUNK_BYTES", 1 << 20)
-    monkeypatch.setattr(store, "SHEET_HEIGHT", 24)  # 16 + 8 rows fill a sheet; 8 + 24 would not fit
+    assert [e.data for e in entries] == ["maps/003-004.css"] * 2 + ["maps/007-008.css"] * 2
+    assert chunks[0].css == store.layer_css(3, pngs[0]) + store.layer_css(4, pngs[1])
     assert store.chunk_maps([], 3) == []
-    assert [c.stem for c in store.chunk_maps(list(zip(entries, sprites, pngs)), 3)] == ["maps/003-004", "maps/007-007",
-                                                                             "maps/008-008"]
+    monkeypatch.setattr(store, "CHUNK_BYTES", 10)  # every layer fills a file
+    assert [c.stem for c in store.chunk_maps(list(zip(entries, pngs)), 3)] == [
+        "maps/003-003", "maps/004-004", "maps/007-007", "maps/008-008"]
 
 
 def test_rounded_keeps_significant_digits_and_turns_nonfinite_into_null():
@@ -60,15 +52,15 @@ def test_layer_dicts_hold_only_their_kind_s_fields():
     d = vector.to_dict()
     assert d["values"] == [0.5] * 8 and "data" not in d and "channels" not in d
     m = store.Layer(0, "c", "Conv2D", [4, 5, 5], "map", stats, None, channels=[0], tile=[5, 5], columns=1,
-                    low=[0.0], high=[1.0], data="maps/000.c.js", image="maps/000.c.jpg").to_dict()
-    assert m["grid"] is None and "values" not in m and m["data"] == "maps/000.c.js"
+                    low=[0.0], high=[1.0], data="maps/000-000.css").to_dict()
+    assert m["grid"] is None and "values" not in m and m["data"] == "maps/000-000.css"
 
 
 def test_writer_abort_removes_what_it_made(tmp_path):
     keep = tmp_path / "keep.txt"
     keep.write_text("mine")
     writer = store.ImageWriter(tmp_path / "img")
-    writer.write("maps/001.a.js", b"x")
+    writer.write("maps/001-001.css", b"x")
     writer.write("input.png", b"y")
     writer.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

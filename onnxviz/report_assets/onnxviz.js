@@ -1,10 +1,12 @@
 /* onnxviz report pages: the interactive part (the HTML alone already shows every grid).
  *
- * Data reaches the page as scripts, since a page opened from file:// can neither fetch JSON nor read
- * the pixels of an <img>: summary.js calls onnxviz.summary({...}), run.js onnxviz.run({...}) and
- * a layer's `data` file (maps/NNN-MMM.js, shared by consecutive layers) onnxviz.layerData(NNN, "<base64
- * PNG>") for each of its layers. The PNG holds a layer's stored channels as 8-bit gray, tiled row-major
- * in `columns` columns; pixel p of stored channel k stands for low[k] + p / 255 * (high[k] - low[k]).
+ * Data reaches the page as scripts and styles, since a page opened from file:// can neither fetch
+ * JSON nor read the pixels of an <img>: summary.js calls onnxviz.summary({...}), run.js
+ * onnxviz.run({...}), and a layer's `data` stylesheet (maps/NNN-MMM.css, shared by consecutive
+ * layers) holds a rule .mNNN{--png:url("data:image/png;base64,...")} per layer, which the tiles show
+ * and which this script reads back (a data: URL image's pixels can be read). The PNG holds a layer's
+ * stored channels as 8-bit gray, tiled row-major in `columns` columns; pixel p of stored channel k
+ * stands for low[k] + p / 255 * (high[k] - low[k]).
  */
 (function () {
   "use strict";
@@ -12,10 +14,6 @@
   var slot = null; // what the data script that just ran delivered
   var queue = Promise.resolve();
 
-  onnxviz.layerData = function (index, b64) {
-    if (!slot || !slot.layers) slot = { layers: {} };
-    slot.layers[index] = b64;
-  };
   onnxviz.summary = function (summary) {
     if (document.body.dataset.page === "image" && !imagePage) imagePage = initImagePage(summary);
     else slot = summary;
@@ -64,21 +62,33 @@
     return p;
   }
 
-  /* The base64 PNG of layer `index` from the data file `src`. `files` (a Map) keeps each file's
-   * load, so the layers that share a file read it once; without it the file is read for this layer. */
-  function layerPng(src, index, files) {
-    var p = files && files.get(src);
-    if (!p) {
-      p = loadData(src);
-      if (files) {
-        files.set(src, p);
-        p.catch(function () { if (files.get(src) === p) files.delete(src); });
-      }
-    }
-    return p.then(function (d) {
-      if (!d.layers || !(index in d.layers)) throw new Error(decodeURIComponent(src) + " holds no maps of layer " + index);
-      return d.layers[index];
+  /* The base64 PNG that an element's --png holds (its layer's rule .mNNN), or null. */
+  function pngOf(element) {
+    var m = /base64,([A-Za-z0-9+\/=]+)/.exec(getComputedStyle(element).getPropertyValue("--png"));
+    return m ? m[1] : null;
+  }
+
+  /* The base64 PNG of layer `index` from the stylesheet `src` of another page's folder: the
+   * stylesheet is linked for the moment (one at a time, on the queue of data scripts), read through
+   * an element of the layer's class and dropped again, so that two images' rules never meet. */
+  function layerPng(src, index) {
+    var p = queue.then(function () {
+      return new Promise(function (resolve, reject) {
+        var link = el("link", { rel: "stylesheet" }), probe = el("i", { class: "m" + index, hidden: "" });
+        function end(settle, value) { link.remove(); probe.remove(); settle(value); }
+        link.onload = function () {
+          document.body.appendChild(probe);
+          var b64 = pngOf(probe);
+          if (b64) end(resolve, b64);
+          else end(reject, new Error(decodeURIComponent(src) + " holds no maps of layer " + index));
+        };
+        link.onerror = function () { end(reject, new Error("cannot read " + decodeURIComponent(src))); };
+        link.href = src;
+        document.head.appendChild(link);
+      });
     });
+    queue = p.catch(function () {});
+    return p;
   }
 
   /* A base64 PNG -> its gray pixels. A data: URL image is same-origin, so its pixels can be read. */
@@ -167,17 +177,19 @@
       if (!section || meta.kind === "vector") return;
       layers.push({ meta: meta, section: section, tiles: $(".tiles", section), sprite: null, loading: null, drawn: false });
     });
-    var byIndex = {}, dataFiles = new Map();
+    var byIndex = {};
     layers.forEach(function (L, i) { L.pos = i; byIndex[L.meta.index] = L; });
     $("#controls").hidden = false;
 
     function load(L) {
       if (!L.loading) {
-        L.loading = layerPng(urlPath(L.meta.data), L.meta.index, dataFiles)
+        // the page links the layer's stylesheet, and the tiles carry its class
+        var b64 = pngOf(L.tiles);
+        L.loading = (b64 ? Promise.resolve(b64) : Promise.reject(new Error(L.meta.data + " is missing or holds no maps of this layer")))
           .then(decodeGray)
           .then(function (sprite) { L.sprite = sprite; return L; })
           .catch(function (err) {
-            var p = el("p", { class: "warn" }, "The exact maps could not be read (" + err.message + "); the tiles show the static picture.");
+            var p = el("p", { class: "warn" }, "The exact maps could not be read (" + err.message + ").");
             L.tiles.before(p);
             throw err;
           });
@@ -531,7 +543,7 @@
           var canvas = el("canvas");
           canvas.style.width = dw + "px"; canvas.style.height = dh + "px";
           a.appendChild(canvas);
-          // scripts load one at a time (see loadData); the PNGs decode side by side
+          // stylesheets load one at a time (see layerPng); the PNGs decode side by side
           draws.push(sprite(e.img.folder, e.L).then(function (sp) {
             if (my !== gen) return;
             paint(canvas, channelPixels(sp, e.L, k), w, h, e.L.low[k], e.L.high[k], lo, hi, lut);
