@@ -236,7 +236,7 @@ def _tiles(layer: dict[str, Any]) -> str:
         else:
             cells.append(f"<figure class=tile data-ch={ch} data-k={k} style=--c:{c};--r:{r}><div class=px></div>"
                          f"<figcaption>{ch}</figcaption></figure>")
-    # the sprite (`--png`, from the rule .mNNN of the layer's stylesheet) scaled as the tiles are
+    # the sprite (the rule `.mNNN .px` of the layer's stylesheet) scaled as the tiles are
     style = f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};--sw:{columns * dw}px;--sh:{rows * dh}px"
     return (f"<div class='tiles m{int(layer['index'])}{' up' if enlarged else ''}' style='{style}'>"
             f"{''.join(cells)}</div>")
@@ -406,16 +406,17 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
         f"<p class=foot>onnxviz {_esc(summary.get('onnxviz_version', ''))}; "
         "every number on this page is also in summary.json</p></main>"
         "<div id=viewer hidden></div>"
-        f"{_map_links(layers)}"
-        f"<script src='../{ASSETS_DIR}/onnxviz.js'></script><script src='summary.js'></script></body></html>"
+        f"<script src='../{ASSETS_DIR}/onnxviz.js'></script><script src='summary.js'></script>"
+        f"{_map_links(layers)}</body></html>"
     )
 
 
 def _map_links(layers: list[dict[str, Any]]) -> str:
-    """The stylesheets holding the maps, after the content: the page shows before they arrive,
-    and its scripts, which read them, run after."""
+    """The stylesheets holding the maps, last: the page shows before they arrive, and its script
+    starts without waiting for all of them (each notes when it has loaded, for the script)."""
     files = dict.fromkeys(layer["data"] for layer in layers if layer.get("kind") == "map" and layer.get("data"))
-    return "".join(f"<link rel=stylesheet href='{_url(name)}'>" for name in files)
+    return "".join(f"<link rel=stylesheet href='{_url(name)}' onload=\"this.dataset.state='loaded'\" "
+                   f"onerror=\"this.dataset.state='failed'\">" for name in files)
 
 
 def _json(data: dict[str, Any]) -> str:

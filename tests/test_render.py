@@ -124,7 +124,7 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
         assert np.abs(low + tile / 255 * (high - low) - conv[i]).max() <= (high - low) / 255 * 0.51 + 1e-4
     # the page links the stylesheet, and each layer's tiles carry its rule's class
     page = (folder / "index.html").read_text()
-    assert page.count("<link rel=stylesheet href='maps/000-002.css'>") == 1
+    assert page.count("<link rel=stylesheet href='maps/000-002.css'") == 1
     assert all(f"class='tiles m{i}" in page for i in range(3))
     # predictions are the softmax of the model, best first, with labels
     logits = np.maximum(conv, 0).reshape(6, SIZE // 2, 2, SIZE // 2, 2).max(axis=(2, 4)).mean(axis=(1, 2)) @ FC

@@ -3,7 +3,7 @@
  * Data reaches the page as scripts and styles, since a page opened from file:// can neither fetch
  * JSON nor read the pixels of an <img>: summary.js calls onnxviz.summary({...}), run.js
  * onnxviz.run({...}), and a layer's `data` stylesheet (maps/NNN-MMM.css, shared by consecutive
- * layers) holds a rule .mNNN{--png:url("data:image/png;base64,...")} per layer, which the tiles show
+ * layers) holds a rule .mNNN .px{background-image:url("data:image/png;base64,...")} per layer, which the tiles show
  * and which this script reads back (a data: URL image's pixels can be read). The PNG holds a layer's
  * stored channels as 8-bit gray, tiled row-major in `columns` columns; pixel p of stored channel k
  * stands for low[k] + p / 255 * (high[k] - low[k]).
@@ -62,10 +62,35 @@
     return p;
   }
 
-  /* The base64 PNG that an element's --png holds (its layer's rule .mNNN), or null. */
+  /* The base64 PNG of the layer whose tiles (or probe) `element` is: the background of its .px
+   * (the rule .mNNN .px of the layer's stylesheet), or null. */
   function pngOf(element) {
-    var m = /base64,([A-Za-z0-9+\/=]+)/.exec(getComputedStyle(element).getPropertyValue("--png"));
+    var px = element.querySelector(".px");
+    var m = px && /base64,([A-Za-z0-9+\/=]+)/.exec(getComputedStyle(px).backgroundImage);
     return m ? m[1] : null;
+  }
+
+  /* Resolves once the page's own stylesheet `href` has loaded. The page links its maps after its
+   * scripts, so that they start at once; each link notes in data-state when it has loaded. */
+  var parsed = new Promise(function (resolve) {
+    if (document.readyState !== "loading") resolve();
+    else document.addEventListener("DOMContentLoaded", function () { resolve(); });
+  });
+  function ownStylesheet(href) {
+    return parsed.then(function () {
+      var link = Array.prototype.find.call(document.querySelectorAll("link[rel=stylesheet]"),
+                                           function (l) { return l.getAttribute("href") === href; });
+      if (!link) throw new Error(decodeURIComponent(href) + " is not linked by this page");
+      return new Promise(function (resolve, reject) {
+        function settle() {
+          if (link.dataset.state === "loaded") resolve();
+          else if (link.dataset.state === "failed") reject(new Error("cannot read " + decodeURIComponent(href)));
+          else return false;
+          return true;
+        }
+        if (!settle()) { link.addEventListener("load", settle); link.addEventListener("error", settle); }
+      });
+    });
   }
 
   /* The base64 PNG of layer `index` from the stylesheet `src` of another page's folder: the
@@ -75,6 +100,7 @@
     var p = queue.then(function () {
       return new Promise(function (resolve, reject) {
         var link = el("link", { rel: "stylesheet" }), probe = el("i", { class: "m" + index, hidden: "" });
+        probe.appendChild(el("i", { class: "px" }));
         function end(settle, value) { link.remove(); probe.remove(); settle(value); }
         link.onload = function () {
           document.body.appendChild(probe);
@@ -183,9 +209,13 @@
 
     function load(L) {
       if (!L.loading) {
-        // the page links the layer's stylesheet, and the tiles carry its class
-        var b64 = pngOf(L.tiles);
-        L.loading = (b64 ? Promise.resolve(b64) : Promise.reject(new Error(L.meta.data + " is missing or holds no maps of this layer")))
+        // the page links the layer's stylesheet, and the tiles carry its rule's class
+        L.loading = ownStylesheet(urlPath(L.meta.data))
+          .then(function () {
+            var b64 = pngOf(L.tiles);
+            if (!b64) throw new Error(L.meta.data + " holds no maps of this layer");
+            return b64;
+          })
           .then(decodeGray)
           .then(function (sprite) { L.sprite = sprite; return L; })
           .catch(function (err) {
