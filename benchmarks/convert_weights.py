@@ -34,7 +34,7 @@ def main() -> None:
                                               "optimized.onnx.data",
                                               "session.optimized_model_external_initializers_min_size_in_bytes": "1024"}),
                           ("model.ort", {"session.save_model_format": "ORT"})):
-        options = session_options(prepack=False)
+        options = session_options(long_run=False)
         options.optimized_model_filepath = str(args.out / name)
         for key, value in entries.items():
             options.add_session_config_entry(key, value)

@@ -33,7 +33,7 @@ import numpy as np
 from onnxviz.images import collect_images, load_image, resize_image
 from onnxviz.runtime import open_session
 model, folder, batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-session = open_session(model, "cpu", prepack=True)
+session = open_session(model, "cpu", long_run=True)
 images, _ = collect_images([folder])
 info = session.info
 pixels = np.stack([resize_image(load_image(p), info.height, info.width) for p in images]).astype(np.float32)

@@ -107,7 +107,7 @@ def load(path: str | Path, provider: str = "auto", *, threads: int | None = None
     """Open an onnxviz file on `provider` ("auto": CUDA when it really runs, else CPU)."""
     from .runtime import open_session
 
-    return Model(open_session(Path(path), provider, threads=threads, prepack=False))
+    return Model(open_session(Path(path), provider, threads=threads, long_run=False))
 
 
 class Model:

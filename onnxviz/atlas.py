@@ -253,13 +253,13 @@ def make_plan(model: Path, options: AtlasOptions) -> Plan:
     return Plan(model, info, layers, fields, data, fingerprint)
 
 
-def open_reduced(reduced: bytes, provider: str, threads: int | None = None, prepack: bool = True,
+def open_reduced(reduced: bytes, provider: str, threads: int | None = None,
                  name: str = "the atlas's reduced model"):
     """An ORT session (runtime.open_session) on the reduced model held in memory; `name` names it
     in messages."""
     from .runtime import open_session
 
-    return open_session(Path(name), provider, threads=threads, prepack=prepack, model_bytes=reduced)
+    return open_session(Path(name), provider, threads=threads, model_bytes=reduced)
 
 
 # ---------------------------------------------------------------- state, checkpoints
@@ -387,7 +387,9 @@ def run_local(plan: Plan, state: AtlasState, todo: list[tuple[int, str]], option
     benchmarks/RESULTS.md).
     """
     if session is None:
-        session = open_reduced(plan.reduced, options.provider, options.threads, prepack=len(todo) > 64,
+        # Always the long-run options: they choose ONNX Runtime's kernels, and a channel's scores
+        # must not depend on how many images a run has (resumed and merged runs, Ray's actors).
+        session = open_reduced(plan.reduced, options.provider, options.threads,
                                name=f"{plan.model} with the atlas's reductions")
     if prefetch is None:
         prefetch = session.provider == "cuda" or session.threads < _cpus()

@@ -207,7 +207,7 @@ def write_atlas(plan, state, output: Path, options, note: Callable[[str], None])
         from .runtime import open_session
 
         maps_session = open_session(plan.model, options.provider, threads=options.threads,
-                                    outputs=names, prepack=False)
+                                    outputs=names, long_run=False)
 
     def read(image_id: int):
         try:

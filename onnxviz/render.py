@@ -43,7 +43,7 @@ from .tiling import (COLORMAPS, NORMS, SORTS, Sprite, grid_columns, scaled_sprit
                      sprite_ranges)
 
 FORMATS = ("jpg", "png")
-PREPACK_FROM_IMAGES = 64
+LONG_RUN_FROM_IMAGES = 64
 GROUP_BYTES = 8 << 20  # draw_layer: maps of this many bytes at a time
 STAGES = ("read", "infer", "draw", "encode", "write")
 PART = ".part-"
@@ -281,9 +281,9 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
                                   name="onnxviz-reader", daemon=True)
         reader.start()  # and the first batch is decoded meanwhile
         try:
-            # Repacking weights at load pays back only over many batches; ORT's threads do not spin,
-            # leaving the CPU to the drawing threads (see runtime.session_options).
-            session = open_session(model, options.provider, prepack=len(images) > PREPACK_FROM_IMAGES,
+            # Repacked weights and layout transforms pay back only over many batches; ORT's threads do
+            # not spin, leaving the CPU to the drawing threads (see runtime.session_options).
+            session = open_session(model, options.provider, long_run=len(images) > LONG_RUN_FROM_IMAGES,
                                    spinning=False)
             session.output_names = keep + [layer.name for layer in chosen]
             filters = filters_job.result() if filters_job else None

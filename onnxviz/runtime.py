@@ -203,7 +203,7 @@ def resolve_providers(request: str) -> list[str]:
     return [PROVIDERS["cpu"]]
 
 
-def session_options(threads: int | None = None, prepack: bool = True,
+def session_options(threads: int | None = None, long_run: bool = True,
                     spinning: bool = ALLOW_SPINNING) -> ort.SessionOptions:
     """The options every onnxviz session uses (chosen by measurement, see module constants).
 
@@ -211,14 +211,18 @@ def session_options(threads: int | None = None, prepack: bool = True,
     its own threads beside ORT, and spinning threads take their CPU: ResNet101V2 rendered 1.2x
     faster with it off, VGG16 1.04x (benchmarks/RESULTS.md 20).
 
-    `prepack=False` skips repacking weights for faster kernels when the session opens: for
-    VGG16 with its classifier that halves session creation (1.45 -> 0.95 s) and costs
-    nothing at batch 1 (155 ms either way) and 3% at batch 8, so it pays for short runs.
+    `long_run`: the session will run many batches, so it pays for work done once: weights
+    repacked for faster kernels and every graph optimisation (GRAPH_OPTIMIZATION, with ONNX
+    Runtime's layout transforms). For a run of a few batches (False) neither pays back: no
+    repacking halves VGG16's session creation with its classifier (1.45 -> 0.95 s) and costs
+    nothing at batch 1 and 3% at batch 8; the extended level instead of all opens ResNet101V2
+    in 0.05 s instead of 0.3 to 0.4 s and runs its first batch faster, against 3 to 12% slower
+    batches afterwards (benchmarks/RESULTS.md 20).
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise OnnxvizError(f"threads must be a positive integer, not {threads!r}")
     options = ort.SessionOptions()
-    options.graph_optimization_level = GRAPH_OPTIMIZATION
+    options.graph_optimization_level = GRAPH_OPTIMIZATION if long_run else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.intra_op_num_threads = threads or physical_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -227,7 +231,7 @@ def session_options(threads: int | None = None, prepack: bool = True,
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     # ORT's own "falling back to CPU" warnings: we compare get_providers() and say so ourselves.
     options.log_severity_level = LOG_ERRORS_ONLY
-    if not prepack:
+    if not long_run:
         options.add_session_config_entry("session.disable_prepacking", "1")
     return options
 
@@ -281,11 +285,11 @@ def _load_error(path: Path, exc: BaseException) -> ModelError:
 
 
 def open_session(path: Path, provider: str = "auto", *, threads: int | None = None,
-                 outputs: list[str] | None = None, prepack: bool = True, optimize: bool = True,
+                 outputs: list[str] | None = None, long_run: bool = True, optimize: bool = True,
                  model_bytes: bytes | None = None, spinning: bool = ALLOW_SPINNING) -> Session:
     """Open an onnxviz file on `provider` ("auto" | "cpu" | "cuda").
 
-    `prepack`, `spinning`: see `session_options`; prepack False for runs of a few batches. `optimize=False` runs
+    `long_run`, `spinning`: see `session_options`; long_run False for runs of a few batches. `optimize=False` runs
     the graph as written, without ONNX Runtime's fusions.
 
     `outputs` limits the outputs computed and returned (default: all graph outputs).
@@ -301,7 +305,7 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
         path = existing_file(Path(path), "model file")
         check_model_file(path)  # names a missing or truncated weights file before ORT reads anything
     providers = resolve_providers(provider)
-    options = session_options(threads, prepack, spinning)
+    options = session_options(threads, long_run, spinning)
     if not optimize:  # ONNX Runtime's graph rewrites (fusions) off: a reference for `diff`
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:

@@ -37,13 +37,14 @@ def test_activations_are_the_files_outputs_in_nchw(tiny):
     images = rng.integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
     acts = model.activations(images)
     assert list(acts) == ["r", "scores"] and acts["r"].shape == (3, 4, 8, 8) and acts["scores"].shape == (3, 4)
-    # the same numbers as ONNX Runtime on the file itself, batch by batch or all at once
+    # the same numbers as ONNX Runtime on the file itself (with its default options, whose kernels
+    # may round differently), batch by batch or all at once
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(tiny), providers=["CPUExecutionProvider"])
     want = sess.run(["r"], {sess.get_inputs()[0].name: images.astype(np.float32)})[0]
-    np.testing.assert_array_equal(acts["r"], want)
-    np.testing.assert_array_equal(model.activations(list(images), layers="r", batch_size=2)["r"], want)
+    np.testing.assert_allclose(acts["r"], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_array_equal(model.activations(list(images), layers="r", batch_size=2)["r"], acts["r"])
     assert "<table>" in acts._repr_html_()
 
 
