@@ -274,7 +274,8 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
         for i, layer in ((info.layers.index(layer), layer) for layer in chosen)])
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        # The filters are read while ORT builds the session (which releases the GIL) ...
+        # The filters are read while ORT builds the session (which releases the GIL) and runs the
+        # first batch ...
         filters_job = pool.submit(_load_filters, model) if options.filters else None
         batches: queue.Queue = queue.Queue(maxsize=2)
         reader = threading.Thread(target=_read_batches, args=(images, info, options, batches, stop),
@@ -286,10 +287,9 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
             session = open_session(model, options.provider, long_run=len(images) > LONG_RUN_FROM_IMAGES,
                                    spinning=False)
             session.output_names = keep + [layer.name for layer in chosen]
-            filters = filters_job.result() if filters_job else None
             output = ensure_dir(output)
             _clean_parts(output)
-            painter = _Painter(model, session, chosen, options, output, filters, stop)
+            painter = _Painter(model, session, chosen, options, output, filters_job, stop)
             if options.atlas is not None:
                 from .atlas_page import read_atlas_layers
 
@@ -341,6 +341,7 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
                 outputs = session.run(item.pixels)
                 infer_s = time.perf_counter() - t
                 timings["infer"] += infer_s
+                painter.ready()
                 share = {"read": item.read_s / len(item.paths), "infer": infer_s / len(item.paths)}
                 for _ in item.paths:
                     while not slots.acquire(timeout=0.1):
@@ -403,14 +404,21 @@ class _Painter:
     """Turns a batch's ONNX Runtime outputs into its images' folders; shared state of one render run."""
 
     def __init__(self, model: Path, session, chosen: list[LayerInfo], options: RenderOptions,
-                 output: Path, filters, stop: threading.Event) -> None:
+                 output: Path, filters_job: Future | None, stop: threading.Event) -> None:
         self.model, self.session, self.info = model, session, session.info
-        self.chosen, self.options, self.output, self.filters = chosen, options, output, filters
+        self.chosen, self.options, self.output = chosen, options, output
         self.stop = stop
         self.index_of = {layer.name: i for i, layer in enumerate(self.info.layers)}
         self.width = store.index_width(len(self.info.layers))
-        self.filters_png = store.encode_png(filters.image) if filters is not None else None
+        self.filters_job, self.filters, self.filters_png = filters_job, None, None
         self.atlas_layers: dict[str, int] | None = None  # layer name -> its index on the atlas page
+
+    def ready(self) -> None:
+        """Take the first layer's filters once they are read (before the first batch is drawn)."""
+        if self.filters_job is not None:
+            self.filters = self.filters_job.result()
+            self.filters_png = store.encode_png(self.filters.image) if self.filters is not None else None
+            self.filters_job = None
 
     def start(self, pool: ThreadPoolExecutor, items: list[tuple[Path, str]], pixels: np.ndarray,
               outputs: dict[str, np.ndarray], share: dict[str, float]) -> list[Future]:
