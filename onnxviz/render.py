@@ -447,7 +447,7 @@ class _Drawn:
 def draw_layer(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOptions,
                clock: dict[str, float] | None = None) -> list[_Drawn]:
     """Layer `index` of every image of a batch (`maps`: `[N, C, H, W]`): each image's summary
-    entry and, for a map layer, its sprite, the sprite's PNG and its grid picture. Vectorised over
+    entry and, for a map layer, the PNG of its sprite and its grid picture. Vectorised over
     the batch, so per-layer work is paid once per batch, not once per image (RESULTS 20); each
     image gets exactly what it would get alone. `clock` gathers the seconds of "draw" and "encode"."""
     clock = clock if clock is not None else dict.fromkeys(STAGES, 0.0)
