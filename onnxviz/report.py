@@ -15,6 +15,7 @@ server and no network:
 """
 from __future__ import annotations
 
+import functools
 import html
 import math
 import re
@@ -227,8 +228,19 @@ def _tiles(layer: dict[str, Any]) -> str:
     rows = max(1, math.ceil(len(channels) / columns))
     th, tw = layer["tile"]
     dw, dh, enlarged = tile_display(th, tw, len(channels))
+    cells = _cells(tuple(channels), columns, tuple(channel_states(layer)))
+    # the sprite (the rule `.mNNN .px` of the layer's stylesheet) scaled as the tiles are
+    style = f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};--sw:{columns * dw}px;--sh:{rows * dh}px"
+    return f"<div class='tiles m{int(layer['index'])}{' up' if enlarged else ''}' style='{style}'>{cells}</div>"
+
+
+@functools.lru_cache(maxsize=1024)
+def _cells(channels: tuple[int, ...], columns: int, states: tuple[str, ...]) -> str:
+    """The tiles' markup, the same for every image whose layer stores the same channels in the
+    same states, so a run's pages share it: ResNet101V2's pages of 7 photos took 20.7 ms each
+    instead of 32.2 (RESULTS 20.1)."""
     cells = []
-    for k, (ch, state) in enumerate(zip(channels, channel_states(layer))):
+    for k, (ch, state) in enumerate(zip(channels, states)):
         r, c = divmod(k, columns)
         if state:
             cells.append(f"<figure class='tile {state}' data-ch={ch} data-k={k} style=--c:{c};--r:{r}><div class=px>"
@@ -236,10 +248,7 @@ def _tiles(layer: dict[str, Any]) -> str:
         else:
             cells.append(f"<figure class=tile data-ch={ch} data-k={k} style=--c:{c};--r:{r}><div class=px></div>"
                          f"<figcaption>{ch}</figcaption></figure>")
-    # the sprite (the rule `.mNNN .px` of the layer's stylesheet) scaled as the tiles are
-    style = f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};--sw:{columns * dw}px;--sh:{rows * dh}px"
-    return (f"<div class='tiles m{int(layer['index'])}{' up' if enlarged else ''}' style='{style}'>"
-            f"{''.join(cells)}</div>")
+    return "".join(cells)
 
 
 def _bars(layer: dict[str, Any]) -> str:
