@@ -570,3 +570,22 @@ def test_without_javascript_each_tile_shows_its_own_channel_from_the_shared_styl
         others = [np.abs(got - lut()[tile_of(other, j)]).mean() for other in (relu, conv)
                   for j in range(len(other["channels"])) if np.abs(tile_of(other, j).astype(int) - exact).mean() > 20]
         assert len(others) >= 4 and error < 2 and error < min(others) / 10, (layer["name"], ch, error, min(others))
+
+
+def test_a_missing_maps_stylesheet_is_said_on_its_layer_and_the_other_layers_still_draw(tmp_path, open_page):
+    rng = np.random.default_rng(4)
+    maps = [("a", "Conv2D", rng.normal(0, 1, (6, 9, 9)).astype(np.float32)),
+            ("b", "Conv2D", rng.normal(0, 1, (6, 9, 9)).astype(np.float32))]
+    s = build_image(tmp_path, "m", "m.png", maps, filters=False)
+    (tmp_path / "m" / s["layers"][0]["data"]).unlink()
+    p = open_page(tmp_path / "m" / "index.html")
+    page = p.page
+    wait_live(page, "#layer-001")
+    page.locator("#layer-000").scroll_into_view_if_needed()
+    warning = page.locator("#layer-000 p.warn")
+    warning.wait_for(timeout=10000)
+    assert "The exact maps could not be read (cannot read maps/000.a.css)" in warning.inner_text()
+    assert page.locator("#layer-000 .px.live").count() == 0
+    # the browser's own lines for the missing file, and nothing else
+    assert p.errors and all("000.a.css" in e or "ERR_FILE_NOT_FOUND" in e for e in p.errors), p.errors
+    p.errors.clear()
