@@ -369,7 +369,22 @@ def atlas(
 
 
 def main() -> None:
-    app()
+    """The `onnxviz` command. A mistyped command line (an unknown option or command, a missing
+    argument, a value of the wrong kind) is one line on stderr and exit 1, like every other bad
+    input; `--help`, and no arguments at all, show the help."""
+    try:
+        code = app(standalone_mode=False)
+    except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `onnxviz` or a group alone: its help
+            exc.show()
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        if getattr(exc, "exit_code", None) != 2 or not hasattr(exc, "format_message"):
+            raise  # not a usage error: a bug keeps its traceback
+        hint = f"; see '{ctx.command_path} --help'" if ctx is not None else "; see 'onnxviz --help'"
+        _err(f"error: {exc.format_message().rstrip('.')}{hint}")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

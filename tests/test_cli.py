@@ -193,3 +193,31 @@ def test_layers_says_which_fold_each_exporter_made(tmp_path):
     assert line.endswith("(a BatchNorm folded into layer1.0.conv2 by the exporter)")
     raw = runner.invoke(app, ["layers", TORCH_RESNET]).stdout  # a torch file not written by onnxviz
     assert "layer1.0.bn2" in raw and "layer1.0.relu#2" in raw and "getitem" not in raw
+
+
+@pytest.mark.parametrize("args, message", [
+    (["render", "--bogus", "m.onnx", "a.png"], "error: No such option: --bogus; see 'onnxviz render --help'"),
+    (["render"], "error: Missing argument 'model'; see 'onnxviz render --help'"),
+    (["render", "m.onnx", "a.png", "--batch-size", "many"],
+     "error: Invalid value for '--batch-size': 'many' is not a valid int"),
+    (["draw"], "error: No such command 'draw'; see 'onnxviz --help'"),
+])
+def test_a_mistyped_command_line_is_one_line_and_exit_1(args, message):
+    """The installed command (`main`, not the Typer app the other tests call): usage errors too."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'onnxviz'; from onnxviz.cli import main; main()",
+                           *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == "", (proc.returncode, proc.stdout)
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(message), proc.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["render", "--help"]])
+def test_help_and_no_arguments_show_the_help_and_exit_0(args):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'onnxviz'; from onnxviz.cli import main; main()",
+                           *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Usage: onnxviz" in proc.stdout and proc.stderr.strip() == "", proc.stderr
