@@ -7,8 +7,9 @@
         --weights ../shared/data/weights/vgg16_hed_edges_notop.h5 --image ../shared/data/images/chelsea.png
 
 Both draw the first 64 channels of VGG16's 18 conv/pool layers for one image: the baseline
-as viridis PNG figures, onnxviz as its default output (per layer the exact 8-bit maps as
-PNG in a .js and a static JPEG; `--model` may be a file with or without its classifier). Each repeat runs the baseline and then `onnxviz render` (the order
+as viridis PNG figures, onnxviz as its default output (per layer the exact 8-bit maps as a
+PNG inside a stylesheet the page shows; `--model` may be a file with or without its
+classifier). Each repeat runs the baseline and then `onnxviz render` (the order
 swaps every repeat) and times each whole process from outside, interpreter start and
 imports included. The drawing part comes from each one's own report: the baseline's
 JSON, and render's summary.json (everything but inference: drawing and writing). Prints a table, then one JSON line.
