@@ -232,14 +232,10 @@ def load_info(path: Any) -> ModelInfo:
     from pathlib import Path
 
     from .files import existing_file
-    from .modelfile import unreadable
-    from .protoscan import outline
+    from .modelfile import read_outline, unreadable
 
     path = existing_file(Path(path), "model file")
-    try:
-        found = outline(path)
-    except (ValueError, IndexError, UnicodeDecodeError) as exc:  # a truncated or foreign file
-        raise unreadable(path, type(exc).__name__) from exc
+    found = read_outline(path)
     if not found.nodes:
         raise unreadable(path)
     return ModelInfo.from_props(found.props, str(path))

@@ -193,13 +193,8 @@ def check_model_file(path: Path) -> ModelFile:
     Raises ModelError naming the missing, truncated or mismatched data file (read from the
     wire format, `protoscan.outline`: no `onnx` import, nothing parsed).
     """
-    from .protoscan import outline
-
     path = existing_file(Path(path), "model file")
-    try:
-        found = outline(path)
-    except (ValueError, IndexError, UnicodeDecodeError) as exc:  # a truncated or foreign file
-        raise _not_onnx(path) from exc
+    found = read_outline(path)
     needs: dict[str, int] = {}
     count = 0
     for info in found.external:
@@ -256,6 +251,16 @@ def unreadable(path: Path, detail: str = "") -> ModelError:
     except ModelError as exc:
         return exc
     return ModelError(f"'{path}' is an ONNX model that cannot be opened: {detail or 'unknown reason'}")
+
+
+def read_outline(path: Path):
+    """`protoscan.outline` of an existing file, or the error for a file that is not an ONNX model."""
+    from .protoscan import outline
+
+    try:
+        return outline(path)
+    except (ValueError, IndexError) as exc:  # a truncated or foreign file (UnicodeDecodeError is a ValueError)
+        raise _not_onnx(path) from exc
 
 
 def _not_onnx(path: Path) -> ModelError:

@@ -153,19 +153,7 @@ def _rebuild(path: Path, max_tensor_bytes: int, large) -> onnx.ModelProto:
 
 def load_light(path: Path, max_tensor_bytes: int = 64 << 10) -> onnx.ModelProto:
     """The model with its graph, metadata and small initializers; large ones left out."""
-    return scan(path, max_tensor_bytes)[0]
-
-
-def scan(path: Path, max_tensor_bytes: int = 64 << 10) -> tuple[onnx.ModelProto, int]:
-    """`load_light`, and how many initializers it left out (0: the model is complete, as a
-    model whose weights are ONNX external data is)."""
-    skipped = 0
-
-    def leave_out(buf, t, s, e) -> None:
-        nonlocal skipped
-        skipped += 1
-
-    return _rebuild(path, max_tensor_bytes, leave_out), skipped
+    return _rebuild(path, max_tensor_bytes, lambda buf, t, s, e: None)
 
 
 # TensorProto fields that hold the values (float_data .. uint64_data); the rest (dims, data_type,

@@ -341,7 +341,6 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
                 outputs = session.run(item.pixels)
                 infer_s = time.perf_counter() - t
                 timings["infer"] += infer_s
-                painter.ready()
                 share = {"read": item.read_s / len(item.paths), "infer": infer_s / len(item.paths)}
                 for _ in item.paths:
                     while not slots.acquire(timeout=0.1):
@@ -413,19 +412,17 @@ class _Painter:
         self.filters_job, self.filters, self.filters_png = filters_job, None, None
         self.atlas_layers: dict[str, int] | None = None  # layer name -> its index on the atlas page
 
-    def ready(self) -> None:
-        """Take the first layer's filters once they are read (before the first batch is drawn)."""
-        if self.filters_job is not None:
-            self.filters = self.filters_job.result()
-            self.filters_png = store.encode_png(self.filters.image) if self.filters is not None else None
-            self.filters_job = None
-
     def start(self, pool: ThreadPoolExecutor, items: list[tuple[Path, str]], pixels: np.ndarray,
               outputs: dict[str, np.ndarray], share: dict[str, float]) -> list[Future]:
         """Queue everything of one batch on `pool`: each layer is a task drawing it for every image
         of the batch; the task that finishes the last layer queues one task per image that writes
         its folder and renames it into place. Returns a future per image of `items` ((path, folder
-        name), in batch order), each giving (ImageResult, seconds per stage)."""
+        name), in batch order), each giving (ImageResult, seconds per stage). The first call takes
+        the first layer's filters, read meanwhile by `filters_job`."""
+        if self.filters_job is not None:
+            self.filters = self.filters_job.result()
+            self.filters_png = store.encode_png(self.filters.image) if self.filters is not None else None
+            self.filters_job = None
         batch = _PaintBatch(self, pool, items, pixels, outputs, share)
         if not self.chosen:
             batch.layers_done()
@@ -645,7 +642,7 @@ class _Image:
         chunks = store.chunk_maps([(d.entry, d.png) for d in self.layers if d.png is not None], painter.width)
         t2 = time.perf_counter()
         for chunk in chunks:
-            writer.write(f"{chunk.stem}.css", chunk.css)
+            writer.write(chunk.file, chunk.css)
         clock["encode"] += t2 - t
         clock["write"] += time.perf_counter() - t2
         preds = (top_predictions(self.predictions, info, opts.top_k)

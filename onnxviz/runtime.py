@@ -289,8 +289,8 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
                  model_bytes: bytes | None = None, spinning: bool = ALLOW_SPINNING) -> Session:
     """Open an onnxviz file on `provider` ("auto" | "cpu" | "cuda").
 
-    `long_run`, `spinning`: see `session_options`; long_run False for runs of a few batches. `optimize=False` runs
-    the graph as written, without ONNX Runtime's fusions.
+    `long_run`, `spinning`: see `session_options` (long_run False for runs of a few batches).
+    `optimize=False` runs the graph as written, without ONNX Runtime's fusions.
 
     `outputs` limits the outputs computed and returned (default: all graph outputs).
     `threads` is ORT's intra-op thread count (default: the physical cores available).

@@ -9,10 +9,10 @@ Layout (format 4), in `OUT/<image folder>/`:
   .px{background-image:url("data:image/png;base64,...")}` (NNN unpadded): the PNG of the layer's
   stored channels at native resolution, 8-bit gray, tiled row-major in `columns` columns with no
   gaps; pixel p of channel i stands for `low[i] + p / 255 * (high[i] - low[i])` (a constant
-  channel is 0 with low == high). The page links these stylesheets, so its tiles show the exact maps without
-  JavaScript, and its script reads the same PNG back from the rule (a `file://` page can read
-  neither a JSON file nor an image's pixels, but it can read a style and decode a data: URL): one
-  copy of the maps serves both. Consecutive layers share a file up to about CHUNK_BYTES, so that
+  channel is 0 with low == high). The page links these stylesheets, so its tiles show the exact
+  maps without JavaScript, and its script reads the same PNG back from the rule (a `file://`
+  page can read neither a JSON file nor an image's pixels, but it can read a style and decode a
+  data: URL): one copy of the maps serves both. Consecutive layers share a file up to about CHUNK_BYTES, so that
   a deep network gets tens of files per image rather than hundreds; a layer's `data` names its
   file.
 - `grids/NNN.<layer>_ch<first>-<last>.jpg` (inclusive, zero-padded; sorted selections
@@ -310,9 +310,9 @@ def layer_css(index: int, png: bytes) -> bytes:
 
 @dataclass
 class Chunk:
-    """Consecutive map layers of one image stored together: `<stem>.css`."""
+    """Consecutive map layers of one image stored together in one stylesheet."""
 
-    stem: str  # maps/NNN-MMM (first and last layer index)
+    file: str  # maps/NNN-MMM.css (first and last layer index), relative to the image folder
     css: bytes  # one rule per layer (`layer_css`)
 
 
@@ -329,10 +329,10 @@ def chunk_maps(drawn: list[tuple[Layer, bytes]], width: int) -> list[Chunk]:
         size += len(png)
     chunks = []
     for group in groups:
-        stem = f"maps/{group[0][0].index:0{width}d}-{group[-1][0].index:0{width}d}"
+        file = f"maps/{group[0][0].index:0{width}d}-{group[-1][0].index:0{width}d}.css"
         for entry, _ in group:
-            entry.data = f"{stem}.css"
-        chunks.append(Chunk(stem, b"".join(layer_css(entry.index, png) for entry, png in group)))
+            entry.data = file
+        chunks.append(Chunk(file, b"".join(layer_css(entry.index, png) for entry, png in group)))
     return chunks
 
 

@@ -29,13 +29,13 @@ def test_consecutive_layers_share_a_stylesheet_up_to_the_limit(monkeypatch):
     pngs = [b"x" * n for n in (60, 50, 10, 10)]  # the file is full after the second layer
     entries = [store.Layer(i, f"l{i}", "Conv", [1, 1, 1], "map", None, None) for i in (3, 4, 7, 8)]
     chunks = store.chunk_maps(list(zip(entries, pngs)), 3)
-    assert [c.stem for c in chunks] == ["maps/003-004", "maps/007-008"]
+    assert [c.file for c in chunks] == ["maps/003-004.css", "maps/007-008.css"]
     assert [e.data for e in entries] == ["maps/003-004.css"] * 2 + ["maps/007-008.css"] * 2
     assert chunks[0].css == store.layer_css(3, pngs[0]) + store.layer_css(4, pngs[1])
     assert store.chunk_maps([], 3) == []
     monkeypatch.setattr(store, "CHUNK_BYTES", 10)  # every layer fills a file
-    assert [c.stem for c in store.chunk_maps(list(zip(entries, pngs)), 3)] == [
-        "maps/003-003", "maps/004-004", "maps/007-007", "maps/008-008"]
+    assert [c.file for c in store.chunk_maps(list(zip(entries, pngs)), 3)] == [
+        "maps/003-003.css", "maps/004-004.css", "maps/007-007.css", "maps/008-008.css"]
 
 
 def test_rounded_keeps_significant_digits_and_turns_nonfinite_into_null():

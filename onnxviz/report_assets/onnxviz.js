@@ -78,8 +78,9 @@
   });
   function ownStylesheet(href) {
     return parsed.then(function () {
+      var url = new URL(href, document.baseURI).href;
       var link = Array.prototype.find.call(document.querySelectorAll("link[rel=stylesheet]"),
-                                           function (l) { return l.getAttribute("href") === href; });
+                                           function (l) { return l.href === url; });
       if (!link) throw new Error(decodeURIComponent(href) + " is not linked by this page");
       return new Promise(function (resolve, reject) {
         function settle() {
