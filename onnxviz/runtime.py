@@ -215,9 +215,9 @@ def session_options(threads: int | None = None, long_run: bool = True,
     repacked for faster kernels and every graph optimisation (GRAPH_OPTIMIZATION, with ONNX
     Runtime's layout transforms). For a run of a few batches (False) neither pays back: no
     repacking halves VGG16's session creation with its classifier (1.45 -> 0.95 s) and costs
-    nothing at batch 1 and 3% at batch 8; the extended level instead of all opens ResNet101V2
-    in 0.05 s instead of 0.3 to 0.4 s and runs its first batch faster, against 3 to 12% slower
-    batches afterwards (benchmarks/RESULTS.md 20).
+    nothing at batch 1 and 3% at batch 8; with the extended level instead of all as well,
+    ResNet101V2 opens in 0.02 s instead of 0.3 to 0.5 s and runs its first batch faster, against
+    later batches up to 12% slower (VGG16; benchmarks/short_run_options.py, RESULTS 20.3).
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise OnnxvizError(f"threads must be a positive integer, not {threads!r}")
