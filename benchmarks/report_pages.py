@@ -38,7 +38,7 @@ def image_page(browser, folder: Path) -> dict[str, float]:
     page.wait_for_load_state("load")
     loaded = time.perf_counter() - t
     page.locator("section.layer.map").first.scroll_into_view_if_needed()
-    page.wait_for_function("() => document.querySelector('section.layer.map .px.live canvas')", timeout=60000)
+    page.wait_for_function("() => document.querySelector('section.layer.map b.live canvas')", timeout=60000)
     drawn = time.perf_counter() - t
     t = time.perf_counter()
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")

@@ -1,6 +1,6 @@
 """`onnxviz render`: images through an onnxviz file, one folder of maps and a report each.
 
-The folder layout is `store`'s (format 4): per layer the shown channels at native
+The folder layout is `store`'s (format 5): per layer the shown channels at native
 resolution, 8-bit, as a PNG inside a stylesheet `maps/NNN-MMM.css` shared with neighbouring
 layers (the page shows it, with or without JavaScript), plus `input.png`, `filters.png`,
 `summary.json` and the report; `OUT/run.json` lists the images.

@@ -110,7 +110,7 @@ def build_image(out: Path, folder_name: str, image_name: str, layers: list[tuple
     entries = [layer_entry(folder, i, name, op, maps, digits, max_channels=max_channels, sort=sort, norm=norm)
                for i, (name, op, maps) in zip(indices, layers)]
     summary = {
-        "format": 4, "image": f"/photos/{image_name}", "image_name": image_name, "model": "models/test.onnx",
+        "format": 5, "image": f"/photos/{image_name}", "image_name": image_name, "model": "models/test.onnx",
         "source": "test arrays", "onnxviz_version": "0.1.0", "provider": "cpu", "provider_fallback": None,
         "input": {"height": int(input_rgb.shape[0]), "width": int(input_rgb.shape[1]), "resize": "stretch",
                   "file": "input.png"},
@@ -129,7 +129,7 @@ def run_dict(summaries: list[tuple[str, dict]]) -> dict:
     """The run dict of `(folder, summary)` pairs, as render builds it."""
     first = summaries[0][1]
     return {
-        "format": 3, "model": first["model"], "source": first["source"],
+        "format": 5, "model": first["model"], "source": first["source"],
         "layers": [{"index": l["index"], "name": l["name"], "shape": l["shape"], "kind": l["kind"]} for l in first["layers"]],
         "images": [{"folder": folder, "image_name": s["image_name"],
                     "top1": ({"label": s["predictions"][0]["label"], "score": s["predictions"][0]["score"]}

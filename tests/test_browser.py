@@ -115,12 +115,22 @@ def wait_live(page, section: str):
     """Scroll a layer into view and wait until its tiles are drawn from the exact maps."""
     page.locator(section).scroll_into_view_if_needed()
     page.wait_for_function(
-        "s => { const t = document.querySelectorAll(s + ' .tile'); return t.length > 0 && "
-        "[...t].every(f => f.querySelector('.px.live canvas')); }", arg=section, timeout=10000)
+        "s => { const t = document.querySelectorAll(s + ' .tiles > i'); return t.length > 0 && "
+        "[...t].every(f => f.querySelector('b.live canvas')); }", arg=section, timeout=10000)
 
 
 def tile_order(page, section: str) -> list[int]:
-    return page.eval_on_selector_all(f"{section} .tile", "els => els.map(e => +e.dataset.ch)")
+    return page.eval_on_selector_all(f"{section} .tiles > i", "els => els.map(e => +e.dataset.ch)")
+
+
+def tile(section: str, ch: int) -> str:
+    """A drawn tile by its channel (the script notes data-ch on the tiles of the layers it draws)."""
+    return f"{section} .tiles > i[data-ch='{ch}']"
+
+
+def static_tile(section: str, layer: dict, ch: int) -> str:
+    """A tile of a page without JavaScript, by its stored position."""
+    return f"{section} .tiles > i:nth-child({layer['channels'].index(ch) + 1})"
 
 
 def canvas_pixels(page, selector: str) -> np.ndarray:
@@ -140,13 +150,13 @@ def test_image_page_draws_every_stored_channel_labelled_with_its_number_and_no_c
             continue
         wait_live(page, section)
         assert tile_order(page, section) == layer["channels"]
-        captions = page.eval_on_selector_all(f"{section} .tile figcaption", "els => els.map(e => e.textContent)")
+        captions = page.eval_on_selector_all(f"{section} .tiles > i", "els => els.map(e => e.textContent)")
         assert [re.match(r"\d+", c).group() for c in captions] == [str(c) for c in layer["channels"]]
     # the tiles' colours are the colormap of the stored 8-bit values (channel 6 of the first layer)
     conv = layers["chelsea"][0][2]
     ch = 6
     p = np.rint((conv[ch] - conv[ch].min()) / (conv[ch].max() - conv[ch].min()) * 255).astype(int)
-    got = canvas_pixels(page, f"#layer-000 .tile[data-ch='{ch}'] canvas")
+    got = canvas_pixels(page, tile("#layer-000", ch) + " canvas")
     assert np.abs(got - lut()[p]).max() <= 1
 
 
@@ -155,7 +165,8 @@ def test_clicking_a_tile_shows_the_channel_and_the_value_under_the_cursor_matche
     page = open_page(out / "chelsea" / "index.html").page
     conv = layers["chelsea"][0][2]
     ch = 6
-    page.click(f"#layer-000 .tile[data-ch='{ch}']")
+    wait_live(page, "#layer-000")
+    page.click(tile("#layer-000", ch))
     page.wait_for_selector("#viewer:not([hidden])")
     page.wait_for_function("() => document.querySelector('#v-readout').textContent.startsWith('move')")
     assert f"channel {ch}" in page.inner_text("#v-title")
@@ -218,11 +229,11 @@ def test_per_layer_scale_recolours_the_tiles_on_the_layer_range(run_folder, open
         c = conv[ch]
         stored = c.min() + np.rint((c - c.min()) / (c.max() - c.min()) * 255) / 255 * (c.max() - c.min())
         expected = lut()[np.clip(np.rint((stored - lo) / (hi - lo) * 255), 0, 255).astype(int)]
-        got = canvas_pixels(page, f"#layer-000 .tile[data-ch='{ch}'] canvas")
+        got = canvas_pixels(page, tile("#layer-000", ch) + " canvas")
         assert np.abs(got - expected).max() <= 1
     # channel 0 is 12x weaker than channel 11: on one scale it is darker on average
-    assert canvas_pixels(page, "#layer-000 .tile[data-ch='0'] canvas").sum() < \
-        canvas_pixels(page, "#layer-000 .tile[data-ch='11'] canvas").sum()
+    assert canvas_pixels(page, tile("#layer-000", 0) + " canvas").sum() < \
+        canvas_pixels(page, tile("#layer-000", 11) + " canvas").sum()
 
 
 def test_without_javascript_the_static_grids_show_in_colour(run_folder, open_page):
@@ -230,9 +241,9 @@ def test_without_javascript_the_static_grids_show_in_colour(run_folder, open_pag
     p = open_page(out / "chelsea" / "index.html", javascript=False)
     page = p.page
     layer = summaries["chelsea"]["layers"][2]  # tiny: 6 x 3 x 3, enlarged
-    tiles = page.locator("#layer-002 .tile")
+    tiles = page.locator("#layer-002 .tiles > i")
     assert tiles.count() == 6 and page.locator("#controls").is_hidden()
-    shot = page.locator("#layer-002 .tile[data-ch='3'] .px").screenshot()
+    shot = page.locator(static_tile("#layer-002", layer, 3) + " b").screenshot()
     import cv2
 
     img = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].astype(int)
@@ -325,7 +336,8 @@ def test_run_page_of_1000_images_loads_fast_and_compares_them_a_page_at_a_time(t
 def test_image_viewer_links_to_the_same_channel_compared_across_the_run(run_folder, open_page):
     out, _, summaries = run_folder
     page = open_page(out / "chelsea" / "index.html").page
-    page.click("#layer-001 .tile[data-ch='5']")
+    wait_live(page, "#layer-001")
+    page.click(tile("#layer-001", 5))
     page.wait_for_function("() => document.querySelector('#v-compare').href.endsWith('#compare=1:5')")
     page.click("#v-compare")
     page.wait_for_function("() => document.querySelector('#compare') && document.querySelector('#compare').dataset.ready "
@@ -406,8 +418,8 @@ def check_values_under_cursor(page, summary: dict, layer_name: str, truth: np.nd
     section = f"#layer-{layer['index']:0{digits}d}"
     h, w = layer["tile"]
     for ch in channels:
-        page.locator(section).scroll_into_view_if_needed()
-        page.click(f"{section} .tile[data-ch='{ch}']")
+        wait_live(page, section)
+        page.click(tile(section, ch))
         page.wait_for_function(f"() => document.querySelector('#v-title').textContent.includes('channel {ch} ') && "
                                "document.querySelector('#v-readout').textContent.startsWith('move')")
         box = page.locator("#v-canvas").bounding_box()
@@ -446,7 +458,7 @@ def test_a_real_render_shows_onnx_runtime_values_under_the_cursor(tmp_path, open
     dead = int(sum(not truth["relu"][c].any() for c in range(5)))
     assert dead >= 1 and not truth["relu"][2].any()  # channel 2 has no weights and no bias
     assert f"{dead} of 5 channels are zero everywhere for this image" in page.inner_text(f"#layer-{relu['index']:03d} .meta")
-    dead_tiles = page.eval_on_selector_all(f"#layer-{relu['index']:03d} .tile.dead", "els => els.map(e => +e.dataset.ch)")
+    dead_tiles = page.eval_on_selector_all(f"#layer-{relu['index']:03d} .tiles > i.dead", "els => els.map(e => +e.dataset.ch)")
     assert dead_tiles == [c for c in range(5) if not truth["relu"][c].any()]
     gap = next(x for x in summary["layers"] if x["name"] == "gap")
     assert gap["kind"] == "vector" and page.locator(f"#layer-{gap['index']:03d} svg.bars rect").count() == 5
@@ -488,10 +500,10 @@ def test_a_layer_with_thousands_of_channels_shows_them_all(tmp_path, open_page):
     s = build_image(tmp_path, "wide", "wide.png", [("block5", "Conv2D", wide), ("fc", "Dense", logits)],
                     max_channels=None)
     page = open_page(tmp_path / "wide" / "index.html").page
-    assert page.locator("#layer-000 .tile").count() == 2048
+    assert page.locator("#layer-000 .tiles > i").count() == 2048
     wait_live(page, "#layer-000")
     assert tile_order(page, "#layer-000") == list(range(2048))
-    width = page.locator("#layer-000 .tile canvas").first.bounding_box()["width"]
+    width = page.locator("#layer-000 .tiles > i canvas").first.bounding_box()["width"]
     assert 90 <= width <= 110  # smaller tiles when there are thousands, still enlarged from 7 px
     page.select_option("#sort", "max")
     stats = s["layers"][0]["channel_stats"]["max"]  # all 2048 stored, in channel order
@@ -505,8 +517,9 @@ def test_a_render_scaled_per_layer_shows_per_channel_views_and_states_from_the_c
     conv = layers[0][2]
     page = open_page(tmp_path / "lay" / "index.html").page
     assert "one scale for every tile of this layer" in page.inner_text("#layer-000 .legend")
-    assert page.eval_on_selector_all("#layer-000 .tile.dead", "els => els.map(e => +e.dataset.ch)") == [4]
-    assert page.eval_on_selector_all("#layer-000 .tile.flat", "els => els.map(e => +e.dataset.ch)") == [7]
+    wait_live(page, "#layer-000")
+    assert page.eval_on_selector_all("#layer-000 .tiles > i.dead", "els => els.map(e => +e.dataset.ch)") == [4]
+    assert page.eval_on_selector_all("#layer-000 .tiles > i.flat", "els => els.map(e => +e.dataset.ch)") == [7]
     page.select_option("#norm", "channel")
     wait_live(page, "#layer-000")
     assert "each tile scaled to its own min..max" in page.inner_text("#layer-000 .legend")
@@ -514,9 +527,9 @@ def test_a_render_scaled_per_layer_shows_per_channel_views_and_states_from_the_c
     c = conv[0]  # the weakest channel: a few gray levels of the layer's scale, stretched to its own range
     stored = lo + np.rint((c - lo) / (hi - lo) * 255) / 255 * (hi - lo)
     expected = lut()[np.clip(np.rint((stored - c.min()) / (c.max() - c.min()) * 255), 0, 255).astype(int)]
-    got = canvas_pixels(page, "#layer-000 .tile[data-ch='0'] canvas")
+    got = canvas_pixels(page, tile("#layer-000", 0) + " canvas")
     assert np.abs(got - expected).max() <= 1
-    page.click("#layer-000 .tile[data-ch='0']")
+    page.click(tile("#layer-000", 0))
     page.wait_for_function("() => document.querySelector('#v-readout').textContent.startsWith('move')")
     assert f"min {report._num(float(c.min()))} max {report._num(float(c.max()))}" in page.inner_text("#v-stats")
     box = page.locator("#v-canvas").bounding_box()
@@ -529,7 +542,7 @@ def test_a_model_of_vectors_only_has_bar_charts_and_no_errors(tmp_path, open_pag
     rng = np.random.default_rng(2)
     build_image(tmp_path, "v", "v.png", [("logits", "Dense", rng.normal(0, 1, 10).astype(np.float32))], filters=False)
     page = open_page(tmp_path / "v" / "index.html").page
-    assert page.locator("svg.bars rect").count() == 10 and page.locator(".tile").count() == 0
+    assert page.locator("svg.bars rect").count() == 10 and page.locator(".tiles > i").count() == 0
 
 
 def test_without_javascript_each_tile_shows_its_own_channel_from_the_shared_stylesheet(tmp_path, open_page):
@@ -560,7 +573,7 @@ def test_without_javascript_each_tile_shows_its_own_channel_from_the_shared_styl
         k = max(range(len(layer["channels"])), key=lambda j: tile_of(layer, j).std())  # the most varied channel
         ch = layer["channels"][k]
         exact = tile_of(layer, k)
-        shot = page.locator(f"#layer-{layer['index']:03d} .tile[data-ch='{ch}'] .px").screenshot()
+        shot = page.locator(static_tile(f"#layer-{layer['index']:03d}", layer, ch) + " b").screenshot()
         img = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].astype(int)
         sh, sw = img.shape[:2]
         got = np.array([[img[int((y + 0.5) * sh / h), int((x + 0.5) * sw / w)] for x in range(w)] for y in range(h)])
@@ -585,7 +598,7 @@ def test_a_missing_maps_stylesheet_is_said_on_its_layer_and_the_other_layers_sti
     warning = page.locator("#layer-000 p.warn")
     warning.wait_for(timeout=10000)
     assert "The exact maps could not be read (cannot read maps/000.a.css)" in warning.inner_text()
-    assert page.locator("#layer-000 .px.live").count() == 0
+    assert page.locator("#layer-000 b.live").count() == 0
     # the browser's own lines for the missing file, and nothing else
     assert p.errors and all("000.a.css" in e or "ERR_FILE_NOT_FOUND" in e for e in p.errors), p.errors
     p.errors.clear()

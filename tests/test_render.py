@@ -94,7 +94,7 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     assert names == ["filters.png", "index.html", "input.png", "maps/000-002.css", "summary.js", "summary.json"]
     assert sorted(p.name for p in out.iterdir()) == ["assets", "index.html", "photo", "run.js", "run.json"]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["format"] == 4 and summary["input"] == {"height": SIZE, "width": SIZE, "resize": "stretch",
+    assert summary["format"] == 5 and summary["input"] == {"height": SIZE, "width": SIZE, "resize": "stretch",
                                                            "file": "input.png"}
     script = (folder / "summary.js").read_text()
     assert script.startswith("onnxviz.summary(") and script.endswith(");\n")
@@ -136,7 +136,7 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
                                   "channel_order": "RGB"}
     assert set(summary["timings_ms"]) == {"read", "inference", "drawing", "encoding", "writing"}
     run = json.loads((out / "run.json").read_text())
-    assert run["format"] == 4 and run["images"] == [{"folder": "photo", "image_name": "photo.png", "top1": {
+    assert run["format"] == 5 and run["images"] == [{"folder": "photo", "image_name": "photo.png", "top1": {
         "label": summary["predictions"][0]["label"], "score": summary["predictions"][0]["score"]}}]
     assert [(x["index"], x["name"], x["shape"], x["kind"]) for x in run["layers"]] == [
         (0, "conv", [6, SIZE, SIZE], "map"), (1, "relu", [6, SIZE, SIZE], "map"), (2, "pool", [6, SIZE // 2, SIZE // 2], "map")]

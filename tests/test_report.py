@@ -40,8 +40,9 @@ def test_every_stored_channel_is_a_tile_labelled_with_its_channel_number(tmp_pat
     summary, page = page_of(tmp_path, sort="max", max_channels=16)
     relu = summary["layers"][1]
     part = section(page, 1)
-    assert re.findall(r"data-ch=(\d+) data-k=(\d+)", part) == [(str(c), str(k)) for k, c in enumerate(relu["channels"])]
-    assert re.findall(r"<figcaption>(\d+)<", part) == [str(c) for c in relu["channels"]]
+    tiles = re.findall(r"<i(?: class=\w+)? style=--c:(\d+);--r:(\d+)><b></b>(\d+)<", part)
+    columns = relu["columns"]
+    assert tiles == [(str(k % columns), str(k // columns), str(c)) for k, c in enumerate(relu["channels"])]
     assert relu["channels"][0] == 5  # the strongest channel first
     assert "16 of 80 channels shown, by max, highest first" in part
 
@@ -63,10 +64,9 @@ def test_dead_means_zero_everywhere_for_this_image_and_constant_channels_are_not
     summary, page = page_of(tmp_path)
     conv = section(page, 0)
     assert "1 of 12 channels is zero everywhere for this image (dead for this image)" in conv
-    assert "<figure class='tile dead' data-ch=4 " in conv
-    assert "<figcaption>4<span class=note> dead</span>" in conv
-    assert "<figcaption>7<span class=note> flat</span>" in conv  # 0.53 everywhere: constant, not dead
-    assert conv.count(" dead</span>") == 1
+    assert re.search(r"<i class=dead style=[^>]*><b></b>4<s> dead</s></i>", conv)
+    assert re.search(r"<i class=flat style=[^>]*><b></b>7<s> flat</s></i>", conv)  # 0.53 everywhere: constant, not dead
+    assert conv.count(" dead</s>") == 1
     assert "no channel is zero everywhere for this image" in section(page, 1)
 
 
@@ -144,8 +144,8 @@ def test_the_legend_says_per_layer_when_the_render_scaled_per_layer(tmp_path):
     assert f"one scale for every tile of this layer: {lo} .. {hi} (per layer, as stored)" in part
     assert f"<span class=lo>{lo}</span><span class=hi>{hi}</span>" in part
     # dead and flat come from each channel's own statistics, not from the layer-wide low/high
-    assert "<figure class='tile dead' data-ch=4 " in part and "<figure class='tile flat' data-ch=7 " in part
-    assert part.count("class='tile dead'") == 1 and part.count("class='tile flat'") == 1
+    assert re.search(r"<i class=dead style=[^>]*><b></b>4<", part) and re.search(r"<i class=flat style=[^>]*><b></b>7<", part)
+    assert part.count("<i class=dead ") == 1 and part.count("<i class=flat ") == 1
 
 
 def test_a_coloured_grid_written_with_the_render_is_linked_from_its_layer(tmp_path):

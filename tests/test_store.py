@@ -17,7 +17,7 @@ def test_names_are_zero_padded_with_inclusive_ranges():
 def test_layer_css_round_trips_the_exact_pixels():
     image = np.random.default_rng(0).integers(0, 256, (30, 50), dtype=np.uint8)
     text = store.layer_css(7, store.encode_png(image))
-    assert text.startswith(b'.m7 .px{background-image:url("data:image/png;base64,iVBORw0KGgo')  # the PNG signature
+    assert text.startswith(b'.m7 b{background-image:url("data:image/png;base64,iVBORw0KGgo')  # the PNG signature
     assert list(store.decode_layer_css(text)) == [7]
     assert np.array_equal(store.decode_layer_css(text)[7], image)
     with pytest.raises(ValueError, match="not an onnxviz maps stylesheet"):

@@ -3,7 +3,7 @@
  * Data reaches the page as scripts and styles, since a page opened from file:// can neither fetch
  * JSON nor read the pixels of an <img>: summary.js calls onnxviz.summary({...}), run.js
  * onnxviz.run({...}), and a layer's `data` stylesheet (maps/NNN-MMM.css, shared by consecutive
- * layers) holds a rule .mNNN .px{background-image:url("data:image/png;base64,...")} per layer, which the tiles show
+ * layers) holds a rule .mNNN b{background-image:url("data:image/png;base64,...")} per layer, which the tiles show
  * and which this script reads back (a data: URL image's pixels can be read). The PNG holds a layer's
  * stored channels as 8-bit gray, tiled row-major in `columns` columns; pixel p of stored channel k
  * stands for low[k] + p / 255 * (high[k] - low[k]).
@@ -62,10 +62,10 @@
     return p;
   }
 
-  /* The base64 PNG of the layer whose tiles (or probe) `element` is: the background of its .px
-   * (the rule .mNNN .px of the layer's stylesheet), or null. */
+  /* The base64 PNG of the layer whose tiles (or probe) `element` is: the background of a tile's
+   * picture, its `b` (the rule .mNNN b of the layer's stylesheet), or null. */
   function pngOf(element) {
-    var px = element.querySelector(".px");
+    var px = element.querySelector("b");
     var m = px && /base64,([A-Za-z0-9+\/=]+)/.exec(getComputedStyle(px).backgroundImage);
     return m ? m[1] : null;
   }
@@ -101,7 +101,7 @@
     var p = queue.then(function () {
       return new Promise(function (resolve, reject) {
         var link = el("link", { rel: "stylesheet" }), probe = el("i", { class: "m" + index, hidden: "" });
-        probe.appendChild(el("i", { class: "px" }));
+        probe.appendChild(el("b"));
         function end(settle, value) { link.remove(); probe.remove(); settle(value); }
         link.onload = function () {
           document.body.appendChild(probe);
@@ -157,6 +157,18 @@
     return [layer.low[k], layer.high[k]];
   }
 
+  /* The tiles (`<i>`, each its picture `<b>` and channel number) of a layer `L` of the image page,
+   * in their current order. The first call notes on each its stored position (data-k) and its
+   * channel (data-ch), which the HTML leaves out to stay small. */
+  function tilesOf(L) {
+    var tiles = Array.prototype.slice.call(L.tiles.children);
+    if (!L.numbered) {
+      tiles.forEach(function (t, k) { t.dataset.k = k; t.dataset.ch = L.meta.channels[k]; });
+      L.numbered = true;
+    }
+    return tiles;
+  }
+
   /* One stored channel's pixels out of a layer sprite. */
   function channelPixels(sprite, layer, k) {
     var th = layer.tile[0], tw = layer.tile[1], cols = layer.columns;
@@ -202,7 +214,7 @@
     summary.layers.forEach(function (meta) {
       var section = document.getElementById("layer-" + pad(meta.index, digits));
       if (!section || meta.kind === "vector") return;
-      layers.push({ meta: meta, section: section, tiles: $(".tiles", section), sprite: null, loading: null, drawn: false });
+      layers.push({ meta: meta, section: section, tiles: $(".tiles", section), sprite: null, loading: null, drawn: false, numbered: false });
     });
     var byIndex = {};
     layers.forEach(function (L, i) { L.pos = i; byIndex[L.meta.index] = L; });
@@ -237,8 +249,8 @@
     function draw(L) {
       if (!L.sprite) return;
       var th = L.meta.tile[0], tw = L.meta.tile[1];
-      L.tiles.querySelectorAll(".tile").forEach(function (fig) {
-        var k = +fig.dataset.k, px = $(".px", fig), canvas = $("canvas", px);
+      tilesOf(L).forEach(function (fig) {
+        var k = +fig.dataset.k, px = fig.firstElementChild, canvas = $("canvas", px);
         if (!canvas) { canvas = el("canvas"); px.appendChild(canvas); px.classList.add("live"); }
         var s = scaleOf(L, k);
         paint(canvas, channelPixels(L.sprite, L.meta, k), tw, th, L.meta.low[k], L.meta.high[k], s[0], s[1], lut);
@@ -272,7 +284,7 @@
     }
 
     function sortTiles(L) {
-      var figs = Array.prototype.slice.call(L.tiles.children);
+      var figs = tilesOf(L);
       figs.sort(sortKey(L));
       figs.forEach(function (f) { L.tiles.appendChild(f); });
       var shown = $(".shown", L.section), total = L.meta.shape[0], n = L.meta.channels.length;
@@ -295,15 +307,16 @@
       legend(L);
       if (state.sort !== summary.options.sort) sortTiles(L);
       L.tiles.addEventListener("mouseover", function (e) {
-        var fig = e.target.closest(".tile");
+        var fig = e.target.closest(".tiles > i");
         if (!fig || fig.title) return;
+        tilesOf(L);
         var k = +fig.dataset.k, ch = +fig.dataset.ch, r = range(L.meta, k), cs = L.meta.channel_stats || {};
         fig.title = "channel " + ch + ": min " + fmt(r[0]) + ", max " + fmt(r[1]) + (cs.mean ? ", mean " + fmt(cs.mean[k]) : "") +
           (r[0] === 0 && r[1] === 0 ? " (zero everywhere for this image)" : r[0] === r[1] ? " (constant)" : "") + "; click to open";
       });
       L.tiles.addEventListener("click", function (e) {
-        var fig = e.target.closest(".tile");
-        if (fig) viewer.open(L, fig);
+        var fig = e.target.closest(".tiles > i");
+        if (fig) { tilesOf(L); viewer.open(L, fig); }
       });
     });
 
@@ -339,11 +352,11 @@
     var cur = null; // {L, fig, pix}
     var token = 0;
 
-    function order(L) { return Array.prototype.slice.call(L.tiles.children); }
+    var order = tilesOf;
 
     function show(L, fig) {
       var my = ++token;
-      document.querySelectorAll(".tile.current").forEach(function (f) { f.classList.remove("current"); });
+      document.querySelectorAll(".tiles > i.current").forEach(function (f) { f.classList.remove("current"); });
       fig.classList.add("current");
       root.hidden = false;
       var k = +fig.dataset.k, ch = +fig.dataset.ch, meta = L.meta;
