@@ -30,13 +30,19 @@ REQUESTS = ("auto", *PROVIDERS)
 # Chosen by measurement: benchmarks/RESULTS.md (VGG16 and MobileNet files with every
 # feature map exposed, CPU). The lower graph optimisation levels were 10-20% slower than
 # ORT_ENABLE_ALL; one thread 1.9x slower than the physical cores; the CPU memory arena
-# off 13-18% slower, memory patterns off no different; IO binding and preallocated
-# outputs never faster than a plain `run` (up to 4x slower on MobileNet), so `run` it
-# is. Spinning (ORT's default) made no difference on VGG16; off was 1.2-1.5x slower on
-# MobileNet.
+# off 13-18% slower; IO binding and preallocated outputs never faster than a plain `run`
+# (up to 4x slower on MobileNet), so `run` it is. Spinning (ORT's default) made no
+# difference on VGG16; off was 1.2-1.5x slower on MobileNet. Memory patterns off: ORT
+# takes each run's intermediate tensors from its arena instead of one block planned per
+# run, which it gets fresh from the system every run while the previous batch's outputs
+# are still held (as render holds them while drawing): ResNet101V2's render of 100 photos
+# spent 8.9-17.6 s of system time with patterns (most of it the kernel zeroing fresh pages,
+# by perf), 6.1-9.3 s without, and took 25.1 s
+# instead of 27.1 (medians of 5, alternating); inference alone 1.02-1.10x faster; the
+# renders of VGG16, InceptionV3 and MobileNet 1.00-1.11x (2 pairs each; RESULTS 21).
 GRAPH_OPTIMIZATION = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 ENABLE_CPU_MEM_ARENA = True
-ENABLE_MEM_PATTERN = True
+ENABLE_MEM_PATTERN = False
 ALLOW_SPINNING = True
 LOG_ERRORS_ONLY = 3  # ORT's severity: 0 verbose .. 3 error, 4 fatal
 LOG_FATAL_ONLY = 4
