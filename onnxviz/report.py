@@ -239,7 +239,7 @@ def _cells(channels: tuple[int, ...], columns: int, states: tuple[str, ...]) -> 
     """The tiles' markup: per stored channel `<i style=--c:C;--r:R><b></b>CH</i>`, its picture
     (`b`, a window at column C, row R of the sprite) and its channel number, with a class and a
     note when it is dead or flat. Short, because a deep network has tens of thousands of tiles
-    (ResNet101V2: 24,064, 0.8 MB instead of 2.6 MB as figures with data attributes; the script
+    (ResNet101V2: 24,064, 0.83 MB instead of 2.76 MB as figures with data attributes; the script
     sets those on the tiles it draws). The same for every image whose layer stores the same
     channels in the same states, so a run's pages share it (RESULTS 20.1)."""
     cells = []

@@ -352,15 +352,13 @@
     var cur = null; // {L, fig, pix}
     var token = 0;
 
-    var order = tilesOf;
-
     function show(L, fig) {
       var my = ++token;
       document.querySelectorAll(".tiles > i.current").forEach(function (f) { f.classList.remove("current"); });
       fig.classList.add("current");
       root.hidden = false;
       var k = +fig.dataset.k, ch = +fig.dataset.ch, meta = L.meta;
-      var figs = order(L), pos = figs.indexOf(fig);
+      var figs = tilesOf(L), pos = figs.indexOf(fig);
       $("#v-title").textContent = meta.name + " (layer " + meta.index + "), channel " + ch +
         "  \u00b7  tile " + (pos + 1) + " of " + figs.length;
       readout.textContent = "loading the exact map...";
@@ -400,11 +398,11 @@
 
     function step(dch, dlayer) {
       if (!cur) return;
-      var L = cur.L, figs = order(L), pos = figs.indexOf(cur.fig);
+      var L = cur.L, figs = tilesOf(L), pos = figs.indexOf(cur.fig);
       if (dlayer) {
         var next = layers[L.pos + dlayer];
         if (!next) return;
-        var nf = order(next);
+        var nf = tilesOf(next);
         show(next, nf[Math.min(pos, nf.length - 1)]);
       } else {
         var p = pos + dch;
