@@ -40,6 +40,7 @@ REQUESTS = ("auto", *PROVIDERS)
 # by perf), 6.1-9.3 s without, and took 25.1 s
 # instead of 27.1 (medians of 5, alternating); inference alone 1.02-1.10x faster; the
 # renders of VGG16, InceptionV3 and MobileNet 1.00-1.11x (2 pairs each; RESULTS 21).
+# Sessions on CUDA keep ORT's default (patterns on): not measured there.
 GRAPH_OPTIMIZATION = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 ENABLE_CPU_MEM_ARENA = True
 ENABLE_MEM_PATTERN = False
@@ -312,6 +313,8 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
         check_model_file(path)  # names a missing or truncated weights file before ORT reads anything
     providers = resolve_providers(provider)
     options = session_options(threads, long_run, spinning)
+    if PROVIDERS["cuda"] in providers:  # ENABLE_MEM_PATTERN was measured on the CPU; ORT's default on a GPU
+        options.enable_mem_pattern = True
     if not optimize:  # ONNX Runtime's graph rewrites (fusions) off: a reference for `diff`
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:

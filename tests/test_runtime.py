@@ -118,6 +118,7 @@ def test_auto_falls_back_to_cpu_and_says_why(model_path):
 def test_cuda_session_reports_cuda(model_path):
     session = runtime.open_session(model_path, "cuda")
     assert session.provider == "cuda" and session.fallback is None
+    assert session.session.get_session_options().enable_mem_pattern  # ORT's default on a GPU
     for name, expected in numpy_reference(batch()).items():
         np.testing.assert_allclose(session.run(batch())[name], expected, rtol=1e-3, atol=1e-3)
 
@@ -185,6 +186,8 @@ def test_threads_and_options(model_path):
     options = runtime.session_options()
     assert options.log_severity_level == 3
     assert options.graph_optimization_level == runtime.GRAPH_OPTIMIZATION
+    # memory patterns off on the CPU (RESULTS 21): what a CPU session really runs with
+    assert not runtime.open_session(model_path, "cpu").session.get_session_options().enable_mem_pattern
     with pytest.raises(OnnxvizError, match="threads must be a positive integer, not 0"):
         runtime.open_session(model_path, "cpu", threads=0)
 
