@@ -39,7 +39,7 @@ from .errors import ImageError, LayerSelectionError, OnnxvizError, OptionError, 
 from .files import ensure_dir
 from .images import check_resize, collect_images, load_image, resize_image
 from .metadata import LayerInfo, ModelInfo, load_info
-from .tiling import (COLORMAPS, NORMS, SORTS, Sprite, grid_columns, scaled_sprites, select_channels, sprite_grid,
+from .tiling import (COLORMAPS, NORMS, SORTS, grid_columns, scaled_sprites, select_channels, sprite_grid,
                      sprite_ranges)
 
 FORMATS = ("jpg", "png")
@@ -513,7 +513,7 @@ def _draw_group(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOpti
         entry.low, entry.high = range2[:k], range2[k:]
         grid = None
         if opts.grids:
-            picture = sprite_grid(Sprite(sprites[n], channels, columns, (h, w), [], []), opts.colormap)
+            picture = sprite_grid(sprites[n], (h, w), k, opts.colormap)
             grid = store.encode_jpeg(picture, opts.quality) if opts.fmt == "jpg" else store.encode_png(picture)
         drawn.append(_Drawn(entry, store.encode_png(sprites[n]), grid))
     clock["encode"] += time.perf_counter() - t2

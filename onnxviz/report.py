@@ -229,7 +229,7 @@ def _tiles(layer: dict[str, Any]) -> str:
     th, tw = layer["tile"]
     dw, dh, enlarged = tile_display(th, tw, len(channels))
     cells = _cells(tuple(channels), columns, tuple(channel_states(layer)))
-    # the sprite (the rule `.mNNN .px` of the layer's stylesheet) scaled as the tiles are
+    # the sprite (the rule `.mNNN b` of the layer's stylesheet) scaled as the tiles are
     style = f"--tw:{dw}px;--th:{dh}px;--cols:{columns};--rows:{rows};--sw:{columns * dw}px;--sh:{rows * dh}px"
     return f"<div class='tiles m{int(layer['index'])}{' up' if enlarged else ''}' style='{style}'>{cells}</div>"
 

@@ -32,18 +32,18 @@ REQUESTS = ("auto", *PROVIDERS)
 # ORT_ENABLE_ALL; one thread 1.9x slower than the physical cores; the CPU memory arena
 # off 13-18% slower; IO binding and preallocated outputs never faster than a plain `run`
 # (up to 4x slower on MobileNet), so `run` it is. Spinning (ORT's default) made no
-# difference on VGG16; off was 1.2-1.5x slower on MobileNet. Memory patterns off: ORT
-# takes each run's intermediate tensors from its arena instead of one block planned per
-# run, which it gets fresh from the system every run while the previous batch's outputs
-# are still held (as render holds them while drawing): ResNet101V2's render of 100 photos
-# spent 8.9-17.6 s of system time with patterns (most of it the kernel zeroing fresh pages,
-# by perf), 6.1-9.3 s without, and took 25.1 s
-# instead of 27.1 (medians of 5, alternating); inference alone 1.02-1.10x faster; the
-# renders of VGG16, InceptionV3 and MobileNet 1.00-1.11x (2 pairs each; RESULTS 21).
-# Sessions on CUDA keep ORT's default (patterns on): not measured there.
+# difference on VGG16; off was 1.2-1.5x slower on MobileNet. Memory patterns off (on the
+# CPU): ORT takes each run's intermediate tensors from its arena instead of one block
+# planned per run, which it gets fresh from the system every run while the previous batch's
+# outputs are still held (as render holds them while drawing): ResNet101V2's render of 100
+# photos spent 8.9-17.6 s of system time with patterns (most of it the kernel zeroing fresh
+# pages, by perf), 6.1-9.3 s without, and took 25.1 s instead of 27.1 (medians of 5,
+# alternating); inference alone 1.02-1.10x faster; the renders of VGG16, InceptionV3 and
+# MobileNet 1.00-1.11x (2 pairs each; RESULTS 21). CUDA sessions keep ORT's default
+# (patterns on): not measured there.
 GRAPH_OPTIMIZATION = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 ENABLE_CPU_MEM_ARENA = True
-ENABLE_MEM_PATTERN = False
+CPU_MEM_PATTERN = False
 ALLOW_SPINNING = True
 LOG_ERRORS_ONLY = 3  # ORT's severity: 0 verbose .. 3 error, 4 fatal
 LOG_FATAL_ONLY = 4
@@ -211,8 +211,9 @@ def resolve_providers(request: str) -> list[str]:
 
 
 def session_options(threads: int | None = None, long_run: bool = True,
-                    spinning: bool = ALLOW_SPINNING) -> ort.SessionOptions:
-    """The options every onnxviz session uses (chosen by measurement, see module constants).
+                    spinning: bool = ALLOW_SPINNING, cuda: bool = False) -> ort.SessionOptions:
+    """The options every onnxviz session uses (chosen by measurement, see module constants);
+    `cuda`: for a session that may run on CUDA, which keeps ORT's memory patterns.
 
     `spinning=False`: ORT's idle threads sleep at once instead of spinning. `render` draws in
     its own threads beside ORT, and spinning threads take their CPU: ResNet101V2 rendered 1.2x
@@ -234,7 +235,7 @@ def session_options(threads: int | None = None, long_run: bool = True,
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.enable_cpu_mem_arena = ENABLE_CPU_MEM_ARENA
-    options.enable_mem_pattern = ENABLE_MEM_PATTERN
+    options.enable_mem_pattern = True if cuda else CPU_MEM_PATTERN
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     # ORT's own "falling back to CPU" warnings: we compare get_providers() and say so ourselves.
     options.log_severity_level = LOG_ERRORS_ONLY
@@ -312,9 +313,7 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
         path = existing_file(Path(path), "model file")
         check_model_file(path)  # names a missing or truncated weights file before ORT reads anything
     providers = resolve_providers(provider)
-    options = session_options(threads, long_run, spinning)
-    if PROVIDERS["cuda"] in providers:  # ENABLE_MEM_PATTERN was measured on the CPU; ORT's default on a GPU
-        options.enable_mem_pattern = True
+    options = session_options(threads, long_run, spinning, cuda=PROVIDERS["cuda"] in providers)
     if not optimize:  # ONNX Runtime's graph rewrites (fusions) off: a reference for `diff`
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:

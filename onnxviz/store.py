@@ -12,9 +12,9 @@ Layout (format 5), in `OUT/<image folder>/`:
   channel is 0 with low == high). The page links these stylesheets, so its tiles show the exact
   maps without JavaScript, and its script reads the same PNG back from the rule (a `file://`
   page can read neither a JSON file nor an image's pixels, but it can read a style and decode a
-  data: URL): one copy of the maps serves both. Consecutive layers share a file up to about CHUNK_BYTES, so that
-  a deep network gets tens of files per image rather than hundreds; a layer's `data` names its
-  file.
+  data: URL): one copy of the maps serves both. Consecutive layers share a file up to about
+  CHUNK_BYTES, so that a deep network gets tens of files per image rather than hundreds; a
+  layer's `data` names its file.
 - `grids/NNN.<layer>_ch<first>-<last>.jpg` (inclusive, zero-padded; sorted selections
   `NNN.<layer>_top<k>-by-<mean|max>.jpg`): coloured grids for papers, with `grids=True`.
 - NNN: the layer's index in the file, zero-padded to the width of the largest (at least 3).
@@ -303,8 +303,8 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 def layer_css(index: int, png: bytes) -> bytes:
     """`.mNNN b{background-image:url("data:image/png;base64,...")}`: a layer's exact maps, for
-    the picture of each of the page's tiles (`b`, inside the layer's `.mNNN`). A plain property, not a custom one:
-    Chromium parsed ResNet101V2's 13.7 MB of these twice as fast (RESULTS 20)."""
+    the picture of each of the page's tiles (`b`, inside the layer's `.mNNN`). A plain property,
+    not a custom one: Chromium parsed ResNet101V2's 13.7 MB of these twice as fast (RESULTS 20)."""
     return b'.m%d b{background-image:url("data:image/png;base64,' % index + base64.b64encode(png) + b'")}\n'
 
 

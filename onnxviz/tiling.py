@@ -420,22 +420,6 @@ def layer_stats(maps: np.ndarray) -> LayerStats:
 
 # ---------------------------------------------------------------- sprites: native resolution, 8-bit
 
-@dataclass
-class Sprite:
-    """A layer's stored channels at native resolution, gray uint8, tiled row-major without gaps.
-
-    Pixel p of tile i stands for `low[i] + p / 255 * (high[i] - low[i])`; a constant channel
-    is all 0 with low == high.
-    """
-
-    image: np.ndarray  # uint8 [rows * H, columns * W]
-    channels: list[int]
-    columns: int
-    tile: tuple[int, int]  # H, W
-    low: list[float]
-    high: list[float]
-
-
 def sprite_ranges(ch_min: np.ndarray, ch_max: np.ndarray, norm: str = "channel",
                   layer_range: tuple[Any, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) per channel from the channels' min and max: `[k]` for one image, or
@@ -534,21 +518,13 @@ def scaled_sprites(maps: np.ndarray, low: np.ndarray, high: np.ndarray, columns:
     return out
 
 
-def make_sprite(maps: np.ndarray, channels: list[int], low: np.ndarray, high: np.ndarray,
-                columns: int | None = None) -> Sprite:
-    """Stored channels `maps` `[k, H, W]` (float, channel `channels[i]` at i) -> a Sprite."""
-    maps = _check_maps(maps)
-    cols = grid_columns(len(channels), columns)
-    image = scaled_sprites(maps[None], np.asarray(low)[None], np.asarray(high)[None], cols)[0]
-    return Sprite(image, [int(c) for c in channels], cols, (int(maps.shape[1]), int(maps.shape[2])),
-                  [float(v) for v in low], [float(v) for v in high])
-
-
-def sprite_grid(sprite: Sprite, colormap: str = "viridis", min_tile: int | None = DEFAULT_MIN_TILE,
-                gap: int = 1) -> np.ndarray:
-    """The coloured grid of a sprite's channels (white separators, small maps enlarged), BGR uint8."""
-    h, w = sprite.tile
-    k = len(sprite.channels)
-    rows = math.ceil(k / sprite.columns)
-    cells = sprite.image.reshape(rows, h, sprite.columns, w).swapaxes(1, 2).reshape(rows * sprite.columns, h, w)[:k]
-    return tile(colorize(cells, colormap), columns=sprite.columns, gap=gap, gap_value=GAP_COLOR, min_tile=min_tile)
+def sprite_grid(sprite: np.ndarray, cell: tuple[int, int], count: int, colormap: str = "viridis",
+                min_tile: int | None = DEFAULT_MIN_TILE, gap: int = 1) -> np.ndarray:
+    """The coloured grid of the first `count` channels of a sprite (uint8, maps of `cell` (H, W)
+    tiled row-major without gaps, as `scaled_sprites` makes), with white separators and small
+    maps enlarged, BGR uint8."""
+    h, w = cell
+    columns = sprite.shape[1] // w
+    rows = sprite.shape[0] // h
+    cells = sprite.reshape(rows, h, columns, w).swapaxes(1, 2).reshape(rows * columns, h, w)[:count]
+    return tile(colorize(cells, colormap), columns=columns, gap=gap, gap_value=GAP_COLOR, min_tile=min_tile)

@@ -188,6 +188,7 @@ def test_threads_and_options(model_path):
     assert options.graph_optimization_level == runtime.GRAPH_OPTIMIZATION
     # memory patterns off on the CPU (RESULTS 21): what a CPU session really runs with
     assert not runtime.open_session(model_path, "cpu").session.get_session_options().enable_mem_pattern
+    assert runtime.session_options(cuda=True).enable_mem_pattern  # ORT's default where it may run on a GPU
     with pytest.raises(OnnxvizError, match="threads must be a positive integer, not 0"):
         runtime.open_session(model_path, "cpu", threads=0)
 

@@ -358,22 +358,23 @@ def test_layer_stats_refuses_empty_arrays():
 
 
 def test_sprite_tiles_native_channels_row_major_without_gaps_and_keeps_values():
-    from onnxviz.tiling import make_sprite, sprite_ranges
+    from onnxviz.tiling import grid_columns, scaled_sprites, sprite_ranges
 
     rng = np.random.default_rng(3)
     maps = rng.normal(0, 2, (5, 7, 9)).astype(np.float32)
     maps[3] = 1.5  # a constant channel
     low, high = sprite_ranges(maps.min(axis=(1, 2)), maps.max(axis=(1, 2)), "channel")
-    sprite = make_sprite(maps, [0, 1, 2, 3, 4], low, high)
-    assert sprite.columns == 3 and sprite.tile == (7, 9) and sprite.image.shape == (14, 27)
-    assert sprite.image.dtype == np.uint8
+    columns = grid_columns(5)
+    image = scaled_sprites(maps[None], low[None], high[None], columns)[0]
+    assert columns == 3 and image.shape == (14, 27)
+    assert image.dtype == np.uint8
     for i in range(5):
         r, c = divmod(i, 3)
-        tile = sprite.image[r * 7:(r + 1) * 7, c * 9:(c + 1) * 9].astype(np.float64)
-        values = sprite.low[i] + tile / 255 * (sprite.high[i] - sprite.low[i])
-        assert np.abs(values - maps[i]).max() <= (sprite.high[i] - sprite.low[i]) / 255 * 0.5 + 1e-5
-    assert sprite.low[3] == sprite.high[3] == pytest.approx(1.5) and not sprite.image[7:, :9].any()
-    assert tile.shape == (7, 9) and not sprite.image[7:, 18:].any()  # the unused cell is 0
+        tile = image[r * 7:(r + 1) * 7, c * 9:(c + 1) * 9].astype(np.float64)
+        values = low[i] + tile / 255 * (high[i] - low[i])
+        assert np.abs(values - maps[i]).max() <= (high[i] - low[i]) / 255 * 0.5 + 1e-5
+    assert low[3] == high[3] == pytest.approx(1.5) and not image[7:, :9].any()
+    assert tile.shape == (7, 9) and not image[7:, 18:].any()  # the unused cell is 0
 
 
 def test_sprite_ranges_layer_mode_shares_one_scale_and_rounding_noise_is_constant():
@@ -386,14 +387,14 @@ def test_sprite_ranges_layer_mode_shares_one_scale_and_rounding_noise_is_constan
 
 
 def test_sprite_grid_colours_each_tile_and_separates_them():
-    from onnxviz.tiling import make_sprite, sprite_grid
+    from onnxviz.tiling import grid_columns, scaled_sprites, sprite_grid
 
     maps = np.stack([np.full((4, 4), v, np.float32) + np.eye(4, dtype=np.float32) for v in range(3)])
-    sprite = make_sprite(maps, [0, 1, 2], np.zeros(3), np.ones(3) * 3)
-    grid = sprite_grid(sprite, "gray", min_tile=8, gap=1)
+    image = scaled_sprites(maps[None], np.zeros((1, 3)), np.ones((1, 3)) * 3, grid_columns(3))[0]
+    grid = sprite_grid(image, (4, 4), 3, "gray", min_tile=8, gap=1)
     assert grid.shape == (17, 17, 3)  # 2x2 cells of 8 px (4 px maps enlarged twice) with 1 px gaps
     assert (grid[8, :] == 255).all() and (grid[:, 8] == 255).all()
-    assert (grid[:8, :8, 0] == sprite.image[:4, :4].repeat(2, 0).repeat(2, 1)).all()
+    assert (grid[:8, :8, 0] == image[:4, :4].repeat(2, 0).repeat(2, 1)).all()
 
 
 def test_large_maps_scaled_by_opencv_match_numpy_and_hit_both_ends():

@@ -316,7 +316,7 @@
       });
       L.tiles.addEventListener("click", function (e) {
         var fig = e.target.closest(".tiles > i");
-        if (fig) { tilesOf(L); viewer.open(L, fig); }
+        if (fig) viewer.open(L, fig);
       });
     });
 
@@ -357,8 +357,8 @@
       document.querySelectorAll(".tiles > i.current").forEach(function (f) { f.classList.remove("current"); });
       fig.classList.add("current");
       root.hidden = false;
+      var figs = tilesOf(L), pos = figs.indexOf(fig);  // first: it numbers the tiles
       var k = +fig.dataset.k, ch = +fig.dataset.ch, meta = L.meta;
-      var figs = tilesOf(L), pos = figs.indexOf(fig);
       $("#v-title").textContent = meta.name + " (layer " + meta.index + "), channel " + ch +
         "  \u00b7  tile " + (pos + 1) + " of " + figs.length;
       readout.textContent = "loading the exact map...";
