@@ -142,7 +142,7 @@ class Model:
     def predict(self, images: Any, top_k: int = 5, *, batch_size: int = DEFAULT_BATCH,
                 resize: str | None = None) -> list[list[Prediction]]:
         """The `top_k` classes of every image, best first."""
-        from .render import top_predictions
+        from .labels import top_predictions
 
         output = self.info.prediction_output
         if output is None:
@@ -182,7 +182,7 @@ class Model:
             return [layer.name for layer in self.info.layers]
         patterns = [layers] if isinstance(layers, str) else list(layers)
         return select([Candidate(layer.name) for layer in self.info.layers], patterns,
-                      where=f"'{self.path.name}'", hint=f". See model.layers")
+                      where=f"'{self.path.name}'", hint=". See model.layers")
 
     def _run(self, pixels: np.ndarray, names: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import __version__
-from .errors import ImageError, LayerSelectionError, ModelError, OnnxvizError, OutputError
+from .errors import ImageError, LayerSelectionError, OnnxvizError, OutputError
 from .files import atomic_path, ensure_dir
 from .images import RESIZE_MODES, collect_images, load_image, resize_image
 from .metadata import LayerInfo, ModelInfo, read_info

@@ -1,11 +1,18 @@
-"""Class names for a model's predictions: the ImageNet list shipped with onnxviz, or a file of the user's."""
+"""Class names for a model's predictions (the ImageNet list shipped with onnxviz, or a file of the
+user's), and a prediction's best classes."""
 from __future__ import annotations
 
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .metadata import ModelInfo
 
 IMAGENET = "imagenet"
 _IMAGENET_FILE = Path(__file__).parent / "data" / "imagenet_classes.txt"
@@ -59,3 +66,19 @@ def read_labels(path: Path) -> list[str]:
         raise ModelError(f"labels file '{path}' has {len(labels)} 'index,name' lines but no index "
                          f"{missing[0]}; indices must run 0..{len(labels) - 1}")
     return [labels[i] for i in range(len(labels))]
+
+
+def top_predictions(scores: np.ndarray, info: ModelInfo, k: int) -> list[dict[str, Any]]:
+    """The k best classes with their probabilities (softmax applied when the model gives logits)."""
+    import numpy as np
+
+    if k <= 0:
+        return []
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if not info.prediction_is_probability:
+        s = np.exp(s - s.max())
+        s /= s.sum()
+    order = np.argsort(-s, kind="stable")[:k]
+    labels = info.labels or []
+    return [{"index": int(i), "label": labels[i] if i < len(labels) else f"class {i}", "score": float(s[i])}
+            for i in order]

@@ -45,8 +45,9 @@ from __future__ import annotations
 
 import base64
 import errno
-import json
+import os
 import re
+import shutil
 import struct
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -68,6 +69,7 @@ EXACT_DIGITS = 9
 # to 1 ms on this kind of disk, which was most of the time spent per image when every layer had two
 # files (752 for ResNet101V2, RESULTS 19).
 CHUNK_BYTES = 1 << 20
+PART = ".part-"  # an image folder being written is hidden as `.NAME.part-*` until it is complete
 GRID_EXT = "jpg"
 GRID_QUALITY = 90
 # PNG for the exact maps, written here rather than by OpenCV: the UP filter and one deflate stream
@@ -399,3 +401,32 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         return OutputError(f"the output disk is full (writing '{path}'); free some space or choose another "
                            f"folder with -o; this image was not finished")
     return OutputError(f"cannot write '{path}': {exc.strerror or exc}")
+
+
+def clean_parts(output: Path) -> None:
+    """Remove image folders left half-made by a run that was killed (`.NAME.part-*`)."""
+    for part in output.glob(f".*{PART}*"):
+        if part.is_dir():
+            shutil.rmtree(part, ignore_errors=True)
+
+
+def replace_folder(part: Path, final: Path) -> None:
+    """Put the finished `part` folder at `final`, replacing an earlier render of the same image."""
+    os.chmod(part, 0o777 & ~_umask())
+    if final.exists() and not final.is_dir():
+        raise OutputError(f"cannot write image folder '{final}': a file of that name is in the way; "
+                          f"move it or choose another -o")
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}{PART}old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(part, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
