@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .drawing import encode
+from .encoding import encode
 from .errors import ImageError
 from .files import write_bytes, write_text
 from .store import safe_name

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .compare import TensorDiff, diff_outputs
-from .drawing import encode
+from .encoding import encode
 from .errors import OptionError
 from .files import write_bytes
 from .images import load_image, resize_image

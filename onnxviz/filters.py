@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .drawing import draw_filters, encode
+from .drawing import draw_filters
+from .encoding import encode
 from .errors import ModelError
 from .files import write_bytes
 from .metadata import read_info

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from . import __version__
+from . import encoding
 from . import report
 from . import store
 from .labels import top_predictions
@@ -71,7 +72,7 @@ class Painter:
         the first layer's filters, read meanwhile by `filters_job`."""
         if self.filters_job is not None:
             self.filters = self.filters_job.result()
-            self.filters_png = store.encode_png(self.filters.image) if self.filters is not None else None
+            self.filters_png = encoding.encode_png(self.filters.image) if self.filters is not None else None
             self.filters_job = None
         batch = _PaintBatch(self, pool, items, pixels, outputs, share)
         if not self.chosen:
@@ -164,8 +165,8 @@ def _draw_group(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOpti
         grid = None
         if opts.grids:
             picture = sprite_grid(sprites[n], (h, w), k, opts.colormap)
-            grid = store.encode_jpeg(picture, opts.quality) if opts.fmt == "jpg" else store.encode_png(picture)
-        drawn.append(_Drawn(entry, store.encode_png(sprites[n]), grid))
+            grid = encoding.encode_jpeg(picture, opts.quality) if opts.fmt == "jpg" else encoding.encode_png(picture)
+        drawn.append(_Drawn(entry, encoding.encode_png(sprites[n]), grid))
     clock["encode"] += time.perf_counter() - t2
     return drawn
 
@@ -262,7 +263,7 @@ class _Image:
         painter, clock = self.painter, self.clock
         t = time.perf_counter()
         rgb = self.pixels[self.n].astype(np.uint8)
-        input_png = store.encode_png(rgb[..., ::-1])  # RGB as OpenCV's BGR order, a view
+        input_png = encoding.encode_png(rgb[..., ::-1])  # RGB as OpenCV's BGR order, a view
         clock["encode"] += time.perf_counter() - t
         t = time.perf_counter()
         writer.write("input.png", input_png)

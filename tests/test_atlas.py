@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from onnxviz.atlas import EMPTY, AtlasOptions, TopN, build_atlas, default_layers
+from onnxviz.atlas_page import fit_tile
 from onnxviz.cli import app
 from onnxviz.errors import OnnxvizError
 from onnxviz.images import collect_images, load_image, resize_image
@@ -257,7 +258,10 @@ def test_page_sheets_and_table_fit_together(model_path, images, tmp_path):
     crop_img = resize_image(load_image(Path(first["image"])), SIZE, SIZE)
     x0, y0, x1, y1 = first["box"]
     sheet = cv2.imread(str(out / first["sheet"]))[:64, :64, ::-1]
-    assert sheet.shape == (64, 64, 3)
+    expected = fit_tile(np.ascontiguousarray(np.asarray(crop_img, np.uint8)[y0:y1, x0:x1, ::-1]), 64)[:, :, ::-1]
+    assert sheet.shape == expected.shape == (64, 64, 3)
+    assert expected.std() > 10  # a crop with content, not only the grey letterbox
+    assert np.abs(sheet.astype(int) - expected).mean() < 4  # the sheet is a JPEG
     assert result.files == len(list((out / "crops").iterdir())) + 3
 
 

@@ -513,7 +513,7 @@ def test_a_layer_with_thousands_of_channels_shows_them_all(tmp_path, open_page):
 
 def test_a_render_scaled_per_layer_shows_per_channel_views_and_states_from_the_channel_statistics(tmp_path, open_page):
     layers = example_layers(4)
-    s = build_image(tmp_path, "lay", "lay.png", layers, norm="layer")
+    build_image(tmp_path, "lay", "lay.png", layers, norm="layer")
     conv = layers[0][2]
     page = open_page(tmp_path / "lay" / "index.html").page
     assert "one scale for every tile of this layer" in page.inner_text("#layer-000 .legend")

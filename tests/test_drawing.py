@@ -1,14 +1,13 @@
-"""onnxviz.drawing: first-layer filters, the prediction panel and encoding."""
+"""onnxviz.drawing: first-layer filters drawn as colour patches."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from onnxviz.drawing import MIN_PREVIEW_SIDE, draw_filters, draw_predictions, encode
+from onnxviz.drawing import draw_filters
 from onnxviz.errors import OnnxvizError
 from onnxviz.tiling import tile_box
 
@@ -87,62 +86,3 @@ def test_real_squeezenet_first_layer_filters():
     assert img.shape == (8 * 24 + 7, 8 * 24 + 7, 3)
     colourful = np.ptp(img.astype(int), axis=2) > 40
     assert colourful.mean() > 0.05  # trained filters have colour, not just gray
-
-
-# --- draw_predictions -------------------------------------------------------------
-
-def test_predictions_panel_beside_an_enlarged_small_input():
-    rgb = np.random.default_rng(0).integers(0, 256, size=(128, 128, 3), dtype=np.uint8)
-    out = draw_predictions(rgb, [("espresso", 0.971), ("cup", 0.02), ("eggnog", 0.005)])
-    assert out.shape[0] == 384 and out.shape[1] > 384 + 200
-    picture = out[:384, :384]
-    assert np.array_equal(picture, np.kron(rgb[..., ::-1], np.ones((3, 3, 1), np.uint8)))  # BGR, 3x3 blocks
-    panel = out[:, 384:]
-    assert (panel < 100).any() and (panel == 255).mean() > 0.8  # dark text on white
-
-
-def test_prediction_bars_are_proportional_to_scores():
-    rgb = np.zeros((400, 400, 3), np.uint8)
-    out = draw_predictions(rgb, [("one", 1.0), ("half", 0.5)])
-    bar = np.all(out[:, 400:] == (200, 130, 40), axis=2)
-    rows = np.nonzero(bar.any(axis=1))[0]
-    first = bar[rows[0]].sum()
-    second = bar[rows[-1]].sum()
-    assert out.shape[0] == 400  # large input not enlarged
-    assert second == pytest.approx(first / 2, abs=2)
-
-
-def test_logits_are_shown_as_numbers_and_empty_predictions_give_the_image_alone():
-    rgb = np.full((MIN_PREVIEW_SIDE, 500, 3), 7, np.uint8)
-    out = draw_predictions(rgb, [("a_b", 12.5), ("négatif", -3.0)])
-    assert out.shape[0] == MIN_PREVIEW_SIDE and out.shape[1] > 500
-    alone = draw_predictions(rgb, [])
-    assert np.array_equal(alone, rgb)
-
-
-def test_predictions_reject_non_rgb_images():
-    with pytest.raises(OnnxvizError, match=r"draw_predictions takes an RGB uint8 image \[H, W, 3\]; got float32 \(4, 4, 3\)"):
-        draw_predictions(np.zeros((4, 4, 3), np.float32), [])
-
-
-# --- encode -----------------------------------------------------------------------
-
-def test_encode_jpeg_and_png():
-    img = np.random.default_rng(0).integers(0, 256, size=(64, 80, 3), dtype=np.uint8)
-    jpg = encode(img)
-    assert jpg[:2] == b"\xff\xd8"
-    assert cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR).shape == (64, 80, 3)
-    assert len(encode(img, "jpeg", quality=50)) < len(encode(img, ".JPG", quality=95))
-    png = encode(img, "png")
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert np.array_equal(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), img)
-
-
-def test_encode_rejects_unknown_formats_and_bad_quality():
-    img = np.zeros((4, 4, 3), np.uint8)
-    with pytest.raises(OnnxvizError, match="unknown image format 'gif'; valid: jpg, png"):
-        encode(img, "gif")
-    with pytest.raises(OnnxvizError, match=r"JPEG quality 0 is out of range; use 1..100"):
-        encode(img, quality=0)
-    with pytest.raises(OnnxvizError, match=r"encode takes a BGR or gray uint8 image; got float64 \(4, 4, 3\)"):
-        encode(img.astype(float))

@@ -13,8 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxviz import __version__, pipeline
-from onnxviz.errors import LayerSelectionError, ModelError, OnnxvizError, ValidationError
+from onnxviz import __version__
+from onnxviz.errors import LayerSelectionError, ModelError, OnnxvizError
 from onnxviz.metadata import read_info
 from onnxviz.modelfile import data_path
 from onnxviz.api import export as export_onnx
