@@ -1,0 +1,100 @@
+"""Where the painting of an image goes, on one thread, with nothing else running.
+
+Runs one batch of IMAGES through MODEL, then times, per image: the statistics' reductions over
+every map (numpy's per-channel min and max, OpenCV's sum and non-zero count), the whole of
+`painting.draw_layer` for every layer (its "draw" and "encode" clocks) and the base64 of the
+sprites' PNGs; the reductions again by map size (H x W), which shows what short rows cost; then
+`render` of the same images with one worker, which paints after inference (one batch), so its
+draw, encode and write clocks are the painting's uncontended cost per image.
+
+    python benchmarks/painting_cost.py MODEL IMAGES [--repeats 3]
+
+Prints a table per repeat and, last, one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from onnxviz import painting  # noqa: E402
+from onnxviz.images import collect_images, load_image, resize_image  # noqa: E402
+from onnxviz.render import RenderOptions, render, select_layers  # noqa: E402
+from onnxviz.runtime import open_session  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("images", type=Path, help="a folder: its images make one batch")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    session = open_session(args.model, "cpu", long_run=False)
+    info = session.info
+    chosen = select_layers(info, [], str(args.model))
+    session.output_names = [layer.name for layer in chosen]
+    images, _ = collect_images([args.images])
+    pixels = np.stack([resize_image(load_image(p), info.height, info.width) for p in images]).astype(np.float32)
+    outputs = session.run(pixels)
+    n = len(images)
+    runs = []
+    for _ in range(args.repeats):
+        ms: dict[str, float] = collections.defaultdict(float)
+        by_size: dict[int, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])
+        for layer in chosen:
+            maps = outputs[layer.name]
+            flat = maps.reshape(n, maps.shape[1], -1)
+            t = time.perf_counter()
+            flat.min(axis=2), flat.max(axis=2)
+            t2 = time.perf_counter()
+            for image in flat:
+                cv2.sumElems(image), cv2.countNonZero(image)
+            t3 = time.perf_counter()
+            ms["min and max"] += t2 - t
+            ms["sum and non-zero"] += t3 - t2
+            size = by_size[flat.shape[2]]
+            size[0] += 1
+            size[1] += maps.nbytes
+            size[2] += t2 - t
+            size[3] += t3 - t2
+        clock = dict.fromkeys(painting.STAGES, 0.0)
+        t = time.perf_counter()
+        drawn = [painting.draw_layer(layer, i, outputs[layer.name], RenderOptions(), clock)
+                 for i, layer in enumerate(chosen)]
+        ms["draw_layer"] = time.perf_counter() - t
+        ms["  its draw clock"], ms["  its encode clock"] = clock["draw"], clock["encode"]
+        pngs = [one.png for layer in drawn for one in layer if one.png]
+        t = time.perf_counter()
+        for png in pngs:
+            base64.b64encode(png)
+        ms["base64 of the PNGs"] = time.perf_counter() - t
+        out = Path(tempfile.mkdtemp(prefix="painting_cost_"))
+        result = render(args.model, [args.images], out, RenderOptions(provider="cpu", workers=1, batch_size=n))
+        shutil.rmtree(out)
+        for stage in ("draw", "encode", "write"):
+            ms[f"render, one worker: {stage}"] = result.timings[stage]
+        ms["render, one worker: painting"] = sum(result.timings[s] for s in ("draw", "encode", "write"))
+        per_image = {key: value / n * 1000 for key, value in ms.items()}
+        print(f"{n} images, {sum(outputs[layer.name].nbytes for layer in chosen) / n / 1e6:.1f} MB of maps each; ms per image:")
+        for key, value in per_image.items():
+            print(f"  {key:34s} {value:7.1f}")
+        print(f"  {'H x W':>8s} {'layers':>6s} {'MB/image':>8s} {'min+max ms':>10s} {'GB/s':>5s} {'sum+nz ms':>9s}")
+        for hw, (count, nbytes, mm, sn) in sorted(by_size.items()):
+            print(f"  {hw:8d} {count:6d} {nbytes / n / 1e6:8.1f} {mm / n * 1000:10.1f} {nbytes / mm / 1e9:5.1f} {sn / n * 1000:9.1f}")
+        runs.append(per_image)
+    median = {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
+    print(json.dumps({"model": str(args.model), "images": n, "ms_per_image_median": median}))
+
+
+if __name__ == "__main__":
+    main()
