@@ -49,10 +49,9 @@ class GridImage(np.ndarray):
     """An RGB uint8 picture (`[H, W, 3]`) that Jupyter shows as an image."""
 
     def _repr_png_(self) -> bytes:
-        import cv2
+        from .encoding import encode_png
 
-        ok, data = cv2.imencode(".png", np.ascontiguousarray(np.asarray(self)[..., ::-1]))
-        return data.tobytes()
+        return encode_png(np.asarray(self)[..., ::-1])  # RGB as OpenCV's BGR order
 
 
 def grid(maps: Any, *, max_channels: int | None = 64, channels: tuple[int, int] | None = None,

@@ -46,7 +46,7 @@ class ImageResult:
     bytes: int
 
 
-class Stopped(Exception):
+class _Stopped(Exception):
     """The run was interrupted: an image in progress is abandoned."""
 
 
@@ -196,7 +196,7 @@ class _PaintBatch:
         if self.error is None:
             try:
                 if self.painter.stop.is_set():
-                    raise Stopped()
+                    raise _Stopped()
                 layer = self.painter.chosen[task]
                 drawn = draw_layer(layer, self.painter.index_of[layer.name], self.outputs[layer.name][:len(self.images)],
                                    self.painter.options, clock)
@@ -245,7 +245,7 @@ class _Image:
             if error is not None:
                 raise error
             if self.painter.stop.is_set():
-                raise Stopped()
+                raise _Stopped()
             part = Path(tempfile.mkdtemp(prefix=f".{self.folder_name}{store.PART}", dir=self.painter.output))
             writer = store.ImageWriter(part)
             self._input(writer)

@@ -257,7 +257,7 @@ def channel_span(channels: list[int], total: int, sort: str) -> str:
     return f"ch{min(channels):0{width}d}-{max(channels):0{width}d}"
 
 
-# ---------------------------------------------------------------- encoding
+# ---------------------------------------------------------------- the maps' stylesheets
 
 def layer_css(index: int, png: bytes) -> bytes:
     """`.mNNN b{background-image:url("data:image/png;base64,...")}`: a layer's exact maps, for

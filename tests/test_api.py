@@ -53,6 +53,11 @@ def test_grid_is_rgb_uint8_and_shows_itself(tiny):
     picture = onnxviz.grid(maps[0], colormap="gray")
     assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
     assert picture._repr_png_().startswith(b"\x89PNG")
+    coloured_png = onnxviz.grid(maps[0])._repr_png_()  # the PNG Jupyter shows is the picture, in RGB
+    import cv2
+
+    shown = cv2.imdecode(np.frombuffer(coloured_png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    np.testing.assert_array_equal(shown, onnxviz.grid(maps[0]))
     # gray colormap: the three channels are equal, so RGB and BGR agree; viridis tells them apart
     coloured = onnxviz.grid(maps[0])
     from onnxviz.tiling import layer_grid
