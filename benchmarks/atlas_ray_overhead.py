@@ -67,7 +67,7 @@ def main() -> None:
             assert same
     med = {e: (statistics.median(w for w, _ in v), statistics.median(s for _, s in v)) for e, v in runs.items()}
     n = len(images)
-    print(f"\n| engine | whole s | scan s | scan img/s |\n|---|---|---|---|")
+    print("\n| engine | whole s | scan s | scan img/s |\n|---|---|---|---|")
     for e, (w, s) in med.items():
         print(f"| {e} | {w:.1f} | {s:.1f} | {n / s:.2f} |")
     print(f"\nray.init + shutdown alone: median {statistics.median(starts):.1f}s; "

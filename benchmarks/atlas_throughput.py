@@ -135,7 +135,7 @@ def main() -> None:
                    "fixed_s": statistics.median(fixed), "output_mb": result.bytes / 1e6, "files": result.files}
             results.append(row)
             del plain
-    print(f"\n| model | images | loop img/s | atlas scan img/s | scan / loop | whole atlas / loop | fixed cost s |")
+    print("\n| model | images | loop img/s | atlas scan img/s | scan / loop | whole atlas / loop | fixed cost s |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['model']} | {r['images']} | {r['loop_img_s']:.2f} | {r['scan_img_s']:.2f} | "

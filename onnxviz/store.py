@@ -68,8 +68,6 @@ EXACT_DIGITS = 9
 # files (752 for ResNet101V2, RESULTS 19).
 CHUNK_BYTES = 1 << 20
 PART = ".part-"  # an image folder being written is hidden as `.NAME.part-*` until it is complete
-GRID_EXT = "jpg"
-GRID_QUALITY = 90
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 

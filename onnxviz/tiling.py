@@ -89,20 +89,6 @@ class Grid:
         return tile_box(position, self.columns, self.tile_height, self.tile_width, self.gap)
 
 
-@dataclass
-class LayerStats:
-    """Summary numbers of one layer's activations for one image (non-finite values count as 0)."""
-
-    shape: tuple[int, ...]
-    channels: int
-    mean: float
-    zero_fraction: float  # share of values exactly 0 (ReLU sparsity)
-    dead_channels: int | None  # channels constant over the image; None for a 1-D vector
-    min: float
-    max: float
-    nonfinite: int  # NaN / inf values found (a broken export shows here)
-
-
 def _check_maps(maps: np.ndarray) -> np.ndarray:
     maps = np.asarray(maps)
     if maps.ndim != 3 or maps.size == 0:
@@ -377,44 +363,6 @@ def layer_grid(
     return Grid(
         image=image, channels=[int(i) for i in index], columns=cols, rows=math.ceil(len(index) / cols),
         tile_height=h * f, tile_width=w * f, scale=f, gap=gap,
-    )
-
-
-def layer_stats(maps: np.ndarray) -> LayerStats:
-    """Mean, sparsity, dead channels and range of one image's activations.
-
-    `[C, ...]` channel-first maps (e.g. `[C, H, W]`), or a 1-D vector such as a
-    classifier's output, for which dead channels are not defined (None).
-    """
-    arr = np.asarray(maps)
-    if arr.size == 0 or arr.ndim == 0:
-        raise OnnxvizError(f"layer_stats takes a non-empty [C, H, W] or [C] array; got shape {tuple(arr.shape)}")
-    raw = np.asarray(arr, dtype=np.float32)
-    nonfinite = 0
-    x = raw
-    mean = float(raw.mean(dtype=np.float64))  # a float64 sum of float32 is finite unless a value is not
-    if not np.isfinite(mean):
-        finite = np.isfinite(raw)
-        nonfinite = int(raw.size - np.count_nonzero(finite))
-        x = np.where(finite, raw, np.float32(0))
-        mean = float(x.mean(dtype=np.float64))
-    dead: int | None = None
-    if x.ndim >= 2:  # per-channel extremes once; the layer's follow from them
-        flat = x.reshape(x.shape[0], -1)
-        cmin, cmax = flat.min(axis=1), flat.max(axis=1)
-        lo, hi = float(cmin.min()), float(cmax.max())
-        dead = int(np.count_nonzero(cmax - cmin <= _constant_tolerance(lo, hi)))
-    else:
-        lo, hi = float(x.min()), float(x.max())
-    return LayerStats(
-        shape=tuple(int(s) for s in arr.shape),
-        channels=int(arr.shape[0]),
-        mean=mean,
-        zero_fraction=float(1.0 - np.count_nonzero(x) / x.size),
-        dead_channels=dead,
-        min=lo,
-        max=hi,
-        nonfinite=nonfinite,
     )
 
 

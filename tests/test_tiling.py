@@ -18,7 +18,6 @@ from onnxviz.tiling import (
     enlargement,
     grid_columns,
     layer_grid,
-    layer_stats,
     normalize,
     select_channels,
     tile,
@@ -320,41 +319,6 @@ def test_layer_grid_checks_options_before_work():
         layer_grid(maps, norm="nope")
     with pytest.raises(OnnxvizError, match=r"got shape \(1, 2, 4, 4\); take one image \(maps\[0\]\)"):
         layer_grid(maps[None])
-
-
-# --- layer_stats ------------------------------------------------------------------
-
-def test_layer_stats_of_feature_maps():
-    maps = np.zeros((4, 5, 5), np.float32)
-    maps[0] = np.arange(25, dtype=np.float32).reshape(5, 5)  # one zero, varies
-    maps[1] = 3.0                                            # dead (constant)
-    # maps[2] all zero: dead
-    maps[3, 0, 0] = -2.0
-    stats = layer_stats(maps)
-    assert stats.shape == (4, 5, 5) and stats.channels == 4
-    assert stats.dead_channels == 2
-    assert stats.min == -2.0 and stats.max == 24.0
-    assert stats.mean == pytest.approx((300 + 75 - 2) / 100)
-    assert stats.zero_fraction == pytest.approx((1 + 25 + 24) / 100)
-    assert stats.nonfinite == 0
-
-
-def test_layer_stats_of_a_vector_has_no_dead_channels():
-    stats = layer_stats(np.array([0.0, 0.5, 0.5, 0.0], np.float32))
-    assert stats.channels == 4 and stats.dead_channels is None
-    assert stats.zero_fraction == 0.5 and stats.mean == 0.25
-
-
-def test_layer_stats_counts_nonfinite_values_as_zero():
-    maps = np.ones((2, 2, 2), np.float32)
-    maps[0, 0, 0] = np.nan
-    stats = layer_stats(maps)
-    assert stats.nonfinite == 1 and stats.zero_fraction == 1 / 8 and stats.max == 1.0
-
-
-def test_layer_stats_refuses_empty_arrays():
-    with pytest.raises(OnnxvizError, match=r"layer_stats takes a non-empty \[C, H, W\] or \[C\] array; got shape \(0,\)"):
-        layer_stats(np.zeros(0, np.float32))
 
 
 def test_sprite_tiles_native_channels_row_major_without_gaps_and_keeps_values():
