@@ -21,8 +21,8 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnxviz.atlas import AtlasOptions, AtlasState, make_plan, open_reduced, run_local  # noqa: E402
-from onnxviz.images import collect_images, load_image, resize_image  # noqa: E402
+from onnxviz.atlas.pipeline import AtlasOptions, AtlasState, make_plan, open_reduced, run_local  # noqa: E402
+from onnxviz.run.images import collect_images, load_image, resize_image  # noqa: E402
 
 
 def decode_cost(photos: Path, count: int) -> float:

@@ -19,8 +19,8 @@ CHILD = """
 import json, resource, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from onnxviz.atlas import AtlasOptions, build_atlas
-from onnxviz.images import collect_images
+from onnxviz.atlas.pipeline import AtlasOptions, build_atlas
+from onnxviz.run.images import collect_images
 paths = collect_images([Path({images!r})])[0][:{count}]
 assert len(paths) == {count}, len(paths)
 with tempfile.TemporaryDirectory() as out:

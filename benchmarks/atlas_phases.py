@@ -26,9 +26,9 @@ CHILD = r"""
 import json, resource, shutil, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, {code!r})
-import onnxviz.atlas as atlas
-import onnxviz.atlas_page as page
-from onnxviz.images import collect_images
+import onnxviz.atlas.pipeline as atlas
+import onnxviz.atlas.crops as page
+from onnxviz.run.images import collect_images
 times = {{}}
 def timed(module, name):
     original = getattr(module, name)

@@ -22,9 +22,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import onnxviz.atlas as atlas  # noqa: E402
-from onnxviz.atlas import AtlasOptions, AtlasState, make_plan, open_reduced, run_local  # noqa: E402
-from onnxviz.images import collect_images  # noqa: E402
+import onnxviz.atlas.pipeline as atlas  # noqa: E402
+from onnxviz.atlas.pipeline import AtlasOptions, AtlasState, make_plan, open_reduced, run_local  # noqa: E402
+from onnxviz.run.images import collect_images  # noqa: E402
 
 _read_batch = atlas._read_batch
 

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from onnxviz.images import collect_images
+    from onnxviz.run.images import collect_images
 
     images = collect_images([args.images])[0][: args.count]
     runs: dict[str, list] = {"local": [], "ray": []}

@@ -26,16 +26,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnxviz.atlas import AtlasOptions, build_atlas  # noqa: E402
-from onnxviz.images import collect_images, load_image, resize_image  # noqa: E402
+from onnxviz.atlas.pipeline import AtlasOptions, build_atlas  # noqa: E402
+from onnxviz.run.images import collect_images, load_image, resize_image  # noqa: E402
 
 
 def plain_network(model: Path, folder: Path) -> Path:
     """The onnxviz file with its prediction output only: what a classification loop runs."""
     import onnx
 
-    from onnxviz.graph import strip_outputs
-    from onnxviz.metadata import read_info
+    from onnxviz.model.graph import strip_outputs
+    from onnxviz.model.info import read_info
 
     proto = onnx.load(str(model))
     info = read_info(proto)
@@ -58,8 +58,8 @@ def classify_loop(session, paths: list[Path], batch: int = 8) -> float:
 def blocks(model: Path, paths: list[Path], tmp: Path, block: int, rounds: int) -> dict:
     """The atlas scan (`atlas.run_local`, its sessions opened once) against the loop, alternating
     every `block` images: contention on a shared machine changes slower than a block takes."""
-    from onnxviz.atlas import AtlasState, make_plan, open_reduced, run_local
-    from onnxviz.runtime import open_session
+    from onnxviz.atlas.pipeline import AtlasState, make_plan, open_reduced, run_local
+    from onnxviz.run.session import open_session
 
     opts = AtlasOptions(provider="cpu")
     plan = make_plan(model, opts)
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=0, help="alternate the scan and the loop every BLOCK images "
                         "(sessions opened once) instead of whole commands")
     args = parser.parse_args()
-    from onnxviz.runtime import open_session
+    from onnxviz.run.session import open_session
 
     paths = collect_images([args.images])[0][: args.count]
     results = []

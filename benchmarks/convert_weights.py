@@ -3,7 +3,7 @@
     python benchmarks/convert_weights.py /work/bigmodels/vgg16.onnx /tmp/startup
 
 writes into the output folder: `single.onnx` (one protobuf, as given), `external.onnx` +
-`external.onnx.data` (`onnxviz.modelfile.save_model`), `optimized.onnx` (ONNX Runtime's
+`external.onnx.data` (`onnxviz.model.modelfile.save_model`), `optimized.onnx` (ONNX Runtime's
 optimised model, CPU, ORT_ENABLE_ALL, saved through `optimized_model_filepath`, weights as
 external data) and `model.ort` (the ORT format, through the same option).
 """
@@ -18,8 +18,8 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from onnxviz.modelfile import save_model  # noqa: E402
-from onnxviz.runtime import session_options  # noqa: E402
+from onnxviz.model.modelfile import save_model  # noqa: E402
+from onnxviz.run.session import session_options  # noqa: E402
 
 
 def main() -> None:

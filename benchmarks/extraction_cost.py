@@ -38,10 +38,10 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper, shape_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from onnxviz import runtime  # noqa: E402
-from onnxviz.bench import machine_info, time_alternately  # noqa: E402
-from onnxviz.graph import strip_outputs  # noqa: E402
-from onnxviz.metadata import ModelInfo  # noqa: E402
+from onnxviz.run import session as runtime  # noqa: E402
+from onnxviz.compare.bench import machine_info, time_alternately  # noqa: E402
+from onnxviz.model.graph import strip_outputs  # noqa: E402
+from onnxviz.model.info import ModelInfo  # noqa: E402
 
 ort.set_default_logger_severity(3)
 

@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnxviz.images import IMAGE_SUFFIXES, load_image  # noqa: E402
+from onnxviz.run.images import IMAGE_SUFFIXES, load_image  # noqa: E402
 
 
 def photos_dir() -> Path:

@@ -21,8 +21,8 @@ import numpy as np
 
 
 def export_both(name: str, folder: Path) -> dict[str, Path]:
-    from onnxviz.pipeline import ExportOptions
-    from onnxviz.sources import keras as ke
+    from onnxviz.exporter.pipeline import ExportOptions
+    from onnxviz.exporter.sources import keras as ke
 
     opts = ExportOptions(weights="none")
     app = ke.resolve_application(name)

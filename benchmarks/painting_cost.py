@@ -29,10 +29,12 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from onnxviz import encoding, painting, store  # noqa: E402
-from onnxviz.images import collect_images, load_image, resize_image  # noqa: E402
-from onnxviz.render import RenderOptions, render, select_layers  # noqa: E402
-from onnxviz.runtime import open_session  # noqa: E402
+from onnxviz.picture import encoding
+from onnxviz.render import painting
+from onnxviz.render import store  # noqa: E402
+from onnxviz.run.images import collect_images, load_image, resize_image  # noqa: E402
+from onnxviz.render.pipeline import RenderOptions, render, select_layers  # noqa: E402
+from onnxviz.run.session import open_session  # noqa: E402
 
 
 def _timed(owner, name: str, seconds: dict[str, float], label: str, keep: list | None = None):

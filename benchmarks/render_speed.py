@@ -7,7 +7,7 @@
 Each measurement runs in its own process (so each starts cold, as a user's run does), in
 turn: `infer` (an ONNX Runtime session with render's options running the file with every
 output over the photos in batches, pixels decoded beforehand: the network's own speed),
-`after` (`onnxviz.render.render` of this tree over the same folder, default options),
+`after` (`onnxviz.render.pipeline.render` of this tree over the same folder, default options),
 and, with `--before CODE_ROOT`, `before` (the same call in another checkout). Prints one
 JSON object: per kind the images/s of every run, the median, output bytes per image and
 the time split per stage of the median run; and after/infer, before/infer.
@@ -30,8 +30,8 @@ INFER = r"""
 import json, sys, time
 from pathlib import Path
 import numpy as np
-from onnxviz.images import collect_images, load_image, resize_image
-from onnxviz.runtime import open_session
+from onnxviz.run.images import collect_images, load_image, resize_image
+from onnxviz.run.session import open_session
 model, folder, batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 session = open_session(model, "cpu", long_run=True)
 images, _ = collect_images([folder])
@@ -48,7 +48,7 @@ print(json.dumps({"images": len(pixels), "seconds": seconds}))
 RENDER = r"""
 import json, sys, time
 from pathlib import Path
-from onnxviz.render import RenderOptions, render
+from onnxviz.render.pipeline import RenderOptions, render
 model, folder, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 result = render(model, [folder], out, RenderOptions(provider="cpu"))
 size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())

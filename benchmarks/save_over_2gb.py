@@ -12,7 +12,7 @@ from pathlib import Path
 Path("/tmp/big2g").mkdir(exist_ok=True)
 import time, numpy as np, onnxruntime as ort, resource
 from onnx import helper, TensorProto
-from onnxviz.modelfile import save_model, check_model_file
+from onnxviz.model.modelfile import save_model, check_model_file
 n = 280_000_000  # two tensors of 1.12 GB: 2.24 GB of float32 in one model
 g = helper.make_graph([helper.make_node("Gather", ["W", "idx"], ["a"]), helper.make_node("Gather", ["V", "idx"], ["b"]),
                        helper.make_node("Add", ["a", "b"], ["y"])], "big",

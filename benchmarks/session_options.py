@@ -7,7 +7,7 @@ from other work on the machine falls on all of them alike. Each block starts wit
 `--settle` untimed runs (ORT's idle threads spin for a while after a run and would slow
 whichever session runs next) and then times `--block` runs. The table gives each
 variant's median and its ratio to the options onnxviz uses
-(`onnxviz.runtime.session_options`); two variants in each group are those same options,
+(`onnxviz.run.session.session_options`); two variants in each group are those same options,
 and how far apart they come out is the noise of the run. Prints a table, then one JSON
 line. Timings only: nothing here fails on a number.
 """
@@ -25,9 +25,9 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from onnxviz import runtime  # noqa: E402
-from onnxviz.bench import machine_info  # noqa: E402
-from onnxviz.metadata import ModelInfo  # noqa: E402
+from onnxviz.run import session as runtime  # noqa: E402
+from onnxviz.compare.bench import machine_info  # noqa: E402
+from onnxviz.model.info import ModelInfo  # noqa: E402
 
 Level = ort.GraphOptimizationLevel
 ort.set_default_logger_severity(3)  # not "config entry overwritten" for every variant

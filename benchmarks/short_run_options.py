@@ -20,7 +20,7 @@ CHILD = r"""
 import json, sys, time
 import numpy as np
 import onnxruntime as ort
-from onnxviz.runtime import session_options
+from onnxviz.run.session import session_options
 path, long_run = sys.argv[1], sys.argv[2] == "1"
 t = time.perf_counter()
 session = ort.InferenceSession(path, session_options(long_run=long_run, spinning=False),

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SESSION = r"""
 import sys
 import numpy as np, onnxruntime as ort, cv2
-from onnxviz.runtime import session_options
-from onnxviz.images import load_image, resize_image
+from onnxviz.run.session import session_options
+from onnxviz.run.images import load_image, resize_image
 s = ort.InferenceSession(sys.argv[1], session_options(long_run=False), providers=["CPUExecutionProvider"])
 shape = s.get_inputs()[0].shape
 x = resize_image(load_image(sys.argv[2]), shape[1], shape[2])[None].astype(np.float32)

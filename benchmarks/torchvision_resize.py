@@ -6,7 +6,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from PIL import Image
-from onnxviz.images import load_image, resize_image
+from onnxviz.run.images import load_image, resize_image
 from test_presets import torchvision_pil
 print("photo: ours-vs-torchvision max/mean | old --resize crop vs torchvision mean/max | stretch vs torchvision mean/max")
 for p in sorted(glob.glob(str(ROOT.parent / "shared" / "data" / "images" / "*"))):

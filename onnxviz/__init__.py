@@ -11,7 +11,7 @@ imported when first used.
 """
 from __future__ import annotations
 
-from .errors import OnnxvizError
+from onnxviz.errors import OnnxvizError
 
 __version__ = "0.1.0"
 __all__ = ["export", "load", "grid", "Model", "OnnxvizError", "__version__"]

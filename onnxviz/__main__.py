@@ -1,3 +1,3 @@
-from .cli import main
+from onnxviz.cli import main
 
 main()

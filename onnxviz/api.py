@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import ImageError, OptionError
+from onnxviz.errors import ImageError, OptionError
 
 DEFAULT_BATCH = 8
 
@@ -33,7 +33,7 @@ def export(source: Any, output: str | Path | None = None, *, progress: Callable[
     """Export `source` (a keras.applications name, a .keras/.h5/.onnx path, a `keras.Model` or an
     `onnx.ModelProto`) to an onnxviz file; `options` are `pipeline.ExportOptions` fields
     (`layers=["block*"]`, `weights="none"`, `mean=[...]`, ...). Returns an `ExportResult`."""
-    from .pipeline import ExportOptions, export as run
+    from onnxviz.exporter.pipeline import ExportOptions, export as run
 
     known = [f.name for f in fields(ExportOptions)]
     unknown = [name for name in options if name not in known]
@@ -49,7 +49,7 @@ class GridImage(np.ndarray):
     """An RGB uint8 picture (`[H, W, 3]`) that Jupyter shows as an image."""
 
     def _repr_png_(self) -> bytes:
-        from .encoding import encode_png
+        from onnxviz.picture.encoding import encode_png
 
         return encode_png(np.asarray(self)[..., ::-1])  # RGB as OpenCV's BGR order
 
@@ -61,7 +61,7 @@ def grid(maps: Any, *, max_channels: int | None = 64, channels: tuple[int, int] 
     Each tile is a channel, min-max normalised on its own (`norm="channel"`) or on the
     layer's range (`norm="layer"`); `sort` by `index`, `mean` or `max`.
     """
-    from .tiling import layer_grid
+    from onnxviz.picture.tiling import layer_grid
 
     array = np.asarray(maps)
     if array.ndim == 4 and array.shape[0] == 1:
@@ -104,7 +104,7 @@ class Prediction:
 
 def load(path: str | Path, provider: str = "auto", *, threads: int | None = None) -> "Model":
     """Open an onnxviz file on `provider` ("auto": CUDA when it really runs, else CPU)."""
-    from .runtime import open_session
+    from onnxviz.run.session import open_session
 
     return Model(open_session(Path(path), provider, threads=threads, long_run=False))
 
@@ -141,7 +141,7 @@ class Model:
     def predict(self, images: Any, top_k: int = 5, *, batch_size: int = DEFAULT_BATCH,
                 resize: str | None = None) -> list[list[Prediction]]:
         """The `top_k` classes of every image, best first."""
-        from .labels import top_predictions
+        from onnxviz.model.labels import top_predictions
 
         output = self.info.prediction_output
         if output is None:
@@ -158,7 +158,7 @@ class Model:
                progress: Callable[[int, int, str], None] | None = None, **options: Any):
         """What `onnxviz render` does: grids, predictions and a report per image file into `output`.
         `options` are `render.RenderOptions` fields (`layers`, `max_channels`, `sort`, ...)."""
-        from .render import RenderOptions, render
+        from onnxviz.render.pipeline import RenderOptions, render
 
         known = [f.name for f in fields(RenderOptions)]
         unknown = [name for name in options if name not in known]
@@ -175,7 +175,7 @@ class Model:
     # ------------------------------------------------------------ internals
 
     def _names(self, layers: str | Sequence[str] | None) -> list[str]:
-        from .selection import Candidate, select
+        from onnxviz.model.selection import Candidate, select
 
         if layers is None:
             return [layer.name for layer in self.info.layers]
@@ -207,7 +207,7 @@ def to_batch(images: Any, height: int, width: int, resize: str = "stretch") -> n
 
 
 def _one(item: Any, n: int, height: int, width: int, resize: str) -> np.ndarray:
-    from .images import load_image, resize_image
+    from onnxviz.run.images import load_image, resize_image
 
     if isinstance(item, (str, Path)):
         rgb = load_image(Path(item))

@@ -11,7 +11,7 @@ from typing import Callable, List, Optional
 
 import typer
 
-from .errors import OnnxvizError
+from onnxviz.errors import OnnxvizError
 
 app = typer.Typer(
     add_completion=False,
@@ -105,8 +105,8 @@ def export(
                                          "file with one per line or 'index,name'"),
 ) -> None:
     """Export a model to one ONNX file with its feature maps as outputs, checked output by output."""
-    from .compare import layer_group
-    from .pipeline import ExportOptions, export as run_export
+    from onnxviz.run.tensordiff import layer_group
+    from onnxviz.exporter.pipeline import ExportOptions, export as run_export
 
     options = ExportOptions(
         weights=weights, input_size=input_size, alpha=alpha, include_top=top, layers=layers, exclude=exclude,
@@ -140,8 +140,8 @@ def layers_cmd(
     as_json: bool = typer.Option(False, "--json", help="print JSON for programs"),
 ) -> None:
     """List the exposed layers in network order (for other ONNX files: the 4-D maps export would pick from)."""
-    from .errors import ModelError
-    from .metadata import load_info
+    from onnxviz.errors import ModelError
+    from onnxviz.model.info import load_info
 
     try:
         info = load_info(model)
@@ -153,7 +153,7 @@ def layers_cmd(
     except ModelError as exc:
         if "not written by 'onnxviz export'" not in str(exc):
             raise
-        from .sources.onnx import inspect_onnx
+        from onnxviz.exporter.sources.onnx import inspect_onnx
 
         seen = inspect_onnx(model)
         source, size = f"ONNX model not written by onnxviz ({seen.layout} input)", f"{seen.height}x{seen.width}"
@@ -222,7 +222,7 @@ def render(
                                          "covers links to what its channels respond to"),
 ) -> None:
     """Store every layer's feature maps, the predictions and the first-layer filters, with a report, per image."""
-    from .render import RenderOptions, parse_channels, render as run_render
+    from onnxviz.render.pipeline import RenderOptions, parse_channels, render as run_render
 
     opts = RenderOptions(layers=layers, max_channels=max_channels, channels=parse_channels(channels), sort=sort,
                          norm=norm, colormap=colormap, grids=grids, fmt=fmt.lower().replace("jpeg", "jpg"),
@@ -259,7 +259,7 @@ def filters(
     output: Path = typer.Option(Path("filters.jpg"), "-o", "--output", help="image to write (.jpg or .png)"),
 ) -> None:
     """Draw the first convolution's learned filters."""
-    from .filters import write_filters
+    from onnxviz.render.filters import write_filters
 
     fmt = output.suffix.lower().lstrip(".").replace("jpeg", "jpg") or "jpg"
     result = write_filters(model, output, fmt)
@@ -280,8 +280,8 @@ def diff(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON"),
 ) -> None:
     """Compare every layer between two providers (or against Keras) and mark the first that diverges."""
-    from .diff import diff_model
-    from .files import write_text
+    from onnxviz.compare.diff import diff_model
+    from onnxviz.files import write_text
 
     result = diff_model(model, image, tuple(_csv(providers)) or None, against, tolerance, maps)
     typer.echo(result.table())
@@ -304,7 +304,7 @@ def bench(
     compare_keras: bool = typer.Option(False, help="also time the Keras model with the same outputs (needs the export extra)"),
 ) -> None:
     """Time feature-map extraction per provider and batch size, against the network without them."""
-    from .bench import format_table, parse_batch_sizes, parse_providers, run_bench
+    from onnxviz.compare.bench import format_table, parse_batch_sizes, parse_providers, run_bench
 
     chosen = parse_providers(providers) if providers else None
     result = run_bench(model, chosen, parse_batch_sizes(batch_sizes), runs=runs, warmup=warmup,
@@ -345,7 +345,7 @@ def atlas(
                                           "--engine ray: the CPUs an actor reserves, at least 1)"),
 ) -> None:
     """For every channel, the images of a dataset that excite it most, cropped to the receptive field."""
-    from .atlas import AtlasOptions, build_atlas
+    from onnxviz.atlas.pipeline import AtlasOptions, build_atlas
 
     opts = AtlasOptions(layers=layers, top=top, score=score, batch_size=batch_size, provider=provider,
                         resize=resize, engine=engine, overlay=overlay, checkpoint_every=checkpoint_every, tile=tile,

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ModelError, OnnxvizError, OutputError
+from onnxviz.errors import ModelError, OnnxvizError, OutputError
 
 
 def ensure_dir(path: Path) -> Path:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxviz.metadata import KERAS_MODES, LayerInfo, ModelInfo, write_info
+from onnxviz.model.info import KERAS_MODES, LayerInfo, ModelInfo, write_info
 
 SIZE = 32
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from onnxviz import report
-from onnxviz.store import layer_css
+from onnxviz.report import render_page as report
+from onnxviz.render.store import layer_css
 
 
 def file_name(name: str) -> str:

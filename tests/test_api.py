@@ -60,7 +60,7 @@ def test_grid_is_rgb_uint8_and_shows_itself(tiny):
     np.testing.assert_array_equal(shown, onnxviz.grid(maps[0]))
     # gray colormap: the three channels are equal, so RGB and BGR agree; viridis tells them apart
     coloured = onnxviz.grid(maps[0])
-    from onnxviz.tiling import layer_grid
+    from onnxviz.picture.tiling import layer_grid
 
     np.testing.assert_array_equal(coloured, layer_grid(maps[0]).image[..., ::-1])
     with pytest.raises(OnnxvizError, match=r"^maps must be one image's maps \[C, H, W\] \(or \[1, C, H, W\]\); "
@@ -102,7 +102,7 @@ def test_real_mobilenet_in_a_notebook_agrees_with_the_command(mobilenet_onnx, sh
     best = model.predict(photo, top_k=3)[0]
     assert best[0].label == "espresso" and best[0].score > 0.9
     # arrays already at the model's size go in as they are; paths are read and resized as the command does
-    from onnxviz.images import load_image, resize_image
+    from onnxviz.run.images import load_image, resize_image
 
     pixels = resize_image(load_image(photo), 128, 128)
     acts = model.activations([photo, pixels], layers=["conv1*", "conv_pw_13_relu"])

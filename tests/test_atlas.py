@@ -15,13 +15,13 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
-from onnxviz.atlas import EMPTY, AtlasOptions, TopN, build_atlas, default_layers
-from onnxviz.atlas_page import fit_tile
+from onnxviz.atlas.pipeline import EMPTY, AtlasOptions, TopN, build_atlas, default_layers
+from onnxviz.atlas.crops import fit_tile
 from onnxviz.cli import app
 from onnxviz.errors import OnnxvizError
-from onnxviz.images import collect_images, load_image, resize_image
-from onnxviz.metadata import read_info
-from onnxviz.receptive import receptive_fields
+from onnxviz.run.images import collect_images, load_image, resize_image
+from onnxviz.model.info import read_info
+from onnxviz.model.receptive import receptive_fields
 
 from atlas_models import SIZE, branchy_model, vectors_only_model, write_images
 
@@ -160,7 +160,7 @@ def test_weights_left_out_of_the_rewrite_or_in_an_external_file_give_the_same_at
     (0: every floating-point initializer, as VGG16's large ones are); weights in an external file
     are loaded into the bytes ONNX Runtime gets. The table, boxes included, is the one made with
     every weight parsed."""
-    import onnxviz.atlas as atlas
+    import onnxviz.atlas.pipeline as atlas
 
     opts = AtlasOptions(layers=LAYERS, top=3, provider="cpu")
     monkeypatch.setattr(atlas, "LIGHT_TENSOR_BYTES", 1 << 62)  # nothing left out
@@ -194,7 +194,7 @@ def test_interrupted_atlas_resumes_and_added_images_merge_exactly(model_path, im
     # the first 20 images (in name order), interrupted after 10
     with pytest.raises(KeyboardInterrupt):
         build_atlas(model_path, paths[:20], out, opts, progress=stop_after_ten)
-    from onnxviz.atlas import AtlasState
+    from onnxviz.atlas.pipeline import AtlasState
 
     state = AtlasState.load(out / "atlas-state.npz")
     assert int(state.done.sum()) == 10 and len(state.images) == 20
@@ -209,7 +209,7 @@ def test_interrupted_atlas_resumes_and_added_images_merge_exactly(model_path, im
 def test_reading_ahead_or_in_turn_gives_the_same_tops(model_path, images):
     """run_local's reading thread (at the lowest priority where ORT's threads take every core) and
     reading in turn give the same state, unreadable images included."""
-    from onnxviz.atlas import AtlasState, make_plan, run_local
+    from onnxviz.atlas.pipeline import AtlasState, make_plan, run_local
 
     (images / "broken.jpg").write_bytes(b"not a jpeg")
     opts = AtlasOptions(layers=LAYERS, top=3, provider="cpu", batch_size=4)
@@ -367,7 +367,7 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="
 def test_ray_address_that_does_not_answer_fails_within_seconds(model_path, images, tmp_path):
     import time
 
-    from onnxviz.atlas_ray import check_ray
+    from onnxviz.atlas.ray import check_ray
 
     code, out = invoke(model_path, images, "-o", tmp_path / "a", "--engine", "ray", "--ray-address", "127.0.0.1:9")
     assert code == 1

@@ -1,4 +1,4 @@
-"""onnxviz.batch: torch exports traced at batch 1 run on batches after export."""
+"""onnxviz.exporter.sources.onnx_batch: torch exports traced at batch 1 run on batches after export."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxviz.api import export
-from onnxviz.batch import fixed_batch_of_one, free_batch
-from onnxviz.runtime import open_session
+from onnxviz.exporter.sources.onnx_batch import fixed_batch_of_one, free_batch
+from onnxviz.run.session import open_session
 
 MODELS = Path(__file__).parent / "torch_models"
 

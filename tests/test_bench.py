@@ -1,4 +1,4 @@
-"""onnxviz.bench on tiny onnxviz files: sane numbers, JSON keys, skipped providers, error texts."""
+"""onnxviz.compare.bench on tiny onnxviz files: sane numbers, JSON keys, skipped providers, error texts."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,9 +13,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxviz import bench, runtime
+from onnxviz.compare import bench
+
+from onnxviz.run import session as runtime
 from onnxviz.errors import ModelError, OnnxvizError, ProviderError
-from onnxviz.metadata import LayerInfo, ModelInfo, Preprocessing, write_info
+from onnxviz.model.info import LayerInfo, ModelInfo, Preprocessing, write_info
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -203,7 +205,8 @@ def test_runtime_and_bench_do_not_import_tensorflow(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         import numpy as np
-        from onnxviz import bench, runtime
+        from onnxviz.compare import bench
+        from onnxviz.run import session as runtime
         session = runtime.open_session({str(path)!r}, "auto")
         session.run(np.zeros((1, 16, 16, 3), np.float32))
         bench.format_table(bench.run_bench({str(path)!r}, None, [1], runs=1, warmup=0))

@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from report_folder import build_image, example_layers, run_dict  # noqa: E402
 
-from onnxviz import report  # noqa: E402
+from onnxviz.report import render_page as report  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
@@ -364,7 +364,7 @@ def tiny_model_file(path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from onnxviz.metadata import KERAS_MODES, LayerInfo, ModelInfo, write_info
+    from onnxviz.model.info import KERAS_MODES, LayerInfo, ModelInfo, write_info
 
     size, rng = 12, np.random.default_rng(5)
     w = rng.normal(0, 0.5, (5, 3, 3, 3)).astype(np.float32)
@@ -551,7 +551,7 @@ def test_without_javascript_each_tile_shows_its_own_channel_from_the_shared_styl
     import cv2
     import json
 
-    from onnxviz.store import decode_layer_css
+    from onnxviz.render.store import decode_layer_css
 
     model = tiny_model_file(tmp_path / "tiny.onnx")
     cv2.imwrite(str(tmp_path / "p.png"), np.random.default_rng(3).integers(0, 256, (30, 40, 3), dtype=np.uint8))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxviz.compare import diff_outputs, diff_tensor, layer_group
+from onnxviz.run.tensordiff import diff_outputs, diff_tensor, layer_group
 
 
 def test_relative_error_is_max_error_over_the_reference_range():

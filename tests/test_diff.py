@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from conftest import needs_tensorflow
 from onnxviz.cli import app
-from onnxviz.runtime import cuda_status
+from onnxviz.run.session import cuda_status
 from test_render import tiny_model, write_image
 
 runner = CliRunner()
@@ -60,7 +60,7 @@ def test_against_keras_finds_the_first_layer_that_diverges(tmp_path):
     changed after export diverges first at that conv, and so does everything after it."""
     import keras
 
-    from onnxviz.pipeline import ExportOptions, export as export_keras
+    from onnxviz.exporter.pipeline import ExportOptions, export as export_keras
     from test_source_keras import _tiny_functional
 
     src = tmp_path / "tiny.keras"

@@ -1,4 +1,4 @@
-"""onnxviz.drawing: first-layer filters drawn as colour patches."""
+"""onnxviz.picture.drawing: first-layer filters drawn as colour patches."""
 from __future__ import annotations
 
 import os
@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxviz.drawing import draw_filters
+from onnxviz.picture.drawing import draw_filters
 from onnxviz.errors import OnnxvizError
-from onnxviz.tiling import tile_box
+from onnxviz.picture.tiling import tile_box
 
 DATA = Path(os.environ.get("ONNXVIZ_TEST_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 

@@ -1,11 +1,11 @@
-"""onnxviz.encoding: pictures as JPEG or PNG bytes."""
+"""onnxviz.picture.encoding: pictures as JPEG or PNG bytes."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
-from onnxviz.encoding import encode, encode_png
+from onnxviz.picture.encoding import encode, encode_png
 from onnxviz.errors import OnnxvizError, OutputError
 
 

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxviz.errors import ModelError
 from onnxviz.api import export as export_onnx
-from onnxviz.sources.onnx import load_onnx
+from onnxviz.exporter.sources.onnx import load_onnx
 
 
 def saved_with_external_data(folder):

@@ -5,8 +5,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxviz.filters import load_filters
-from onnxviz.metadata import KERAS_MODES, LayerInfo, ModelInfo, write_info
+from onnxviz.render.filters import load_filters
+from onnxviz.model.info import KERAS_MODES, LayerInfo, ModelInfo, write_info
 
 
 def keras_like(weights: np.ndarray, metadata: bool = True) -> onnx.ModelProto:

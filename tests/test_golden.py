@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from onnxviz.drawing import draw_filters
-from onnxviz.tiling import layer_grid
+from onnxviz.picture.drawing import draw_filters
+from onnxviz.picture.tiling import layer_grid
 
 GOLDEN = Path(__file__).parent / "golden"
 

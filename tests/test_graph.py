@@ -1,4 +1,4 @@
-"""onnxviz.graph on tiny graphs built inline; ReferenceEvaluator and ORT CPU are the oracles."""
+"""onnxviz.model.graph on tiny graphs built inline; ReferenceEvaluator and ORT CPU are the oracles."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxviz.graph import (
+from onnxviz.model.graph import (
     expose_outputs,
     first_conv_weights,
     prepend_preprocessing,
@@ -16,7 +16,7 @@ from onnxviz.graph import (
     set_input_shape,
     strip_outputs,
 )
-from onnxviz.metadata import KERAS_MODES, Preprocessing
+from onnxviz.model.info import KERAS_MODES, Preprocessing
 
 OPSET = 17
 RNG = np.random.default_rng(0)

@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from onnxviz.graph import add_channel_reductions, reduction_names
+from onnxviz.model.graph import add_channel_reductions, reduction_names
 
 from atlas_models import SIZE, branchy_model
 

@@ -1,4 +1,4 @@
-"""onnxviz.images: finding, reading (formats, EXIF, depth, alpha, bad files) and resizing."""
+"""onnxviz.run.images: finding, reading (formats, EXIF, depth, alpha, bad files) and resizing."""
 from __future__ import annotations
 
 import struct
@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from onnxviz import images
+from onnxviz.run import images
 from onnxviz.errors import ImageError, OnnxvizError
-from onnxviz.images import IMAGE_SUFFIXES, collect_images, header_size, load_image, resize_image
+from onnxviz.run.images import IMAGE_SUFFIXES, collect_images, header_size, load_image, resize_image
 
 NOT_READABLE = r"not a supported image or truncated \(JPEG, PNG, BMP, WebP, TIFF are\)"
 

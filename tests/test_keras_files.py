@@ -52,7 +52,7 @@ def test_a_keras2_sequential_nesting_a_depthwise_model_exports_and_matches_keras
         inner = k2.Model(base.inputs, base.get_layer("dw_relu").output)
         np.save("dw_relu.npy", inner.predict(x / 127.5 - 1, verbose=0))
     """, tmp_path)
-    from onnxviz.pipeline import ExportOptions, export
+    from onnxviz.exporter.pipeline import ExportOptions, export
 
     import onnxruntime as ort
 
@@ -79,7 +79,7 @@ def test_a_keras2_file_with_custom_layers_names_them(tmp_path):
         model.save("custom.h5")
     """, tmp_path)
     from onnxviz.errors import ModelError
-    from onnxviz.pipeline import export
+    from onnxviz.exporter.pipeline import export
 
     with pytest.raises(ModelError, match=r"custom.h5' uses layers Keras does not know: Doubler; they are custom "
                                          r"layers of the code that saved it"):
@@ -91,7 +91,7 @@ def test_a_file_keras_cannot_load_keeps_the_cause_whole(tmp_path):
     import h5py
 
     from onnxviz.errors import ModelError
-    from onnxviz.pipeline import export
+    from onnxviz.exporter.pipeline import export
 
     with h5py.File(tmp_path / "weights_only.h5", "w") as f:
         f.create_dataset("w", data=np.zeros(3))
@@ -104,7 +104,7 @@ def test_a_file_keras_cannot_load_keeps_the_cause_whole(tmp_path):
 def test_a_saved_application_gets_its_preprocessing_and_says_why(tmp_path):
     import keras
 
-    from onnxviz.pipeline import export
+    from onnxviz.exporter.pipeline import export
 
     keras.utils.set_random_seed(5)
     base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.35)

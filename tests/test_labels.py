@@ -1,4 +1,4 @@
-"""onnxviz.labels: the shipped ImageNet names, and `--labels imagenet` end to end."""
+"""onnxviz.model.labels: the shipped ImageNet names, and `--labels imagenet` end to end."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from onnxviz.labels import imagenet_labels, load_labels
-from onnxviz.metadata import load_info
+from onnxviz.model.labels import imagenet_labels, load_labels
+from onnxviz.model.info import load_info
 
 
 def test_shipped_imagenet_names_are_keras_own_list(shared_data):

@@ -4,7 +4,7 @@ import onnx
 import pytest
 
 from onnxviz.errors import ModelError
-from onnxviz.metadata import KERAS_MODES, LayerInfo, ModelInfo, load_info, read_info, write_info
+from onnxviz.model.info import KERAS_MODES, LayerInfo, ModelInfo, load_info, read_info, write_info
 
 
 def info() -> ModelInfo:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from onnxviz.cli import app
 from onnxviz.errors import ModelError
-from onnxviz.modelfile import ALIGNMENT, DATA_KEY, check_model_file, data_path, save_model
+from onnxviz.model.modelfile import ALIGNMENT, DATA_KEY, check_model_file, data_path, save_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_render import tiny_model, write_image  # noqa: E402
@@ -23,7 +23,7 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def small_threshold(monkeypatch):
     """The tiny model's weights are under 1 KB: store tensors of 64 bytes or more externally."""
-    import onnxviz.modelfile as modelfile
+    import onnxviz.model.modelfile as modelfile
 
     monkeypatch.setattr(modelfile, "EXTERNAL_FROM_BYTES", 64)
 
@@ -108,7 +108,7 @@ def test_save_model_leaves_the_old_pair_when_the_disk_fails(tmp_path, monkeypatc
     path = tmp_path / "m.onnx"
     save_model(tiny_model(), path)
     before = path.read_bytes(), data_path(path).read_bytes()
-    import onnxviz.modelfile as modelfile
+    import onnxviz.model.modelfile as modelfile
 
     def fail(fh, data):
         raise OSError(28, "No space left on device")

@@ -1,4 +1,4 @@
-"""onnxviz.module_names on real exports of torch's two exporters (tests/torch_models, made by
+"""onnxviz.exporter.sources.torch_names on real exports of torch's two exporters (tests/torch_models, made by
 tests/torch_models/make_models.py with forward hooks as the reference; torch is not needed here)."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxviz.module_names import CLASSES, SCOPES, apply_module_names, module_names
+from onnxviz.exporter.sources.torch_names import CLASSES, SCOPES, apply_module_names, module_names
 from onnxviz.api import export as export_onnx
-from onnxviz.runtime import open_session
+from onnxviz.run.session import open_session
 
 MODELS = Path(__file__).parent / "torch_models"
 FILES = sorted(MODELS.glob("*_opset*.onnx"))
@@ -125,8 +125,8 @@ def test_layers_and_exclude_globs_match_module_paths(tmp_path):
 
 
 def test_the_file_records_class_and_fold_and_render_layers_matches_module_names(tmp_path):
-    from onnxviz.metadata import load_info
-    from onnxviz.render import select_layers
+    from onnxviz.model.info import load_info
+    from onnxviz.render.pipeline import select_layers
 
     path, _ = exported("resnet_dynamo_opset18", tmp_path)
     info = load_info(path)
@@ -176,7 +176,7 @@ def test_inconsistent_metadata_falls_back_for_those_nodes():
 
 
 def test_torchscript_call_suffix_is_read_as_a_call_only_after_the_first_call():
-    from onnxviz.module_names import _legacy_paths
+    from onnxviz.exporter.sources.torch_names import _legacy_paths
 
     seen: dict[str, set[str]] = {}
     assert _legacy_paths(["block_1"], seen) == ["block_1"]  # a module really named block_1

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxviz import painting
-from onnxviz.metadata import LayerInfo
-from onnxviz.painting import draw_layer
-from onnxviz.render import RenderOptions
+from onnxviz.render import painting
+from onnxviz.model.info import LayerInfo
+from onnxviz.render.painting import draw_layer
+from onnxviz.render.pipeline import RenderOptions
 
 
 def awkward_maps(count: int) -> np.ndarray:

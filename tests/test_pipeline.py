@@ -7,10 +7,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-from onnxviz import pipeline
+from onnxviz.exporter import pipeline
 from onnxviz.cli import app
 from onnxviz.errors import OnnxvizError, ValidationError
-from onnxviz.pipeline import APPLICABLE, ExportOptions, check_options
+from onnxviz.exporter.pipeline import APPLICABLE, ExportOptions, check_options
 
 runner = CliRunner()
 
@@ -93,7 +93,7 @@ def test_a_modelproto_exports_and_validates(tmp_path):
 
 def test_a_failed_check_writes_nothing(tmp_path, monkeypatch):
     import onnxviz
-    from onnxviz.sources import onnx as onnx_source
+    from onnxviz.exporter.sources import onnx as onnx_source
 
     src = tmp_path / "plain.onnx"
     tiny_onnx(src)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from onnxviz.errors import OnnxvizError
-from onnxviz.images import center_crop, load_image, resize_image, resize_shorter
-from onnxviz.presets import IMAGENET_MEAN, IMAGENET_STD, choose_preprocessing, choose_resize, get_preset
+from onnxviz.run.images import center_crop, load_image, resize_image, resize_shorter
+from onnxviz.exporter.presets import IMAGENET_MEAN, IMAGENET_STD, choose_preprocessing, choose_resize, get_preset
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow is the reference for torchvision's resize (pip install -e '.[dev]')")
 MODELS = Path(__file__).parent / "torch_models"
@@ -89,10 +89,10 @@ def test_presets_and_their_errors():
 
 
 def test_export_records_the_recipe_and_render_and_diff_use_it(tmp_path, monkeypatch):
-    from onnxviz.diff import diff_model
-    from onnxviz.metadata import load_info
+    from onnxviz.compare.diff import diff_model
+    from onnxviz.model.info import load_info
     from onnxviz.api import export as export_onnx
-    from onnxviz.render import RenderOptions, render
+    from onnxviz.render.pipeline import RenderOptions, render
 
     out = tmp_path / "resnet.onnx"
     export_onnx(MODELS / "resnet_dynamo_opset18.onnx", out, preprocess="torchvision")
@@ -109,7 +109,7 @@ def test_export_records_the_recipe_and_render_and_diff_use_it(tmp_path, monkeypa
     result = render(out, [photo], tmp_path / "out2", RenderOptions(filters=False, resize="stretch"))
     assert json.loads((result.images[0].folder / "summary.json").read_text())["input"]["resize"] == "stretch"
     seen = []
-    import onnxviz.diff as diff_mod
+    import onnxviz.compare.diff as diff_mod
 
     real = diff_mod.resize_image
     monkeypatch.setattr(diff_mod, "resize_image", lambda *a: seen.append(a[3]) or real(*a))
@@ -125,7 +125,7 @@ def test_a_photo_through_the_file_equals_torchvisions_transform_through_the_sour
     import onnxruntime as ort
 
     from onnxviz.api import export as export_onnx
-    from onnxviz.runtime import open_session
+    from onnxviz.run.session import open_session
 
     src = MODELS / "mobilenetv3_dynamo_opset18.onnx"
     out = tmp_path / "m.onnx"

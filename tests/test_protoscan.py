@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxviz.protoscan import join, load_light, split
+from onnxviz.model.protoscan import join, load_light, split
 
 
 def model_with(big: int, small: int) -> onnx.ModelProto:
@@ -90,7 +90,7 @@ def test_join_after_a_rewrite_takes_only_the_initializers_still_there(tmp_path):
 def test_outline_reads_metadata_nodes_and_external_entries_as_onnx_does(tmp_path):
     from onnx.external_data_helper import convert_model_to_external_data
 
-    from onnxviz.protoscan import outline
+    from onnxviz.model.protoscan import outline
 
     model = model_with(40_000, 1)
     entry = model.metadata_props.add()
@@ -109,7 +109,7 @@ def test_outline_reads_metadata_nodes_and_external_entries_as_onnx_does(tmp_path
 
 @pytest.mark.parametrize("data", [b"", b"\xff\xff\xff\xff\x0f not protobuf", b"\x3a\x20abc"])  # empty, junk, cut short
 def test_outline_of_a_file_that_is_not_an_onnx_model_raises_value_error(tmp_path, data):
-    from onnxviz.protoscan import outline
+    from onnxviz.model.protoscan import outline
 
     path = tmp_path / "x.onnx"
     path.write_bytes(data)

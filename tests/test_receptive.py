@@ -5,7 +5,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from onnxviz.receptive import Field, Span, receptive_fields
+from onnxviz.model.receptive import Field, Span, receptive_fields
 
 from atlas_models import SIZE, branchy_model
 
@@ -97,7 +97,7 @@ def test_real_network_outside_pixels_do_not_matter(shared_data, tmp_path):
     fields = receptive_fields(model, picks)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(5)
-    from onnxviz.images import load_image, resize_image
+    from onnxviz.run.images import load_image, resize_image
 
     base = resize_image(load_image(shared_data / "images" / "coffee.png"), 224, 224)[None].astype(np.float32)
     ref = dict(zip(picks, session.run(picks, {model.graph.input[0].name: base})))

@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from onnxviz.cli import app
-from onnxviz.metadata import KERAS_MODES, LayerInfo, ModelInfo, write_info
-from onnxviz.store import decode_layer_css
+from onnxviz.model.info import KERAS_MODES, LayerInfo, ModelInfo, write_info
+from onnxviz.render.store import decode_layer_css
 
 runner = CliRunner()
 SIZE = 16
@@ -267,7 +267,7 @@ def test_real_mobilenet_render_top1_is_espresso(tmp_path, mobilenet_onnx, shared
 
 
 def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report(tmp_path, model_path):
-    from onnxviz.render import RenderOptions, render
+    from onnxviz.render.pipeline import RenderOptions, render
 
     src = tmp_path / "in"
     src.mkdir()
@@ -299,7 +299,7 @@ def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report
 def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(tmp_path, model_path, monkeypatch):
     import errno
 
-    from onnxviz import store
+    from onnxviz.render import store
 
     src = tmp_path / "in"
     src.mkdir()
@@ -341,7 +341,7 @@ def test_a_render_that_fails_before_any_image_leaves_no_output_folder(tmp_path, 
 def test_a_full_disk_while_writing_the_report_is_one_line_too(tmp_path, model_path, monkeypatch):
     import errno
 
-    from onnxviz import report
+    from onnxviz.report import render_page as report
 
     write_image(tmp_path / "a.png")
 

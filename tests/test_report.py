@@ -11,8 +11,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from report_folder import build_image, example_layers, run_dict  # noqa: E402
 
-from onnxviz import report  # noqa: E402
-from onnxviz.report import render_html, render_run_html, tile_display, write_report, write_run  # noqa: E402
+from onnxviz.report import render_page as report  # noqa: E402
+from onnxviz.report.render_page import render_html, render_run_html, tile_display, write_report, write_run  # noqa: E402
 
 
 def page_of(tmp_path, **kw) -> tuple[dict, str]:
@@ -108,7 +108,7 @@ def test_write_report_writes_json_and_js_with_the_same_facts_and_the_script_besi
     js = (folder / "summary.js").read_text()
     assert js.startswith("onnxviz.summary(") and json.loads(js[len("onnxviz.summary("):js.rindex(")")]) == summary
     assert (tmp_path / "assets" / "onnxviz.js").read_bytes() == \
-        (Path(report.__file__).parent / "report_assets" / "onnxviz.js").read_bytes()
+        (Path(report.__file__).parent / "assets" / "onnxviz.js").read_bytes()
     assert "<script src='../assets/onnxviz.js'></script><script src='summary.js'></script>" in page
     assert not list(tmp_path.rglob("*.part*"))
     again = write_report(folder, summary)
@@ -157,7 +157,7 @@ def test_a_coloured_grid_written_with_the_render_is_linked_from_its_layer(tmp_pa
 
 
 def test_report_names_the_module_class_and_the_exporter_fold():
-    from onnxviz.report import _kind
+    from onnxviz.report.render_page import _kind
 
     assert _kind({"op": "Conv", "class": "BatchNorm2d", "folded": ["layer1.0.conv2"], "name": "layer1.0.bn2"}) == \
         "BatchNorm2d, ONNX Conv: conv2 + bn2 (folded by the exporter)"

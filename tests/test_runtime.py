@@ -1,4 +1,4 @@
-"""onnxviz.runtime on tiny onnxviz files built here: providers, outputs, and error texts."""
+"""onnxviz.run.session on tiny onnxviz files built here: providers, outputs, and error texts."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,9 +9,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxviz import runtime
+from onnxviz.run import session as runtime
 from onnxviz.errors import ImageError, LayerSelectionError, ModelError, OnnxvizError, ProviderError
-from onnxviz.metadata import LayerInfo, ModelInfo, Preprocessing, write_info
+from onnxviz.model.info import LayerInfo, ModelInfo, Preprocessing, write_info
 
 H = W = 8
 RNG = np.random.default_rng(42)

@@ -63,8 +63,8 @@ def _keras_layer(keras, model, name, x):
 
 
 def test_every_output_of_a_functional_model_equals_keras(tmp_path, keras):
-    from onnxviz.pipeline import ExportOptions, export as export_keras
-    from onnxviz.metadata import load_info
+    from onnxviz.exporter.pipeline import ExportOptions, export as export_keras
+    from onnxviz.model.info import load_info
 
     model = _tiny_functional(keras)
     src = tmp_path / "tiny.keras"
@@ -90,8 +90,8 @@ def test_every_output_of_a_functional_model_equals_keras(tmp_path, keras):
 
 
 def test_sequential_and_nested_models_are_flattened(tmp_path, keras):
-    from onnxviz.pipeline import ExportOptions, export as export_keras
-    from onnxviz.metadata import load_info
+    from onnxviz.exporter.pipeline import ExportOptions, export as export_keras
+    from onnxviz.model.info import load_info
 
     keras.utils.set_random_seed(2)
     L = keras.layers
@@ -118,8 +118,8 @@ def test_sequential_and_nested_models_are_flattened(tmp_path, keras):
 
 def test_layer_globs_select_and_bad_glob_lists_layers(tmp_path, keras):
     from onnxviz.errors import LayerSelectionError
-    from onnxviz.pipeline import ExportOptions, export as export_keras
-    from onnxviz.metadata import load_info
+    from onnxviz.exporter.pipeline import ExportOptions, export as export_keras
+    from onnxviz.model.info import load_info
 
     src = tmp_path / "tiny.keras"
     _tiny_functional(keras).save(src)
@@ -137,7 +137,7 @@ def test_real_mobilenet_imagenet_export_predicts_espresso(mobilenet_onnx, shared
 
     out, proc = mobilenet_onnx
     assert "outputs match Keras" in proc.stdout
-    from onnxviz.metadata import load_info
+    from onnxviz.model.info import load_info
 
     info = load_info(out)
     assert info.labels is not None and len(info.labels) == 1000 and info.labels[967] == "espresso"
@@ -165,7 +165,7 @@ def test_missing_weights_offline_says_which_file_and_where(tmp_path):
 
 def test_transfer_learning_model_with_an_application_inside(tmp_path, keras):
     """The usual transfer-learning shape: a keras.applications base nested in a new head."""
-    from onnxviz.pipeline import ExportOptions, export as export_keras
+    from onnxviz.exporter.pipeline import ExportOptions, export as export_keras
 
     keras.utils.set_random_seed(3)
     base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(64, 64, 3), alpha=0.35)
@@ -198,8 +198,8 @@ def _ort_ops(path, tmp_path):
 
 
 def test_skip_fused_leaves_out_the_tensors_ort_fuses_away(tmp_path, keras):
-    from onnxviz.pipeline import ExportOptions, export as export_keras
-    from onnxviz.metadata import load_info
+    from onnxviz.exporter.pipeline import ExportOptions, export as export_keras
+    from onnxviz.model.info import load_info
 
     keras.utils.set_random_seed(4)
     L = keras.layers
@@ -240,8 +240,8 @@ def test_skip_fused_leaves_out_the_tensors_ort_fuses_away(tmp_path, keras):
 
 
 def test_skip_fused_keeps_layers_named_with_layers(tmp_path, keras):
-    from onnxviz.pipeline import ExportOptions, export as export_keras
-    from onnxviz.metadata import load_info
+    from onnxviz.exporter.pipeline import ExportOptions, export as export_keras
+    from onnxviz.model.info import load_info
 
     src = tmp_path / "tiny.keras"
     _tiny_functional(keras).save(src)

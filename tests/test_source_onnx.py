@@ -1,4 +1,4 @@
-"""onnxviz.sources.onnx through the export pipeline: tiny graphs built inline, checked tensor by tensor against
+"""onnxviz.exporter.sources.onnx through the export pipeline: tiny graphs built inline, checked tensor by tensor against
 onnx.reference.ReferenceEvaluator on the source (preprocessing applied in numpy) and
 ORT CPU on the exported file; SqueezeNet 1.1 from the shared data for real behaviour."""
 from __future__ import annotations
@@ -15,11 +15,11 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxviz import __version__
 from onnxviz.errors import LayerSelectionError, ModelError, OnnxvizError
-from onnxviz.metadata import read_info
-from onnxviz.modelfile import data_path
+from onnxviz.model.info import read_info
+from onnxviz.model.modelfile import data_path
 from onnxviz.api import export as export_onnx
-from onnxviz.labels import read_labels
-from onnxviz.sources.onnx import inspect_onnx, make_preprocessing
+from onnxviz.model.labels import read_labels
+from onnxviz.exporter.sources.onnx import inspect_onnx, make_preprocessing
 
 # 15, not 13: onnx's ReferenceEvaluator runs BatchNormalization-9 (opsets 9-13) with batch statistics
 OPSET = 15

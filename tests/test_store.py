@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxviz import store
-from onnxviz.encoding import encode_png
+from onnxviz.render import store
+from onnxviz.picture.encoding import encode_png
 
 
 def test_names_are_zero_padded_with_inclusive_ranges():

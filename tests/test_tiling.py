@@ -1,4 +1,4 @@
-"""onnxviz.tiling: channel selection, normalisation, colormaps, grids and layer stats."""
+"""onnxviz.picture.tiling: channel selection, normalisation, colormaps, grids and layer stats."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from onnxviz.errors import OnnxvizError
-from onnxviz.tiling import (
+from onnxviz.picture.tiling import (
     COLORMAPS,
     GAP_COLOR,
     MAX_ENLARGED_SIDE,
@@ -322,7 +322,7 @@ def test_layer_grid_checks_options_before_work():
 
 
 def test_sprite_tiles_native_channels_row_major_without_gaps_and_keeps_values():
-    from onnxviz.tiling import grid_columns, scaled_sprites, sprite_ranges
+    from onnxviz.picture.tiling import grid_columns, scaled_sprites, sprite_ranges
 
     rng = np.random.default_rng(3)
     maps = rng.normal(0, 2, (5, 7, 9)).astype(np.float32)
@@ -342,7 +342,7 @@ def test_sprite_tiles_native_channels_row_major_without_gaps_and_keeps_values():
 
 
 def test_sprite_ranges_layer_mode_shares_one_scale_and_rounding_noise_is_constant():
-    from onnxviz.tiling import sprite_ranges
+    from onnxviz.picture.tiling import sprite_ranges
 
     low, high = sprite_ranges(np.array([0.0, -1.0, 3.0]), np.array([2.0, 1.0, 3.0 + 1e-9]), "layer")
     assert low.tolist() == [-1.0] * 3 and high.tolist() == [3.0 + 1e-9] * 3
@@ -351,7 +351,7 @@ def test_sprite_ranges_layer_mode_shares_one_scale_and_rounding_noise_is_constan
 
 
 def test_sprite_grid_colours_each_tile_and_separates_them():
-    from onnxviz.tiling import grid_columns, scaled_sprites, sprite_grid
+    from onnxviz.picture.tiling import grid_columns, scaled_sprites, sprite_grid
 
     maps = np.stack([np.full((4, 4), v, np.float32) + np.eye(4, dtype=np.float32) for v in range(3)])
     image = scaled_sprites(maps[None], np.zeros((1, 3)), np.ones((1, 3)) * 3, grid_columns(3))[0]
@@ -362,7 +362,7 @@ def test_sprite_grid_colours_each_tile_and_separates_them():
 
 
 def test_large_maps_scaled_by_opencv_match_numpy_and_hit_both_ends():
-    from onnxviz.tiling import OPENCV_FROM_PIXELS, scaled_sprites, tile_sprites, to_uint8
+    from onnxviz.picture.tiling import OPENCV_FROM_PIXELS, scaled_sprites, tile_sprites, to_uint8
 
     rng = np.random.default_rng(5)
     maps = rng.normal(0, 3, (2, 5, 50, 70)).astype(np.float32)

@@ -109,8 +109,8 @@ def check(folder: Path) -> int:
 
     sys.path.insert(0, str(HERE.parents[1]))
     from onnxviz.api import export as onnxviz_export
-    from onnxviz.module_names import module_names
-    from onnxviz.runtime import open_session
+    from onnxviz.exporter.sources.torch_names import module_names
+    from onnxviz.run.session import open_session
 
     failed = 0
     for name in ("resnet18", "efficientnet_stage"):

@@ -1,0 +1,262 @@
+"""The export pipeline, one for every source (`onnxviz export`, `onnxviz.export`).
+
+A source adapter (`onnxviz.exporter.sources`) turns what the user has (a `keras.applications`
+name, a `keras.Model`, a `.keras`/`.h5` file, an ONNX file or `onnx.ModelProto`) into a
+`Built`: the network as ONNX with the chosen layers as named outputs, their layer map,
+the preprocessing the network expects, and a reference runner that computes the same
+layers with the source's own framework. Everything after that happens here, once: the
+preprocessing is folded in front (the file takes RGB 0..255 NHWC), the metadata is
+written, every output is compared with the reference on the same probe images under
+one tolerance rule, and the file is written atomically. Nothing is written when a
+check fails.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from onnxviz import __version__
+from onnxviz.run.tensordiff import TensorDiff, diff_outputs
+from onnxviz.errors import ModelError, OptionError, OutputError, ValidationError
+from onnxviz.model.info import LayerInfo, ModelInfo, Preprocessing
+
+Progress = Callable[[str], None]
+
+DEFAULT_TOLERANCE = 1e-4  # largest error allowed, relative to each output's range in the reference
+PROBES = 2  # probe images compared per export
+
+
+@dataclass
+class ExportOptions:
+    """Every export option. Each kind of source takes some of them (`APPLICABLE`); an option
+    given to a source it does not apply to is an error, never ignored."""
+
+    weights: str | None = None  # "imagenet" | "none" | a weights file
+    input_size: int | tuple[int, int] | None = None  # (height, width) for ONNX sources
+    alpha: float | None = None  # MobileNets' width multiplier
+    include_top: bool = True  # keras.applications: keep the classifier
+    layers: list[str] = field(default_factory=list)  # globs
+    exclude: list[str] = field(default_factory=list)
+    skip_fused: bool = False
+    preprocess: str | None = None  # Keras model files: caffe | tf | torch | none; ONNX: a preset (presets.PRESETS)
+    resize: str | int | None = None  # ONNX: how photos are resized for the file: N, stretch, crop, pad
+    op_types: list[str] = field(default_factory=list)  # ONNX: expose the outputs of these op types
+    mean: float | str | Sequence[float | str] | None = None  # ONNX: what the network expects of pixels
+    std: float | str | Sequence[float | str] | None = None
+    scale: float | str | None = None
+    bgr: bool = False
+    layout: str | None = None  # ONNX: nchw | nhwc
+    labels: str | Path | Sequence[str] | None = None  # a labels file or the class names
+    tolerance: float = DEFAULT_TOLERANCE
+
+    def given(self) -> list[str]:
+        """The options set to something other than their default."""
+        out = []
+        for f in fields(self):
+            default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+            if getattr(self, f.name) != default:
+                out.append(f.name)
+        return out
+
+
+_EVERY_SOURCE = frozenset({"layers", "exclude", "labels", "tolerance", "input_size"})
+APPLICABLE: dict[str, frozenset[str]] = {
+    "keras.applications name": _EVERY_SOURCE | {"weights", "alpha", "include_top", "skip_fused"},
+    "Keras model": _EVERY_SOURCE | {"weights", "skip_fused", "preprocess"},
+    "ONNX model": _EVERY_SOURCE | {"op_types", "mean", "std", "scale", "bgr", "layout", "preprocess", "resize"},
+}
+
+
+def check_options(options: ExportOptions, kind: str) -> None:
+    """Refuse options that do not apply to a `kind` of source, naming the ones that do."""
+    wrong = [name for name in options.given() if name not in APPLICABLE[kind]]
+    if wrong:
+        fields_ = ", ".join("{" + name + "}" for name in wrong)
+        applicable = ", ".join("{" + name + "}" for name in sorted(APPLICABLE[kind]))
+        article = "an" if kind[0] in "AEIOUaeiou" else "a"
+        raise OptionError(f"{fields_} {'does' if len(wrong) == 1 else 'do'} not apply to {article} {kind}; "
+                          f"{article} {kind} takes {applicable}", params=tuple(wrong) + tuple(sorted(APPLICABLE[kind])))
+    if not options.tolerance > 0:
+        raise OptionError(f"{{tolerance}} must be positive, got {options.tolerance:g}", params=("tolerance",))
+    if kind == "ONNX model":  # a preset and a resize are checked before the model is loaded
+        from onnxviz.exporter.presets import choose_preprocessing, choose_resize
+
+        choose_preprocessing(options.preprocess, mean=options.mean, std=options.std, scale=options.scale, bgr=options.bgr)
+        choose_resize(options.preprocess, options.resize, 224, 224)
+    size = options.input_size
+    sizes = list(size) if isinstance(size, (tuple, list)) else [size]
+    if size is not None and not (len(sizes) in (1, 2) and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in sizes)):
+        raise OptionError(f"{{input_size}} must be a positive number of pixels (or height, width), got {size!r}",
+                          params=("input_size",))
+
+
+@dataclass
+class Built:
+    """What a source adapter hands to the pipeline."""
+
+    model: Any  # onnx.ModelProto: the network's own input, the exposed layers as outputs (4-D maps NCHW)
+    input_name: str
+    height: int
+    width: int
+    layout: str  # the network input's layout: NHWC or NCHW
+    layers: list[LayerInfo]  # the outputs, in the graph's output order
+    preprocessing: Preprocessing
+    preprocessing_reason: str  # why that preprocessing, in words
+    source: str  # what the file says it was made from
+    reference_name: str  # "Keras", "ONNX Runtime on the source model"
+    # RGB 0..255 NHWC float32 batch -> the source framework's value of every exposed layer
+    reference: Callable[[np.ndarray], dict[str, np.ndarray]]
+    prediction_output: str | None = None
+    prediction_is_probability: bool = True
+    classes: int | None = None
+    labels: list[str] | None = None  # the source's own class names, when it knows them
+    keras: dict[str, Any] | None = None  # how to rebuild a Keras source
+    notes: list[str] = field(default_factory=list)  # what a user should know about this export
+    timings: dict[str, float] = field(default_factory=dict)
+    resize: str | None = None  # how photos are resized for the file (images.resize_image), when the source says
+
+
+@dataclass
+class ExportResult:
+    """What `export` wrote and how well each output matched the source."""
+
+    path: Path
+    info: ModelInfo
+    kind: str  # the kind of source
+    reference: str  # what the outputs were checked against
+    diffs: list[TensorDiff]
+    tolerance: float
+    size_bytes: int
+    seconds: float
+    preprocessing_reason: str
+    input_layout: str  # the source network's own input layout (the file always takes NHWC)
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def max_relative(self) -> float:
+        return max((d.relative for d in self.diffs), default=0.0)
+
+
+def probe_images(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Deterministic RGB 0..255 images with edges, gradients and texture: what every export is checked on."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    out = np.empty((n, height, width, 3), np.float32)
+    for i in range(n):
+        base = np.stack([xx / width, yy / height, (xx + yy) / (width + height)], -1) * 255
+        blocks = ((xx // max(1, width // 8) + yy // max(1, height // 8)) % 2)[..., None] * 80
+        noise = rng.uniform(0, 60, (height, width, 3))
+        out[i] = np.clip(base * (0.5 + 0.5 * (i % 2)) + blocks + noise, 0, 255)
+    return np.round(out)
+
+
+def export(source: Any, output: str | Path | None = None, options: ExportOptions | None = None, *,
+           progress: Progress | None = None) -> ExportResult:
+    """Export `source` to one onnxviz file at `output` (default `models/<name>.onnx`)."""
+    from onnxviz.files import check_writable
+    from onnxviz.model.modelfile import save_model
+    from onnxviz.model.graph import prepend_preprocessing
+    from onnxviz.model.labels import load_labels
+    from onnxviz.model.info import write_info
+    from onnxviz.run.session import run_model
+    from onnxviz.exporter.sources import open_source
+
+    options = options or ExportOptions()
+    say = progress or (lambda _message: None)
+    started = time.perf_counter()
+    adapter = open_source(source)
+    check_options(options, adapter.kind)
+    output = Path(output) if output is not None else Path("models") / f"{adapter.stem}.onnx"
+    check_writable(output)  # before minutes of work; creates nothing
+    given_labels = _labels(options.labels, load_labels)
+
+    built = adapter.build(options, say)
+    labels = given_labels if given_labels is not None else built.labels
+    if given_labels is not None:
+        if built.classes is None:
+            raise ModelError(f"{len(given_labels)} labels given, but {built.source} has no class-score output; "
+                             f"leave out the labels")
+        if len(given_labels) != built.classes:
+            raise ModelError(f"{len(given_labels)} labels given for a model with {built.classes} classes "
+                             f"(output '{built.prediction_output}'); give {built.classes} names")
+
+    proto = prepend_preprocessing(built.model, built.preprocessing, built.layout)
+    built.model = None  # the adapter's copy is not needed any more (VGG16: 0.5 GB)
+    info = ModelInfo(
+        input_name=built.input_name, height=built.height, width=built.width, layers=built.layers,
+        preprocessing=built.preprocessing, source=built.source, version=__version__,
+        prediction_output=built.prediction_output, prediction_is_probability=built.prediction_is_probability,
+        labels=labels if built.prediction_output else None, keras=built.keras, resize=built.resize,
+    )
+    write_info(proto, info)
+    proto.producer_name, proto.producer_version = "onnxviz", __version__
+    proto.doc_string = f"{info.source}, exported by onnxviz {__version__}"  # no folders of this machine
+
+    step = time.perf_counter()
+    with _staged(output) as staged:
+        # Written as it will be (weights beside the graph, see modelfile), then run from there:
+        # what is checked is the file itself, and models over 2 GB need no protobuf of their own.
+        size = save_model(proto, staged)
+        del proto
+        say(f"checking every output against {built.reference_name}")
+        probes = probe_images(PROBES, built.height, built.width)
+        want = built.reference(probes)
+        got = run_model(str(staged), {built.input_name: probes}, what=f"the exported model of {built.source}")
+        names = [layer.name for layer in built.layers]
+        diffs = diff_outputs(want, got, names)
+        del want, got
+        bad = [d for d in diffs if not d.ok(options.tolerance)]
+        if bad:
+            listing = ", ".join(f"{d.name} ({d.relative:.2g})" for d in bad[:10])
+            raise ValidationError(
+                f"{len(bad)} of {len(diffs)} outputs differ from {built.reference_name} beyond relative "
+                f"{options.tolerance:g}: {listing}{', ...' if len(bad) > 10 else ''}; nothing was written")
+        say(f"writing {output}")
+    timings = dict(built.timings, check=time.perf_counter() - step)
+    return ExportResult(output, info, adapter.kind, built.reference_name, diffs, options.tolerance, size,
+                        time.perf_counter() - started, built.preprocessing_reason, built.layout, built.notes, timings)
+
+
+@contextlib.contextmanager
+def _staged(output: Path) -> Iterator[Path]:
+    """A path in a hidden folder beside `output` to write the model (and its data file) to; when
+    the block ends without error, the files move into place, the data file first. Otherwise
+    they are removed, with any folder made for them: nothing on disk changes."""
+    made = [p for p in [output.parent, *output.parent.parents] if not p.exists()]
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write '{output}': {exc.strerror or exc}; choose another path") from exc
+    try:
+        yield stage / output.name
+        files = sorted(stage.iterdir(), key=lambda f: f.name == output.name)  # the model last
+        for f in files:
+            os.replace(f, output.parent / f.name)
+    except BaseException:
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)  # the outermost folder made for it
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _labels(value: Any, read_labels: Callable[[Path], list[str]]) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, Path)):
+        return read_labels(value)
+    names = [str(v) for v in value]
+    if not names:
+        raise OptionError("{labels} is empty; give a labels file or the class names", params=("labels",))
+    return names

@@ -1,0 +1,71 @@
+"""Choosing layers by glob: the one rule behind `export --layers/--exclude` and `render --layers`.
+
+A candidate has a name (what the layer is called in the file) and may answer to other
+keys too (an ONNX node name, a module path): a glob selects it when it matches any of
+them. A glob that matches nothing is an error that lists what exists, never ignored.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from onnxviz.errors import LayerSelectionError
+
+SHOWN = 12  # names listed in an error message
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    keys: tuple[str, ...] = field(default=())  # more names it answers to
+
+    def matches(self, pattern: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, pattern) for key in (self.name, *self.keys) if key)
+
+
+def listing(names: Sequence[str], limit: int = SHOWN) -> str:
+    """`a, b, c, ...` with at most `limit` names."""
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def select(candidates: Iterable[Candidate], include: Sequence[str] = (), exclude: Sequence[str] = (),
+           default: Iterable[str] | None = None, *, where: str = "the model",
+           params: tuple[str, str] = ("layers", "exclude"), hint: str = "",
+           listed: Sequence[str] | None = None) -> list[str]:
+    """Names of the candidates chosen, in candidate order.
+
+    `include` globs pick candidates (every glob must match one); without them `default`
+    (names) is taken, or every candidate. `exclude` globs then remove candidates (each
+    must match one). `params` name the two arguments in messages, `listed` the names an
+    error lists (default: every candidate); `hint` is appended.
+    """
+    candidates = list(candidates)
+    names = list(listed) if listed is not None else [c.name for c in candidates]
+
+    def nothing(param: str, pattern: str) -> LayerSelectionError:
+        text = _escape(f"'{pattern}' matches no layer of {where}; it has {len(names)}: {listing(names)}{hint}")
+        return LayerSelectionError("{" + param + "} " + text, params=(param,))
+
+    if include:
+        for pattern in include:
+            if not any(c.matches(pattern) for c in candidates):
+                raise nothing(params[0], pattern)
+        chosen = [c for c in candidates if any(c.matches(p) for p in include)]
+    elif default is not None:
+        wanted = set(default)
+        chosen = [c for c in candidates if c.name in wanted]
+    else:
+        chosen = candidates
+    for pattern in exclude:
+        if not any(c.matches(pattern) for c in candidates):
+            raise nothing(params[1], pattern)
+    chosen = [c for c in chosen if not any(c.matches(p) for p in exclude)]
+    if not chosen:
+        raise LayerSelectionError("the layer selection leaves nothing of " + _escape(where) + " to use; loosen {"
+                                  + params[0] + "} or {" + params[1] + "}" + _escape(hint), params=params)
+    return [c.name for c in chosen]
