@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -86,3 +87,9 @@ def write_bytes(path: Path, data: bytes) -> Path:
 
 def write_text(path: Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
+
+
+def safe_name(name: str) -> str:
+    """A layer or image name made safe for file names."""
+    name = re.sub(r"#(\d+)$", r"_call\1", name)  # a module's second call, `layer1.0.relu#2`
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "layer"

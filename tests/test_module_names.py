@@ -126,7 +126,7 @@ def test_layers_and_exclude_globs_match_module_paths(tmp_path):
 
 def test_the_file_records_class_and_fold_and_render_layers_matches_module_names(tmp_path):
     from onnxviz.model.info import load_info
-    from onnxviz.render.pipeline import select_layers
+    from onnxviz.model.selection import select_layers
 
     path, _ = exported("resnet_dynamo_opset18", tmp_path)
     info = load_info(path)

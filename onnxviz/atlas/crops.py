@@ -27,7 +27,7 @@ from onnxviz import __version__
 from onnxviz.picture.encoding import encode
 from onnxviz.errors import ImageError
 from onnxviz.files import write_bytes, write_text
-from onnxviz.render.store import safe_name
+from onnxviz.files import safe_name
 
 SHEET_ROWS = 256  # channels per sprite sheet: 256 x 64 px = 16384 px, well under JPEG's 65535
 BACKGROUND = 48
@@ -280,20 +280,6 @@ def write_atlas(plan, state, output: Path, options, note: Callable[[str], None])
     files = sheets.files + 3
     size = sheets.bytes + len(data_text.encode()) + len(page_text.encode()) + table.stat().st_size
     return Written(table, page, files, size)
-
-
-def read_atlas_layers(folder: Path) -> dict[str, int]:
-    """{layer name: its index on the page} of the atlas in `folder`, for links from render's report."""
-    from onnxviz.errors import OnnxvizError
-
-    path = Path(folder) / "atlas-data.js"
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text[text.index("=") + 1:].strip().rstrip(";"))
-        return {layer["name"]: i for i, layer in enumerate(data["layers"])}
-    except (OSError, ValueError, KeyError, TypeError):
-        raise OnnxvizError(f"--atlas '{folder}' holds no atlas (no readable atlas-data.js); make one with "
-                           f"'onnxviz atlas MODEL IMAGES -o {folder}'") from None
 
 
 def _page_data(plan, state, options, sheet_files, overlay_files, output: Path, empty: int) -> dict:

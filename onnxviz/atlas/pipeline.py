@@ -186,7 +186,7 @@ def choose_layers(info: ModelInfo, patterns: list[str], where: str) -> list[Laye
                                   f"export it again with feature maps exposed (see 'onnxviz export --help')")
     if not patterns:
         return default_layers(info)
-    from onnxviz.render.pipeline import select_layers
+    from onnxviz.model.selection import select_layers
 
     return select_layers(info, patterns, where)
 

@@ -12,7 +12,7 @@ from onnxviz.picture.encoding import encode
 from onnxviz.errors import OptionError
 from onnxviz.files import write_bytes
 from onnxviz.run.images import load_image, resize_image
-from onnxviz.render.store import safe_name
+from onnxviz.files import safe_name
 from onnxviz.picture.tiling import layer_grid
 
 DEFAULT_TOLERANCE = 1e-3

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from onnxviz.errors import LayerSelectionError
+
+if TYPE_CHECKING:
+    from onnxviz.model.info import LayerInfo, ModelInfo
 
 SHOWN = 12  # names listed in an error message
 
@@ -69,3 +72,13 @@ def select(candidates: Iterable[Candidate], include: Sequence[str] = (), exclude
         raise LayerSelectionError("the layer selection leaves nothing of " + _escape(where) + " to use; loosen {"
                                   + params[0] + "} or {" + params[1] + "}" + _escape(hint), params=params)
     return [c.name for c in chosen]
+
+
+def select_layers(info: ModelInfo, patterns: list[str], where: str) -> list[LayerInfo]:
+    """The feature maps to draw: all of them, or those matching any glob."""
+    maps = info.feature_maps
+    if not maps:
+        raise LayerSelectionError(f"'{where}' exposes no 4-D feature maps; export it again with --layers")
+    chosen = set(select([Candidate(layer.name) for layer in maps], patterns, where=where,
+                        hint=f". Run 'onnxviz layers {where}'"))
+    return [layer for layer in maps if layer.name in chosen]

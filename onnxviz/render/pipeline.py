@@ -30,9 +30,10 @@ import numpy as np
 from onnxviz.report import render_page as report
 from onnxviz.render import store
 from onnxviz.errors import ImageError, LayerSelectionError, OptionError
-from onnxviz.files import ensure_dir
+from onnxviz.files import ensure_dir, safe_name
 from onnxviz.run.images import check_resize, collect_images, load_image, resize_image
 from onnxviz.model.info import LayerInfo, ModelInfo, load_info
+from onnxviz.model.selection import select_layers
 from onnxviz.render.painting import STAGES, ImageResult, Painter
 from onnxviz.picture.tiling import COLORMAPS, NORMS, SORTS
 
@@ -118,18 +119,6 @@ def parse_channels(text: str | None) -> tuple[int, int] | None:
     return a, b
 
 
-def select_layers(info: ModelInfo, patterns: list[str], where: str) -> list[LayerInfo]:
-    """The feature maps to draw: all of them, or those matching any glob."""
-    from onnxviz.model.selection import Candidate, select
-
-    maps = info.feature_maps
-    if not maps:
-        raise LayerSelectionError(f"'{where}' exposes no 4-D feature maps; export it again with --layers")
-    chosen = set(select([Candidate(layer.name) for layer in maps], patterns, where=where,
-                        hint=f". Run 'onnxviz layers {where}'"))
-    return [layer for layer in maps if layer.name in chosen]
-
-
 def check_channels(chosen: list[LayerInfo], options: RenderOptions) -> None:
     """Every chosen layer has a fixed [C, H, W] and `--channels` selects something in each."""
     for layer in chosen:
@@ -159,7 +148,7 @@ def _folder_names(images: list[Path]) -> list[str]:
         stems[path.stem] = stems.get(path.stem, 0) + 1
     names, used = [], set()
     for path in images:
-        name = store.safe_name(path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.')}")
+        name = safe_name(path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.')}")
         base, n = name, 2
         while name in used:
             name, n = f"{base}-{n}", n + 1
@@ -246,7 +235,7 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
             store.clean_parts(output)
             painter = Painter(model, session, chosen, options, output, filters_job, stop)
             if options.atlas is not None:
-                from onnxviz.atlas.crops import read_atlas_layers
+                from onnxviz.report.atlas_page import read_atlas_layers
 
                 painter.atlas_layers = read_atlas_layers(options.atlas)
         except BaseException:

@@ -56,7 +56,7 @@ import cv2
 import numpy as np
 
 from onnxviz.errors import OutputError
-from onnxviz.files import ensure_dir
+from onnxviz.files import ensure_dir, safe_name
 
 FORMAT = 5
 DIGITS = 4
@@ -230,12 +230,6 @@ class Run:
 
 
 # ---------------------------------------------------------------- names
-
-def safe_name(name: str) -> str:
-    """A layer or image name made safe for file names."""
-    name = re.sub(r"#(\d+)$", r"_call\1", name)  # a module's second call, `layer1.0.relu#2`
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "layer"
-
 
 def index_width(layer_count: int) -> int:
     """Digits of NNN: the width of the largest layer index, at least 3."""
