@@ -10,7 +10,7 @@ import pytest
 
 import onnxviz
 from onnxviz.errors import OnnxvizError
-from test_pipeline import tiny_onnx
+from tiny_models import tiny_onnx
 
 
 @pytest.fixture()

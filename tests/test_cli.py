@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from conftest import needs_tensorflow
 from onnxviz.cli import app
-from test_render import tiny_model
+from tiny_models import tiny_model
 
 runner = CliRunner()
 
@@ -62,10 +62,10 @@ def test_unwritable_output_path_fails_before_any_work(tmp_path):
 def test_a_failed_export_leaves_the_existing_file_untouched(tmp_path):
     import keras
 
-    from test_source_keras import _tiny_functional
+    from tiny_models import tiny_functional
 
     src = tmp_path / "tiny.keras"
-    _tiny_functional(keras).save(src)
+    tiny_functional(keras).save(src)
     target = tmp_path / "tiny.onnx"
     target.write_bytes(b"an earlier export")
     line = one_error_line(runner.invoke(app, ["export", str(src), "-o", str(target), "--layers", "nope*"]))

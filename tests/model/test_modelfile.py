@@ -14,8 +14,8 @@ from onnxviz.cli import app
 from onnxviz.errors import ModelError
 from onnxviz.model.modelfile import ALIGNMENT, DATA_KEY, check_model_file, data_path, save_model
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_render import tiny_model, write_image  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny_models import tiny_model, write_image  # noqa: E402
 
 runner = CliRunner()
 

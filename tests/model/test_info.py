@@ -75,7 +75,7 @@ def test_values_are_short_and_portable_for_netron(tmp_path):
 
     from onnxviz.api import export as export_onnx
 
-    src = Path(__file__).parent / "torch_models" / "densenet_dynamo_opset18.onnx"
+    src = Path(__file__).resolve().parents[1] / "torch_models" / "densenet_dynamo_opset18.onnx"
     out = tmp_path / "d.onnx"
     export_onnx(src.resolve(), out, preprocess="torchvision",
                 layers=["features.*"])

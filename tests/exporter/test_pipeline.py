@@ -1,31 +1,16 @@
 """The export pipeline: one options type checked against the source kind, one validation, one write."""
 from __future__ import annotations
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from onnxviz.exporter import pipeline
 from onnxviz.cli import app
 from onnxviz.errors import OnnxvizError, ValidationError
 from onnxviz.exporter.pipeline import APPLICABLE, ExportOptions, check_options
+from tiny_models import tiny_onnx
 
 runner = CliRunner()
-
-
-def tiny_onnx(path):
-    """x [1, 3, 8, 8] -> Conv -> Relu -> GlobalAveragePool -> Flatten -> scores [1, 4]."""
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["scores"])]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 4])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.save(model, str(path))
-    return model
 
 
 def test_every_option_belongs_to_some_source_kind():

@@ -11,7 +11,7 @@ from onnxviz.api import export
 from onnxviz.exporter.sources.onnx_batch import fixed_batch_of_one, free_batch
 from onnxviz.run.session import open_session
 
-MODELS = Path(__file__).parent / "torch_models"
+MODELS = Path(__file__).resolve().parents[1] / "torch_models"
 
 
 def test_a_batch_one_dynamo_export_runs_on_batches_and_equals_one_by_one(tmp_path):

@@ -23,7 +23,7 @@ from onnxviz.exporter.sources.onnx import inspect_onnx, make_preprocessing
 
 # 15, not 13: onnx's ReferenceEvaluator runs BatchNormalization-9 (opsets 9-13) with batch statistics
 OPSET = 15
-DATA = Path(os.environ.get("ONNXVIZ_TEST_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+DATA = Path(os.environ.get("ONNXVIZ_TEST_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 SQUEEZENET = DATA / "onnx" / "squeezenet1.1.onnx"
 SQUEEZENET_LABELS = DATA / "onnx" / "squeezenet1.1_labels.txt"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from report_folder import build_image, example_layers, run_dict  # noqa: E402
 
 from onnxviz.report import render_page as report  # noqa: E402

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from conftest import needs_tensorflow
 from onnxviz.cli import app
 from onnxviz.run.session import cuda_status
-from test_render import tiny_model, write_image
+from tiny_models import tiny_model, write_image
 
 runner = CliRunner()
 
@@ -61,10 +61,10 @@ def test_against_keras_finds_the_first_layer_that_diverges(tmp_path):
     import keras
 
     from onnxviz.exporter.pipeline import ExportOptions, export as export_keras
-    from test_source_keras import _tiny_functional
+    from tiny_models import tiny_functional
 
     src = tmp_path / "tiny.keras"
-    _tiny_functional(keras).save(src)
+    tiny_functional(keras).save(src)
     good = export_keras(str(src), tmp_path / "good.onnx", ExportOptions(preprocess="tf")).path
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))

@@ -19,7 +19,7 @@ from onnxviz.run import session as runtime
 from onnxviz.errors import ModelError, OnnxvizError, ProviderError
 from onnxviz.model.info import LayerInfo, ModelInfo, Preprocessing, write_info
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_model(size: int = 16, *, names=("conv1_relu", "pool1"), keras: dict | None = None,

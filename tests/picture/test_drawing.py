@@ -11,7 +11,7 @@ from onnxviz.picture.drawing import draw_filters
 from onnxviz.errors import OnnxvizError
 from onnxviz.picture.tiling import tile_box
 
-DATA = Path(os.environ.get("ONNXVIZ_TEST_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+DATA = Path(os.environ.get("ONNXVIZ_TEST_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 
 RED, GREEN, BLUE = 0, 1, 2  # input channel positions in RGB order
 

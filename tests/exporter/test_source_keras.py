@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from conftest import needs_tensorflow
+from tiny_models import tiny_functional
 
 pytestmark = needs_tensorflow
 
@@ -21,29 +22,6 @@ def keras():
     import keras
 
     return keras
-
-
-def _tiny_functional(keras):
-    keras.utils.set_random_seed(1)
-    L = keras.layers
-    inp = keras.Input((32, 32, 3), name="image")
-    x = L.Conv2D(8, 3, padding="same", name="stem_conv")(inp)
-    x = L.BatchNormalization(name="stem_bn")(x)
-    x = L.ReLU(name="stem_relu")(x)
-    a = L.Conv2D(4, 1, activation="relu", name="branch_a")(x)
-    b = L.Conv2D(4, 3, padding="same", activation="relu", name="branch_b")(x)
-    x = L.Concatenate(name="concat")([a, b])
-    y = L.Conv2D(8, 3, padding="same", name="res_conv")(x)
-    x = L.Add(name="res_add")([x, y])
-    x = L.MaxPooling2D(name="pool")(x)
-    x = L.GlobalAveragePooling2D(name="gap")(x)
-    out = L.Dense(5, activation="softmax", name="predictions")(x)
-    model = keras.Model(inp, out, name="tiny")
-    # Non-trivial batch-norm statistics, so a wrong fold would show.
-    bn = model.get_layer("stem_bn")
-    rng = np.random.default_rng(0)
-    bn.set_weights([rng.uniform(0.5, 1.5, 8), rng.normal(0, 0.3, 8), rng.normal(0, 0.2, 8), rng.uniform(0.5, 2, 8)])
-    return model
 
 
 def _run_onnx(path, images):
@@ -66,7 +44,7 @@ def test_every_output_of_a_functional_model_equals_keras(tmp_path, keras):
     from onnxviz.exporter.pipeline import ExportOptions, export as export_keras
     from onnxviz.model.info import load_info
 
-    model = _tiny_functional(keras)
+    model = tiny_functional(keras)
     src = tmp_path / "tiny.keras"
     model.save(src)
     result = export_keras(str(src), tmp_path / "tiny.onnx", ExportOptions(preprocess="tf"))
@@ -122,7 +100,7 @@ def test_layer_globs_select_and_bad_glob_lists_layers(tmp_path, keras):
     from onnxviz.model.info import load_info
 
     src = tmp_path / "tiny.keras"
-    _tiny_functional(keras).save(src)
+    tiny_functional(keras).save(src)
     result = export_keras(str(src), tmp_path / "sel.onnx", ExportOptions(layers=["branch_*", "stem_*"], exclude=["*_bn"]))
     assert [layer.name for layer in load_info(result.path).layers] == ["stem_conv", "stem_relu", "branch_a", "branch_b"]
     with pytest.raises(LayerSelectionError, match=r"layers 'conv_9' matches no layer of the model; it has \d+: stem_conv"):
@@ -244,7 +222,7 @@ def test_skip_fused_keeps_layers_named_with_layers(tmp_path, keras):
     from onnxviz.model.info import load_info
 
     src = tmp_path / "tiny.keras"
-    _tiny_functional(keras).save(src)
+    tiny_functional(keras).save(src)
     result = export_keras(str(src), tmp_path / "tiny.onnx",
                           ExportOptions(preprocess="tf", skip_fused=True, layers=["stem_*"]))
     assert [layer.name for layer in load_info(result.path).layers] == ["stem_conv", "stem_bn", "stem_relu"]

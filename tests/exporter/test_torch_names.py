@@ -14,7 +14,7 @@ from onnxviz.exporter.sources.torch_names import CLASSES, SCOPES, apply_module_n
 from onnxviz.api import export as export_onnx
 from onnxviz.run.session import open_session
 
-MODELS = Path(__file__).parent / "torch_models"
+MODELS = Path(__file__).resolve().parents[1] / "torch_models"
 FILES = sorted(MODELS.glob("*_opset*.onnx"))
 NAMES = [f.stem for f in FILES]
 # Maps made by functions called in a forward() of the root module, not by a module.

@@ -13,7 +13,7 @@ from onnxviz.run.images import center_crop, load_image, resize_image, resize_sho
 from onnxviz.exporter.presets import IMAGENET_MEAN, IMAGENET_STD, choose_preprocessing, choose_resize, get_preset
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow is the reference for torchvision's resize (pip install -e '.[dev]')")
-MODELS = Path(__file__).parent / "torch_models"
+MODELS = Path(__file__).resolve().parents[1] / "torch_models"
 
 
 def torchvision_pil(img, size: int, crop_h: int, crop_w: int) -> np.ndarray:

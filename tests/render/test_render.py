@@ -10,77 +10,18 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from onnxviz.cli import app
-from onnxviz.model.info import KERAS_MODES, LayerInfo, ModelInfo, write_info
 from onnxviz.render.store import decode_layer_css
+from tiny_models import FC, SIZE, numpy_conv, tiny_model, write_image
 
 runner = CliRunner()
-SIZE = 16
-RNG = np.random.default_rng(7)
-W = RNG.normal(0, 0.5, (6, 3, 3, 3)).astype(np.float32)
-B = RNG.normal(0, 0.1, 6).astype(np.float32)
-FC = RNG.normal(0, 0.5, (6, 4)).astype(np.float32)
-
-
-def tiny_model() -> onnx.ModelProto:
-    """NHWC RGB 0..255 -> /255 -> Conv(6) -> Relu -> MaxPool -> GlobalAveragePool -> Dense(4) -> Softmax."""
-    nodes = [
-        helper.make_node("Mul", ["image", "k"], ["scaled"]),
-        helper.make_node("Transpose", ["scaled"], ["nchw"], perm=[0, 3, 1, 2]),
-        helper.make_node("Conv", ["nchw", "W", "B"], ["conv"], pads=[1, 1, 1, 1], name="conv"),
-        helper.make_node("Relu", ["conv"], ["relu"]),
-        helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("GlobalAveragePool", ["pool"], ["gap"]),
-        helper.make_node("Flatten", ["gap"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "FC"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["predictions"], axis=-1),
-    ]
-    inits = [numpy_helper.from_array(np.array(1 / 255, np.float32), "k"), numpy_helper.from_array(W, "W"),
-             numpy_helper.from_array(B, "B"), numpy_helper.from_array(FC, "FC")]
-    outs = [helper.make_tensor_value_info("conv", TensorProto.FLOAT, ["N", 6, SIZE, SIZE]),
-            helper.make_tensor_value_info("relu", TensorProto.FLOAT, ["N", 6, SIZE, SIZE]),
-            helper.make_tensor_value_info("pool", TensorProto.FLOAT, ["N", 6, SIZE // 2, SIZE // 2]),
-            helper.make_tensor_value_info("predictions", TensorProto.FLOAT, ["N", 4])]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
-                              outs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    info = ModelInfo(
-        input_name="image", height=SIZE, width=SIZE,
-        layers=[LayerInfo("conv", "Conv2D", [None, 6, SIZE, SIZE], "NCHW"),
-                LayerInfo("relu", "ReLU", [None, 6, SIZE, SIZE], "NCHW"),
-                LayerInfo("pool", "MaxPooling2D", [None, 6, SIZE // 2, SIZE // 2], "NCHW"),
-                LayerInfo("predictions", "Dense", [None, 4], "NC")],
-        preprocessing=KERAS_MODES["none"], source="tiny", version="test",
-        prediction_output="predictions", labels=["apple", "bean", "cherry", "date"],
-    )
-    write_info(model, info)
-    return model
-
-
-def numpy_conv(rgb: np.ndarray) -> np.ndarray:
-    """The tiny model's conv output for one HxWx3 image, computed independently."""
-    x = np.pad(rgb.astype(np.float64) / 255, ((1, 1), (1, 1), (0, 0)))
-    out = np.zeros((6, SIZE, SIZE))
-    for dy in range(3):
-        for dx in range(3):
-            out += np.einsum("hwc,oc->ohw", x[dy:dy + SIZE, dx:dx + SIZE], W[:, :, dy, dx])
-    return out + B[:, None, None]
-
-
 @pytest.fixture
 def model_path(tmp_path):
     path = tmp_path / "tiny.onnx"
     onnx.save(tiny_model(), path)
     return path
-
-
-def write_image(path, seed=0, size=SIZE):
-    img = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    cv2.imwrite(str(path), img)
-    return img[..., ::-1]  # RGB
 
 
 def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path):

@@ -27,7 +27,7 @@ from atlas_models import SIZE, branchy_model, vectors_only_model, write_images
 
 runner = CliRunner()
 LAYERS = ["c1", "p1", "add", "c3"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- TopN

@@ -59,7 +59,7 @@ def test_labels_imagenet_is_stored_by_name_and_read_back_as_the_names(tmp_path):
     with pytest.raises(ModelError, match=r"^1000 labels given for a model with 10 classes"):
         from onnxviz.api import export as again
 
-        again(Path(__file__).parent / "torch_models" / "resnet_dynamo_opset18.onnx", tmp_path / "r.onnx",
+        again(Path(__file__).resolve().parents[1] / "torch_models" / "resnet_dynamo_opset18.onnx", tmp_path / "r.onnx",
               labels="imagenet")
 
 
