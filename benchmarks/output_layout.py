@@ -21,7 +21,7 @@ import numpy as np
 
 
 def export_both(name: str, folder: Path) -> dict[str, Path]:
-    from onnxviz.exporter.pipeline import ExportOptions
+    from onnxviz.exporter.sources.base import ExportOptions
     from onnxviz.exporter.sources import keras as ke
 
     opts = ExportOptions(weights="none")

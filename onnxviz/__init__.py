@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 __all__ = ["export", "load", "grid", "Model", "OnnxvizError", "__version__"]
 
 _LAZY = {"export": "api", "load": "api", "grid": "api", "Model": "api", "Activations": "api",
-         "Prediction": "api", "ExportOptions": "pipeline", "ExportResult": "pipeline"}
+         "Prediction": "api", "ExportOptions": "exporter.sources.base", "ExportResult": "exporter.pipeline"}
 
 
 def __getattr__(name: str) -> object:

@@ -31,9 +31,10 @@ DEFAULT_BATCH = 8
 def export(source: Any, output: str | Path | None = None, *, progress: Callable[[str], None] | None = None,
            **options: Any):
     """Export `source` (a keras.applications name, a .keras/.h5/.onnx path, a `keras.Model` or an
-    `onnx.ModelProto`) to an onnxviz file; `options` are `pipeline.ExportOptions` fields
+    `onnx.ModelProto`) to an onnxviz file; `options` are `ExportOptions` fields (onnxviz.exporter.sources.base)
     (`layers=["block*"]`, `weights="none"`, `mean=[...]`, ...). Returns an `ExportResult`."""
-    from onnxviz.exporter.pipeline import ExportOptions, export as run
+    from onnxviz.exporter.pipeline import export as run
+    from onnxviz.exporter.sources.base import ExportOptions
 
     known = [f.name for f in fields(ExportOptions)]
     unknown = [name for name in options if name not in known]

@@ -106,7 +106,8 @@ def export(
 ) -> None:
     """Export a model to one ONNX file with its feature maps as outputs, checked output by output."""
     from onnxviz.run.tensordiff import layer_group
-    from onnxviz.exporter.pipeline import ExportOptions, export as run_export
+    from onnxviz.exporter.pipeline import export as run_export
+    from onnxviz.exporter.sources.base import ExportOptions
 
     options = ExportOptions(
         weights=weights, input_size=input_size, alpha=alpha, include_top=top, layers=layers, exclude=exclude,

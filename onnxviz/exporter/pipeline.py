@@ -1,6 +1,6 @@
 """The export pipeline, one for every source (`onnxviz export`, `onnxviz.export`).
 
-A source adapter (`onnxviz.exporter.sources`) turns what the user has (a `keras.applications`
+A source adapter (`onnxviz.exporter.sources`, its contract in `sources/base.py`) turns what the user has (a `keras.applications`
 name, a `keras.Model`, a `.keras`/`.h5` file, an ONNX file or `onnx.ModelProto`) into a
 `Built`: the network as ONNX with the chosen layers as named outputs, their layer map,
 the preprocessing the network expects, and a reference runner that computes the same
@@ -17,112 +17,19 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from onnxviz import __version__
 from onnxviz.run.tensordiff import TensorDiff, diff_outputs
 from onnxviz.errors import ModelError, OptionError, OutputError, ValidationError
-from onnxviz.model.info import LayerInfo, ModelInfo, Preprocessing
+from onnxviz.exporter.sources.base import ExportOptions, Progress
+from onnxviz.model.info import ModelInfo
 
-Progress = Callable[[str], None]
-
-DEFAULT_TOLERANCE = 1e-4  # largest error allowed, relative to each output's range in the reference
 PROBES = 2  # probe images compared per export
-
-
-@dataclass
-class ExportOptions:
-    """Every export option. Each kind of source takes some of them (`APPLICABLE`); an option
-    given to a source it does not apply to is an error, never ignored."""
-
-    weights: str | None = None  # "imagenet" | "none" | a weights file
-    input_size: int | tuple[int, int] | None = None  # (height, width) for ONNX sources
-    alpha: float | None = None  # MobileNets' width multiplier
-    include_top: bool = True  # keras.applications: keep the classifier
-    layers: list[str] = field(default_factory=list)  # globs
-    exclude: list[str] = field(default_factory=list)
-    skip_fused: bool = False
-    preprocess: str | None = None  # Keras model files: caffe | tf | torch | none; ONNX: a preset (presets.PRESETS)
-    resize: str | int | None = None  # ONNX: how photos are resized for the file: N, stretch, crop, pad
-    op_types: list[str] = field(default_factory=list)  # ONNX: expose the outputs of these op types
-    mean: float | str | Sequence[float | str] | None = None  # ONNX: what the network expects of pixels
-    std: float | str | Sequence[float | str] | None = None
-    scale: float | str | None = None
-    bgr: bool = False
-    layout: str | None = None  # ONNX: nchw | nhwc
-    labels: str | Path | Sequence[str] | None = None  # a labels file or the class names
-    tolerance: float = DEFAULT_TOLERANCE
-
-    def given(self) -> list[str]:
-        """The options set to something other than their default."""
-        out = []
-        for f in fields(self):
-            default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
-            if getattr(self, f.name) != default:
-                out.append(f.name)
-        return out
-
-
-_EVERY_SOURCE = frozenset({"layers", "exclude", "labels", "tolerance", "input_size"})
-APPLICABLE: dict[str, frozenset[str]] = {
-    "keras.applications name": _EVERY_SOURCE | {"weights", "alpha", "include_top", "skip_fused"},
-    "Keras model": _EVERY_SOURCE | {"weights", "skip_fused", "preprocess"},
-    "ONNX model": _EVERY_SOURCE | {"op_types", "mean", "std", "scale", "bgr", "layout", "preprocess", "resize"},
-}
-
-
-def check_options(options: ExportOptions, kind: str) -> None:
-    """Refuse options that do not apply to a `kind` of source, naming the ones that do."""
-    wrong = [name for name in options.given() if name not in APPLICABLE[kind]]
-    if wrong:
-        fields_ = ", ".join("{" + name + "}" for name in wrong)
-        applicable = ", ".join("{" + name + "}" for name in sorted(APPLICABLE[kind]))
-        article = "an" if kind[0] in "AEIOUaeiou" else "a"
-        raise OptionError(f"{fields_} {'does' if len(wrong) == 1 else 'do'} not apply to {article} {kind}; "
-                          f"{article} {kind} takes {applicable}", params=tuple(wrong) + tuple(sorted(APPLICABLE[kind])))
-    if not options.tolerance > 0:
-        raise OptionError(f"{{tolerance}} must be positive, got {options.tolerance:g}", params=("tolerance",))
-    if kind == "ONNX model":  # a preset and a resize are checked before the model is loaded
-        from onnxviz.exporter.presets import choose_preprocessing, choose_resize
-
-        choose_preprocessing(options.preprocess, mean=options.mean, std=options.std, scale=options.scale, bgr=options.bgr)
-        choose_resize(options.preprocess, options.resize, 224, 224)
-    size = options.input_size
-    sizes = list(size) if isinstance(size, (tuple, list)) else [size]
-    if size is not None and not (len(sizes) in (1, 2) and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in sizes)):
-        raise OptionError(f"{{input_size}} must be a positive number of pixels (or height, width), got {size!r}",
-                          params=("input_size",))
-
-
-@dataclass
-class Built:
-    """What a source adapter hands to the pipeline."""
-
-    model: Any  # onnx.ModelProto: the network's own input, the exposed layers as outputs (4-D maps NCHW)
-    input_name: str
-    height: int
-    width: int
-    layout: str  # the network input's layout: NHWC or NCHW
-    layers: list[LayerInfo]  # the outputs, in the graph's output order
-    preprocessing: Preprocessing
-    preprocessing_reason: str  # why that preprocessing, in words
-    source: str  # what the file says it was made from
-    reference_name: str  # "Keras", "ONNX Runtime on the source model"
-    # RGB 0..255 NHWC float32 batch -> the source framework's value of every exposed layer
-    reference: Callable[[np.ndarray], dict[str, np.ndarray]]
-    prediction_output: str | None = None
-    prediction_is_probability: bool = True
-    classes: int | None = None
-    labels: list[str] | None = None  # the source's own class names, when it knows them
-    keras: dict[str, Any] | None = None  # how to rebuild a Keras source
-    notes: list[str] = field(default_factory=list)  # what a user should know about this export
-    timings: dict[str, float] = field(default_factory=dict)
-    resize: str | None = None  # how photos are resized for the file (images.resize_image), when the source says
 
 
 @dataclass
@@ -175,7 +82,7 @@ def export(source: Any, output: str | Path | None = None, options: ExportOptions
     say = progress or (lambda _message: None)
     started = time.perf_counter()
     adapter = open_source(source)
-    check_options(options, adapter.kind)
+    adapter.check_options(options)
     output = Path(output) if output is not None else Path("models") / f"{adapter.stem}.onnx"
     check_writable(output)  # before minutes of work; creates nothing
     given_labels = _labels(options.labels, load_labels)

@@ -4,34 +4,36 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from onnxviz.exporter import pipeline
 from onnxviz.cli import app
 from onnxviz.errors import OnnxvizError, ValidationError
-from onnxviz.exporter.pipeline import APPLICABLE, ExportOptions, check_options
+from onnxviz.exporter.sources import adapters
+from onnxviz.exporter.sources.base import ExportOptions
+from onnxviz.exporter.sources.keras import KerasApplication, KerasFile
+from onnxviz.exporter.sources.onnx import OnnxFile
 from tiny_models import tiny_onnx
 
 runner = CliRunner()
 
 
 def test_every_option_belongs_to_some_source_kind():
-    every = {f for kind in APPLICABLE.values() for f in kind}
-    assert every == set(pipeline.ExportOptions.__dataclass_fields__)
+    every = {f for kind in adapters() for f in kind.options}
+    assert every == set(ExportOptions.__dataclass_fields__)
 
 
-@pytest.mark.parametrize("kind, options, named", [
-    ("ONNX model", ExportOptions(weights="x.h5", alpha=3.0, include_top=False, skip_fused=True),
+@pytest.mark.parametrize("source, options, named", [
+    (OnnxFile("m.onnx"), ExportOptions(weights="x.h5", alpha=3.0, include_top=False, skip_fused=True),
      "weights}, {alpha}, {include_top}, {skip_fused}"),
-    ("keras.applications name", ExportOptions(mean=[1, 2, 3], layout="nhwc", op_types=["Conv"], preprocess="tf"),
+    (KerasApplication("vgg16"), ExportOptions(mean=[1, 2, 3], layout="nhwc", op_types=["Conv"], preprocess="tf"),
      "preprocess}, {op_types}, {mean}, {layout}"),
-    ("Keras model", ExportOptions(alpha=0.5, include_top=False, bgr=True, scale="1/255"),
+    (KerasFile("m.h5"), ExportOptions(alpha=0.5, include_top=False, bgr=True, scale="1/255"),
      "alpha}, {include_top}, {scale}, {bgr}"),
-    ("Keras model", ExportOptions(resize="256"), "resize}"),
+    (KerasFile("m.h5"), ExportOptions(resize="256"), "resize}"),
 ])
-def test_an_option_for_another_source_is_an_error_that_names_what_applies(kind, options, named):
+def test_an_option_for_another_source_is_an_error_that_names_what_applies(source, options, named):
     with pytest.raises(OnnxvizError) as err:
-        check_options(options, kind)
+        source.check_options(options)
     assert err.value.template.startswith("{" + named)
-    for name in APPLICABLE[kind]:
+    for name in source.options:
         assert "{" + name + "}" in err.value.template
 
 

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,11 +26,9 @@ from onnxviz.run.tensordiff import diff_tensor
 from onnxviz.errors import ModelError, OnnxvizError, OptionError, ValidationError
 from onnxviz.model.info import KERAS_MODES, LayerInfo, Preprocessing
 from onnxviz.model.selection import Candidate, select
-from onnxviz.exporter.sources import Adapter
+from onnxviz.exporter.sources.base import EVERY_SOURCE, Adapter, Built, ExportOptions, Progress
 from onnxviz.exporter.sources.keras_apps import APPLICATIONS, Application, recognise, resolve_application
-from onnxviz.exporter.sources.keras_files import LoadedModel, check_keras_file, load_model_file
-
-Progress = Callable[[str], None]
+from onnxviz.exporter.sources.keras_files import SUFFIXES, LoadedModel, check_keras_file, load_model_file
 
 OPSET = 17
 CLASS_INDEX_URL = "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
@@ -103,7 +101,7 @@ def _download_error(exc: Exception, what: str) -> OnnxvizError | None:
     )
 
 
-def build_application(app: Application, opts: Any):
+def build_application(app: Application, opts: ExportOptions):
     """The keras.applications model with the requested weights, size and alpha."""
     kwargs: dict[str, Any] = {}
     if not opts.include_top:
@@ -216,7 +214,7 @@ def _input_name(model) -> str:
     return name.split(":")[0] or "input"
 
 
-def _model_input_shape(model, opts: Any) -> tuple[int, int, int]:
+def _model_input_shape(model, opts: ExportOptions) -> tuple[int, int, int]:
     inputs = getattr(model, "inputs", None)
     if not inputs:
         raise ModelError("the model has no defined input; save it with an Input layer (keras.Input(shape=(H, W, 3)))")
@@ -349,63 +347,109 @@ def _is_softmax(layer) -> bool:
 
 # ---------------------------------------------------------------- adapters
 
-def application(name: str) -> Adapter:
-    app = resolve_application(name)
-    stem = name.lower().replace("_", "").replace("-", "")
+class KerasApplication(Adapter):
+    """A `keras.applications` name: vgg16, resnet50, mobilenetv2, ..."""
 
-    def build(opts: Any, say: Progress):
-        say(f"building {app.constructor} (weights: {opts.weights or 'imagenet'})")
+    kind = "keras.applications name"
+    options = EVERY_SOURCE | {"weights", "alpha", "include_top", "skip_fused"}
+
+    def __init__(self, name: str) -> None:
+        self.app = resolve_application(name)
+        super().__init__(name.lower().replace("_", "").replace("-", ""))
+
+    @classmethod
+    def claims(cls, source: Any) -> bool:
+        return isinstance(source, str)
+
+    def build(self, options: ExportOptions, say: Progress) -> Built:
+        app = self.app
+        say(f"building {app.constructor} (weights: {options.weights or 'imagenet'})")
         step = time.perf_counter()
-        model, record = build_application(app, opts)
+        model, record = build_application(app, options)
         prep = KERAS_MODES[app.mode]
         reason = f"keras.applications.{app.constructor} expects '{app.mode}'"
         return _build(model, LoadedModel(model, record), prep, reason, f"keras.applications.{app.constructor}",
-                      opts, say, time.perf_counter() - step)
-
-    return Adapter("keras.applications name", stem, build)
+                      options, say, time.perf_counter() - step)
 
 
-def keras_file(path: Path) -> Adapter:
-    check_keras_file(path)  # before the seconds TensorFlow takes to import
+class KerasSource(Adapter):
+    """What Keras model files and `keras.Model` objects share."""
 
-    def build(opts: Any, say: Progress):
-        _check_preprocess(opts)
+    kind = "Keras model"
+    options = EVERY_SOURCE | {"weights", "skip_fused", "preprocess"}
+
+    def check(self, options: ExportOptions) -> None:
+        _check_preprocess(options)
+
+
+class KerasFile(KerasSource):
+    """A `.keras`, `.h5` or `.hdf5` file (a path that is not an ONNX file is taken for one)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        super().__init__(self.path.stem)
+
+    @classmethod
+    def claims(cls, source: Any) -> bool:
+        if not isinstance(source, (str, Path)):
+            return False
+        text = str(source)
+        return text.lower().endswith(SUFFIXES) or Path(text).exists() or "/" in text or "\\" in text
+
+    @classmethod
+    def open(cls, source: Any) -> KerasFile:
+        path = Path(source)
+        check_keras_file(path)  # before the seconds TensorFlow takes to import
+        return cls(path)
+
+    def build(self, options: ExportOptions, say: Progress) -> Built:
+        path = self.path
         say(f"loading {path}")
         step = time.perf_counter()
         _, keras = _import_keras()
         loaded = load_model_file(path, keras)
-        if opts.weights and opts.weights.lower() not in ("imagenet", "none"):
-            _load_weights(loaded.model, opts.weights, str(path))
-            loaded.record["weights"] = str(Path(opts.weights).resolve())
-        elif opts.weights:
-            raise OptionError(f"{{weights}} '{opts.weights}' applies to keras.applications names; a model file "
+        if options.weights and options.weights.lower() not in ("imagenet", "none"):
+            _load_weights(loaded.model, options.weights, str(path))
+            loaded.record["weights"] = str(Path(options.weights).resolve())
+        elif options.weights:
+            raise OptionError(f"{{weights}} '{options.weights}' applies to keras.applications names; a model file "
                               f"has its own weights (give a weights file to replace them)", params=("weights",))
         for note in loaded.notes:
             say(note)
-        prep, reason = _file_preprocessing(loaded.model, opts)
-        return _build(loaded.model, loaded, prep, reason, path.name, opts, say, time.perf_counter() - step)
-
-    return Adapter("Keras model", path.stem, build)
+        prep, reason = _file_preprocessing(loaded.model, options)
+        return _build(loaded.model, loaded, prep, reason, path.name, options, say, time.perf_counter() - step)
 
 
-def keras_model(model: Any) -> Adapter:
-    def build(opts: Any, say: Progress):
-        _check_preprocess(opts)
-        if opts.weights:
-            if opts.weights.lower() in ("imagenet", "none"):
-                raise OptionError(f"{{weights}} '{opts.weights}' applies to keras.applications names; a keras.Model "
+class KerasModel(KerasSource):
+    """A `keras.Model` in memory (Keras 3 or Keras 2's tf_keras)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(getattr(model, "name", None) or "model")
+        self.model = model
+
+    @classmethod
+    def claims(cls, source: Any) -> bool:
+        return any(c.__module__.startswith(("keras", "tf_keras")) and c.__name__ in ("Model", "Functional", "Sequential")
+                   for c in type(source).__mro__)
+
+    @classmethod
+    def open(cls, source: Any) -> KerasModel:
+        return cls(source)
+
+    def build(self, options: ExportOptions, say: Progress) -> Built:
+        model = self.model
+        if options.weights:
+            if options.weights.lower() in ("imagenet", "none"):
+                raise OptionError(f"{{weights}} '{options.weights}' applies to keras.applications names; a keras.Model "
                                   f"has its own weights", params=("weights",))
-            _load_weights(model, opts.weights, model.name)
-        prep, reason = _file_preprocessing(model, opts)
+            _load_weights(model, options.weights, model.name)
+        prep, reason = _file_preprocessing(model, options)
         # Rebuilt only from the file it was saved to: an in-memory model cannot be found again.
         loaded = LoadedModel(model, {"model": model.name, "in_memory": True})
-        return _build(model, loaded, prep, reason, f"keras.Model '{model.name}'", opts, say, 0.0)
-
-    name = getattr(model, "name", None) or "model"
-    return Adapter("Keras model", name, build)
+        return _build(model, loaded, prep, reason, f"keras.Model '{model.name}'", options, say, 0.0)
 
 
-def _check_preprocess(opts: Any) -> None:
+def _check_preprocess(opts: ExportOptions) -> None:
     if opts.preprocess and opts.preprocess.lower() not in KERAS_MODES:
         raise OptionError(f"{{preprocess}} '{opts.preprocess}' is not valid; choose one of "
                           f"{', '.join(KERAS_MODES)}", params=("preprocess",))
@@ -421,7 +465,7 @@ def _load_weights(model: Any, weights: str, where: str) -> None:
         raise OnnxvizError(f"cannot load weights '{weights}' into {where}: {str(exc).splitlines()[0]}") from exc
 
 
-def _file_preprocessing(model: Any, opts: Any) -> tuple[Preprocessing, str]:
+def _file_preprocessing(model: Any, opts: ExportOptions) -> tuple[Preprocessing, str]:
     """What a model file expects of pixels: as asked, else its application's, else none."""
     if opts.preprocess:
         mode = opts.preprocess.lower()
@@ -439,10 +483,9 @@ def _file_preprocessing(model: Any, opts: Any) -> tuple[Preprocessing, str]:
     return KERAS_MODES[app.mode], f"'{app.mode}': {what}, which expects it"
 
 
-def _build(keras_model: Any, loaded: LoadedModel, prep: Preprocessing, reason: str, source: str, opts: Any,
-           say: Progress, build_s: float):
+def _build(keras_model: Any, loaded: LoadedModel, prep: Preprocessing, reason: str, source: str,
+           opts: ExportOptions, say: Progress, build_s: float) -> Built:
     from onnxviz.model.graph import rename_tensors
-    from onnxviz.exporter.pipeline import Built
 
     tf, keras = _import_keras()
     shape = _model_input_shape(keras_model, opts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
@@ -36,7 +36,7 @@ from onnxviz.model.info import LayerInfo, Preprocessing
 from onnxviz.exporter.sources.torch_names import apply_module_names, with_identity
 from onnxviz.exporter.presets import choose_preprocessing, choose_resize
 from onnxviz.model.selection import Candidate, select
-from onnxviz.exporter.sources import Adapter
+from onnxviz.exporter.sources.base import EVERY_SOURCE, Adapter, Built, ExportOptions, Progress
 
 MAX_BYTES = onnx.checker.MAXIMUM_PROTOBUF  # one protobuf file: 2 GiB
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
@@ -69,8 +69,6 @@ KEEP_LAYOUT_OPS = ACTIVATIONS | {
 }
 # Ops that only reshape: a Softmax before them still makes probabilities.
 PASSTHROUGH = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose", "Cast"}
-
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -116,31 +114,65 @@ def inspect_onnx(src: Path, *, layout: str | None = None,
     return _prepare(model, str(src), layout, input_size, require_size=False).inspection
 
 
-def onnx_file(path: Path) -> Adapter:
-    path = Path(path)
-    existing_file(path, "model file")
+class OnnxSource(Adapter):
+    """What ONNX files and `onnx.ModelProto` objects share: the options they take and how they build."""
 
-    def build(opts: Any, say: Progress):
-        say(f"loading {path}")
-        return _build(load_onnx(path), str(path), opts, say)
+    kind = "ONNX model"
+    options = EVERY_SOURCE | {"op_types", "mean", "std", "scale", "bgr", "layout", "preprocess", "resize"}
 
-    return Adapter("ONNX model", path.stem, build)
-
-
-def onnx_proto(model: ModelProto) -> Adapter:
-    name = model.graph.name or "model"
-
-    def build(opts: Any, say: Progress):
-        _check(model, f"the ONNX model '{name}'", "build it with onnx.helper and check it with onnx.checker")
-        return _build(model, f"the ONNX model '{name}'", opts, say)
-
-    return Adapter("ONNX model", name, build)
+    def check(self, options: ExportOptions) -> None:
+        # a preset and a resize are checked before the model is loaded
+        choose_preprocessing(options.preprocess, mean=options.mean, std=options.std, scale=options.scale,
+                             bgr=options.bgr)
+        choose_resize(options.preprocess, options.resize, 224, 224)
 
 
-def _build(model: ModelProto, where: str, opts: Any, say: Progress):
+class OnnxFile(OnnxSource):
+    """An `.onnx` file (external data included)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        super().__init__(self.path.stem)
+
+    @classmethod
+    def claims(cls, source: Any) -> bool:
+        return isinstance(source, (str, Path)) and str(source).lower().endswith(".onnx")
+
+    @classmethod
+    def open(cls, source: Any) -> OnnxFile:
+        path = Path(source)
+        existing_file(path, "model file")
+        return cls(path)
+
+    def build(self, options: ExportOptions, say: Progress) -> Built:
+        say(f"loading {self.path}")
+        return _build(load_onnx(self.path), str(self.path), options, say)
+
+
+class OnnxProto(OnnxSource):
+    """An `onnx.ModelProto` in memory."""
+
+    def __init__(self, model: ModelProto) -> None:
+        super().__init__(model.graph.name or "model")
+        self.model = model
+
+    @classmethod
+    def claims(cls, source: Any) -> bool:
+        kind = type(source)
+        return kind.__name__ == "ModelProto" and kind.__module__.startswith("onnx")
+
+    @classmethod
+    def open(cls, source: Any) -> OnnxProto:
+        return cls(source)
+
+    def build(self, options: ExportOptions, say: Progress) -> Built:
+        where = f"the ONNX model '{self.stem}'"
+        _check(self.model, where, "build it with onnx.helper and check it with onnx.checker")
+        return _build(self.model, where, options, say)
+
+
+def _build(model: ModelProto, where: str, opts: ExportOptions, say: Progress) -> Built:
     """Pick the maps, give each an NCHW output; the source in ONNX Runtime is the reference."""
-    from onnxviz.exporter.pipeline import Built
-
     preset = choose_preprocessing(opts.preprocess, mean=opts.mean, std=opts.std, scale=opts.scale, bgr=opts.bgr)
     prep = preset or make_preprocessing(mean=opts.mean, std=opts.std, scale=opts.scale, bgr=opts.bgr)
     choose_resize(opts.preprocess, opts.resize, 224, 224)  # a bad value fails before any work
