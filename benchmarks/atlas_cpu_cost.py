@@ -21,7 +21,10 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnxviz.atlas.pipeline import AtlasOptions, AtlasState, make_plan, open_reduced, run_local  # noqa: E402
+from onnxviz.atlas.local import run_local  # noqa: E402
+from onnxviz.atlas.options import AtlasOptions  # noqa: E402
+from onnxviz.atlas.plan import make_plan, open_reduced  # noqa: E402
+from onnxviz.atlas.state import AtlasState  # noqa: E402
 from onnxviz.run.images import collect_images, load_image, resize_image  # noqa: E402
 
 

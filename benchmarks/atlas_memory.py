@@ -19,7 +19,8 @@ CHILD = """
 import json, resource, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from onnxviz.atlas.pipeline import AtlasOptions, build_atlas
+from onnxviz.atlas.options import AtlasOptions
+from onnxviz.atlas.pipeline import build_atlas
 from onnxviz.run.images import collect_images
 paths = collect_images([Path({images!r})])[0][:{count}]
 assert len(paths) == {count}, len(paths)

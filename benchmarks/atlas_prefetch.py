@@ -22,17 +22,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import onnxviz.atlas.pipeline as atlas  # noqa: E402
-from onnxviz.atlas.pipeline import AtlasOptions, AtlasState, make_plan, open_reduced, run_local  # noqa: E402
+import onnxviz.atlas.local as local  # noqa: E402
+from onnxviz.atlas.local import run_local  # noqa: E402
+from onnxviz.atlas.options import AtlasOptions  # noqa: E402
+from onnxviz.atlas.plan import make_plan, open_reduced  # noqa: E402
+from onnxviz.atlas.state import AtlasState  # noqa: E402
 from onnxviz.run.images import collect_images  # noqa: E402
 
-_read_batch = atlas._read_batch
+_read = local._read
 
 
-def _read_batch_niced(*args):
+def _read_niced(*args):
     """run_local's reading, from a thread that first lowers its own priority to the lowest."""
     os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    return _read_batch(*args)
+    return _read(*args)
 
 
 def compare(model: Path, paths: list[Path], block: int) -> dict:
@@ -46,11 +49,11 @@ def compare(model: Path, paths: list[Path], block: int) -> dict:
     for k, start in enumerate(range(0, len(todo), block)):
         part = todo[start:start + block]
         for prefetch, times in ((False, in_turn), (True, ahead))[:: 1 if k % 2 == 0 else -1]:
-            atlas._read_batch = _read_batch_niced if prefetch else _read_batch  # in turn: read in this thread
+            local._read = _read_niced if prefetch else _read  # in turn: read in this thread
             t = time.perf_counter()
             run_local(plan, state, part, opts, lambda: None, None, session=session, prefetch=prefetch)
             times.append(time.perf_counter() - t)
-    atlas._read_batch = _read_batch
+    local._read = _read
     ratios = [a / b for a, b in zip(in_turn, ahead)]
     return {"model": model.stem, "images": len(todo), "blocks": len(ratios), "in_turn_img_s": len(todo) / sum(in_turn),
             "ahead_img_s": len(todo) / sum(ahead), "median": statistics.median(ratios),

@@ -23,7 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnxviz.atlas.pipeline import AtlasOptions, make_plan  # noqa: E402
+from onnxviz.atlas.options import AtlasOptions  # noqa: E402
+from onnxviz.atlas.plan import make_plan  # noqa: E402
 from onnxviz.model.graph import reduction_names  # noqa: E402
 from onnxviz.run.session import session_options  # noqa: E402
 

@@ -26,7 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnxviz.atlas.pipeline import AtlasOptions, build_atlas  # noqa: E402
+from onnxviz.atlas.options import AtlasOptions  # noqa: E402
+from onnxviz.atlas.pipeline import build_atlas  # noqa: E402
 from onnxviz.run.images import collect_images, load_image, resize_image  # noqa: E402
 
 
@@ -58,7 +59,9 @@ def classify_loop(session, paths: list[Path], batch: int = 8) -> float:
 def blocks(model: Path, paths: list[Path], tmp: Path, block: int, rounds: int) -> dict:
     """The atlas scan (`atlas.run_local`, its sessions opened once) against the loop, alternating
     every `block` images: contention on a shared machine changes slower than a block takes."""
-    from onnxviz.atlas.pipeline import AtlasState, make_plan, open_reduced, run_local
+    from onnxviz.atlas.local import run_local
+    from onnxviz.atlas.plan import make_plan, open_reduced
+    from onnxviz.atlas.state import AtlasState
     from onnxviz.run.session import open_session
 
     opts = AtlasOptions(provider="cpu")

@@ -346,7 +346,8 @@ def atlas(
                                           "--engine ray: the CPUs an actor reserves, at least 1)"),
 ) -> None:
     """For every channel, the images of a dataset that excite it most, cropped to the receptive field."""
-    from onnxviz.atlas.pipeline import AtlasOptions, build_atlas
+    from onnxviz.atlas.options import AtlasOptions
+    from onnxviz.atlas.pipeline import build_atlas
 
     opts = AtlasOptions(layers=layers, top=top, score=score, batch_size=batch_size, provider=provider,
                         resize=resize, engine=engine, overlay=overlay, checkpoint_every=checkpoint_every, tile=tile,
@@ -358,10 +359,10 @@ def atlas(
         _err(f"warning: {warning}")
     note = f"; CUDA not used: {result.fallback}" if result.fallback and provider == "auto" else ""
     typer.echo(f"ran on {result.provider} ({result.engine}){note}")
-    times = result.engine_times
+    times = result.ray
     if times:
-        typer.echo(f"ray: started in {times['init_s']:.1f}s, first results after {times['first_result_s']:.1f}s, "
-                   f"{times['after_start_img_s']:.1f} images/s once started")
+        typer.echo(f"ray: started in {times.init_s:.1f}s, first results after {times.first_result_s:.1f}s, "
+                   f"{times.after_start_img_s:.1f} images/s once started")
     typer.echo(f"atlas of {result.images} images ({result.new_images} new, {result.images_per_second:.1f} images/s"
                f"{'' if not result.failed else f', {len(result.failed)} unreadable'}): {len(result.layers)} "
                f"layers, {result.channels} channels, top {top}; {result.files} files, "

@@ -24,9 +24,11 @@ import cv2
 import numpy as np
 
 from onnxviz import __version__
+from onnxviz.atlas.state import EMPTY, winners
 from onnxviz.picture.encoding import encode
 from onnxviz.errors import ImageError
 from onnxviz.files import write_bytes, write_text
+from onnxviz.run.images import read_pixels
 from onnxviz.files import safe_name
 
 SHEET_ROWS = 256  # channels per sprite sheet: 256 x 64 px = 16384 px, well under JPEG's 65535
@@ -187,8 +189,6 @@ def write_atlas(plan, state, output: Path, options, note: Callable[[str], None])
     releases the GIL), in the order that completes the first sheets soonest, while this thread
     writes the table.
     """
-    from onnxviz.atlas.pipeline import EMPTY, read_pixels, winners
-
     output = Path(output)
     tile = options.tile
     rows = winners(plan, state)

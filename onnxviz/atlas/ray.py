@@ -1,7 +1,7 @@
 """`onnxviz atlas --engine ray`: the same atlas on Ray Data, on this machine or a cluster.
 
 Images are read and resized in Ray tasks; an actor pool runs one ONNX Runtime session per
-actor on the reduced model (`atlas.make_plan`). Each actor keeps a running top N per
+actor on the reduced model (`plan.make_plan`). Each actor keeps a running top N per
 channel and sends back only the entries that enter it: an entry that does not enter one
 actor's running top N has N better ones already, so it cannot be in the global top N,
 and merging what the actors send (`TopN.offer`) gives exactly the local engine's result.
@@ -21,7 +21,12 @@ from typing import Callable
 
 import numpy as np
 
+from onnxviz.atlas.options import AtlasOptions, EngineRun, Progress, RayTimes
+from onnxviz.atlas.plan import Plan, open_reduced
+from onnxviz.atlas.state import AtlasState, TopN
 from onnxviz.errors import OnnxvizError
+from onnxviz.model.graph import reduction_names
+from onnxviz.run.images import read_batch
 
 INSTALL = 'pip install "onnxviz[ray]"'
 CONNECT_TIMEOUT_S = 5.0
@@ -75,19 +80,14 @@ def _grpc_answer(host: str, port: int, timeout: float) -> str | None:
 
 def _read(batch: dict, height: int, width: int, resize: str) -> dict:
     """Ray task: paths -> pixels (zeros and a message where an image cannot be read)."""
-    from onnxviz.atlas.pipeline import read_pixels
-    from onnxviz.errors import ImageError
-
     ids = np.asarray(batch["id"], np.int64)
+    got = read_batch([str(path) for path in batch["path"]], height, width, resize)
     pixels = np.zeros((len(ids), height, width, 3), np.uint8)
-    errors = []
-    for k, path in enumerate(batch["path"]):
-        try:
-            pixels[k] = read_pixels(str(path), height, width, resize)
-            errors.append("")
-        except ImageError as exc:
-            errors.append(str(exc))
-    return {"id": ids, "pixels": pixels, "error": np.asarray(errors, dtype=object)}
+    pixels[got.read] = got.pixels
+    errors = np.full(len(ids), "", dtype=object)
+    for k, why in got.failed:
+        errors[k] = why
+    return {"id": ids, "pixels": pixels, "error": errors}
 
 
 class _Reducer:
@@ -97,15 +97,11 @@ class _Reducer:
                  threads: int) -> None:
         import ray
 
-        from onnxviz.atlas.pipeline import TopN, open_reduced
-
         self.session = open_reduced(ray.get(model_ref[0]), provider, threads)
         self.layers = layers
         self.tops = [TopN(c, top) for c in channels]
 
     def __call__(self, batch: dict) -> dict:
-        from onnxviz.model.graph import reduction_names
-
         ids, errors = np.asarray(batch["id"], np.int64), list(batch["error"])
         ok = np.array([not e for e in errors], bool)
         kind, layer, channel, score, image, pos, message = [], [], [], [], [], [], []
@@ -135,8 +131,8 @@ class _Reducer:
                 "pos": np.concatenate(pos), "message": np.asarray(message, dtype=object)}
 
 
-def run_ray(plan, state, todo: list[tuple[int, str]], options, checkpoint: Callable[[], None],
-            progress: Callable[[int, int, str], None] | None) -> dict:
+def run_ray(plan: Plan, state: AtlasState, todo: list[tuple[int, str]], options: AtlasOptions,
+            checkpoint: Callable[[], None], progress: Progress | None) -> EngineRun:
     """Run `todo` on Ray Data and merge the actors' candidates into `state`."""
     import ray
     import ray.data
@@ -161,7 +157,8 @@ def run_ray(plan, state, todo: list[tuple[int, str]], options, checkpoint: Calla
             ray.shutdown()
 
 
-def _run(plan, state, todo, options, checkpoint, progress, local: bool, t0: float) -> dict:
+def _run(plan: Plan, state: AtlasState, todo: list[tuple[int, str]], options: AtlasOptions,
+         checkpoint: Callable[[], None], progress: Progress | None, local: bool, t0: float) -> EngineRun:
     import ray
     import ray.data
 
@@ -172,7 +169,7 @@ def _run(plan, state, todo, options, checkpoint, progress, local: bool, t0: floa
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     if not todo:
-        return {"provider": options.provider, "fallback": None, "workers": options.workers}
+        return EngineRun(options.provider, None, options.workers)
     cpus = options.worker_cpus if options.worker_cpus is not None else (LOCAL_WORKER_CPUS if local else 1.0)
     threads = options.threads or max(1, round(cpus))
     provider = options.provider if options.worker_gpus > 0 or options.provider == "cpu" else "cpu"
@@ -218,6 +215,5 @@ def _run(plan, state, todo, options, checkpoint, progress, local: bool, t0: floa
     # Ray Data hands results over a block at a time, so rates between blocks mean little:
     # the rate given is over everything after Ray started (actors' start included).
     after = time.perf_counter() - t0 - init_s
-    return {"provider": "+".join(sorted(providers)) or "cpu", "fallback": None, "workers": options.workers,
-            "init_s": init_s, "first_result_s": (first - t0) if first is not None else 0.0,
-            "after_start_img_s": done / after if after > 0 else 0.0}
+    times = RayTimes(init_s, (first - t0) if first is not None else 0.0, done / after if after > 0 else 0.0)
+    return EngineRun("+".join(sorted(providers)) or "cpu", None, options.workers, times)

@@ -6,7 +6,11 @@ which is what every onnxviz model takes (see `metadata`).
 from __future__ import annotations
 
 import struct
+import threading
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -274,6 +278,54 @@ def resize_image(rgb: np.ndarray, height: int, width: int, mode: str = "stretch"
     top, left = (height - new_h) // 2, (width - new_w) // 2
     out[top:top + new_h, left:left + new_w] = _nearest(rgb, 0, 0, src_h, src_w, new_h, new_w)
     return out
+
+
+def read_pixels(path: str | Path, height: int, width: int, resize: str = "stretch") -> np.ndarray:
+    """One image file as the network takes it: `load_image`, then `resize_image`."""
+    return resize_image(load_image(Path(path)), height, width, resize)
+
+
+@dataclass
+class ImageBatch:
+    """A batch read and resized: the pixels of the images that could be read, and why the others could not."""
+
+    pixels: np.ndarray  # [len(read), height, width, 3] RGB uint8, in the order given
+    read: list[int]  # positions, in the paths given, of the images in `pixels`
+    failed: list[tuple[int, str]]  # (position, why) of each image that could not be read
+
+
+def read_batch(paths: Sequence[str | Path], height: int, width: int, resize: str = "stretch", *,
+               stop: threading.Event | None = None, pool: Executor | None = None) -> ImageBatch:
+    """Read and resize `paths` (`read_pixels`): the one batch reader of render, atlas and its Ray tasks.
+
+    An image that cannot be read (`ImageError`) is listed in `failed`, never raised: a dataset's
+    broken file is a warning. `stop`: checked before each image; once it is set the batch ends
+    there, incomplete. `pool`: read in its threads instead (OpenCV releases the GIL).
+    """
+    def one(path: str | Path) -> tuple[np.ndarray | None, str | None]:
+        try:
+            return read_pixels(path, height, width, resize), None
+        except ImageError as exc:
+            return None, str(exc)
+
+    if pool is not None:
+        results = list(pool.map(one, paths))
+    else:
+        results = []
+        for path in paths:
+            if stop is not None and stop.is_set():
+                break
+            results.append(one(path))
+    pixels = np.empty((len(paths), height, width, 3), np.uint8)
+    read: list[int] = []
+    failed: list[tuple[int, str]] = []
+    for k, (rgb, why) in enumerate(results):
+        if rgb is None:
+            failed.append((k, why))
+        else:
+            pixels[len(read)] = rgb
+            read.append(k)
+    return ImageBatch(pixels[:len(read)], read, failed)
 
 
 def resize_shorter(rgb: np.ndarray, size: int, crop: tuple[int, int] | None = None) -> np.ndarray:

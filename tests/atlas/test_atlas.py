@@ -15,7 +15,10 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
-from onnxviz.atlas.pipeline import EMPTY, AtlasOptions, TopN, build_atlas, default_layers
+from onnxviz.atlas.options import AtlasOptions
+from onnxviz.atlas.pipeline import build_atlas
+from onnxviz.atlas.plan import default_layers
+from onnxviz.atlas.state import EMPTY, TopN
 from onnxviz.atlas.crops import fit_tile
 from onnxviz.cli import app
 from onnxviz.errors import OnnxvizError
@@ -160,7 +163,7 @@ def test_weights_left_out_of_the_rewrite_or_in_an_external_file_give_the_same_at
     (0: every floating-point initializer, as VGG16's large ones are); weights in an external file
     are loaded into the bytes ONNX Runtime gets. The table, boxes included, is the one made with
     every weight parsed."""
-    import onnxviz.atlas.pipeline as atlas
+    import onnxviz.atlas.plan as atlas
 
     opts = AtlasOptions(layers=LAYERS, top=3, provider="cpu")
     monkeypatch.setattr(atlas, "LIGHT_TENSOR_BYTES", 1 << 62)  # nothing left out
@@ -194,7 +197,7 @@ def test_interrupted_atlas_resumes_and_added_images_merge_exactly(model_path, im
     # the first 20 images (in name order), interrupted after 10
     with pytest.raises(KeyboardInterrupt):
         build_atlas(model_path, paths[:20], out, opts, progress=stop_after_ten)
-    from onnxviz.atlas.pipeline import AtlasState
+    from onnxviz.atlas.state import AtlasState
 
     state = AtlasState.load(out / "atlas-state.npz")
     assert int(state.done.sum()) == 10 and len(state.images) == 20
@@ -209,7 +212,9 @@ def test_interrupted_atlas_resumes_and_added_images_merge_exactly(model_path, im
 def test_reading_ahead_or_in_turn_gives_the_same_tops(model_path, images):
     """run_local's reading thread (at the lowest priority where ORT's threads take every core) and
     reading in turn give the same state, unreadable images included."""
-    from onnxviz.atlas.pipeline import AtlasState, make_plan, run_local
+    from onnxviz.atlas.local import run_local
+    from onnxviz.atlas.plan import make_plan
+    from onnxviz.atlas.state import AtlasState
 
     (images / "broken.jpg").write_bytes(b"not a jpeg")
     opts = AtlasOptions(layers=LAYERS, top=3, provider="cpu", batch_size=4)
