@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from onnxviz.render.pipeline import RenderOptions, render  # noqa: E402
+from onnxviz.render.options import RenderOptions  # noqa: E402
+from onnxviz.render.pipeline import render  # noqa: E402
 
 
 def rss_mb() -> float:

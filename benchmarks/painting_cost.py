@@ -34,7 +34,8 @@ from onnxviz.render import painting
 from onnxviz.render import store  # noqa: E402
 from onnxviz.run.images import collect_images, load_image, resize_image  # noqa: E402
 from onnxviz.model.selection import select_layers  # noqa: E402
-from onnxviz.render.pipeline import RenderOptions, render  # noqa: E402
+from onnxviz.render.options import RenderOptions  # noqa: E402
+from onnxviz.render.pipeline import render  # noqa: E402
 from onnxviz.run.session import open_session  # noqa: E402
 
 

@@ -48,7 +48,8 @@ print(json.dumps({"images": len(pixels), "seconds": seconds}))
 RENDER = r"""
 import json, sys, time
 from pathlib import Path
-from onnxviz.render.pipeline import RenderOptions, render
+from onnxviz.render.options import RenderOptions
+from onnxviz.render.pipeline import render
 model, folder, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 result = render(model, [folder], out, RenderOptions(provider="cpu"))
 size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())

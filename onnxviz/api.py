@@ -159,7 +159,8 @@ class Model:
                progress: Callable[[int, int, str], None] | None = None, **options: Any):
         """What `onnxviz render` does: grids, predictions and a report per image file into `output`.
         `options` are `render.RenderOptions` fields (`layers`, `max_channels`, `sort`, ...)."""
-        from onnxviz.render.pipeline import RenderOptions, render
+        from onnxviz.render.options import RenderOptions
+        from onnxviz.render.pipeline import render
 
         known = [f.name for f in fields(RenderOptions)]
         unknown = [name for name in options if name not in known]

@@ -223,7 +223,8 @@ def render(
                                          "covers links to what its channels respond to"),
 ) -> None:
     """Store every layer's feature maps, the predictions and the first-layer filters, with a report, per image."""
-    from onnxviz.render.pipeline import RenderOptions, parse_channels, render as run_render
+    from onnxviz.render.options import RenderOptions, parse_channels
+    from onnxviz.render.pipeline import render as run_render
 
     opts = RenderOptions(layers=layers, max_channels=max_channels, channels=parse_channels(channels), sort=sort,
                          norm=norm, colormap=colormap, grids=grids, fmt=fmt.lower().replace("jpeg", "jpg"),

@@ -1,7 +1,7 @@
 """Painting a batch: what `render`'s worker threads do with ONNX Runtime's outputs.
 
-Per layer, one task draws it for every image of the batch (statistics, channel selection, the
-8-bit sprite and its PNG, the grid picture when asked for); after the batch's last layer, one task
+Per layer, one task draws it for every image of the batch (statistics, channel selection and the
+8-bit sprite from `reduce`, then the sprite's PNG and the grid picture when asked for); after the batch's last layer, one task
 per image stores its maps in `maps/*.css`, writes `input.png`, the summary and the page into a
 hidden `.NAME.part-*` folder and renames it into place (`store.replace_folder`).
 """
@@ -15,9 +15,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import cv2
 import numpy as np
 
 from onnxviz import __version__
@@ -26,10 +25,9 @@ from onnxviz.report import render_page as report
 from onnxviz.render import store
 from onnxviz.model.labels import top_predictions
 from onnxviz.model.info import LayerInfo
-from onnxviz.picture.tiling import grid_columns, scaled_sprites, select_channels, sprite_grid, sprite_ranges
-
-if TYPE_CHECKING:
-    from onnxviz.render.pipeline import RenderOptions
+from onnxviz.picture.tiling import sprite_grid
+from onnxviz.render.options import RenderOptions
+from onnxviz.render.reduce import reduce_layer
 
 GROUP_BYTES = 8 << 20  # draw_layer: maps of this many bytes at a time
 STAGES = ("read", "infer", "draw", "encode", "write")
@@ -109,64 +107,34 @@ def draw_layer(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOptio
 def _draw_group(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOptions,
                 clock: dict[str, float]) -> list[_Drawn]:
     t = time.perf_counter()
-    count = maps.shape[0]
     c, h, w = (int(d) for d in layer.shape[1:])
-    flat = maps.reshape(count, c, -1)
-    size = flat.shape[2] * c
-    # Per channel min and max (which give the layer's, the channels that are zero everywhere
-    # and the stored channels' ranges), then OpenCV's count of non-zero values and its sum
-    # (each about half numpy's time on these arrays, RESULTS 19.3).
-    ch_lo, ch_hi = flat.min(axis=2), flat.max(axis=2)
-    lo, hi = ch_lo.min(axis=1), ch_hi.max(axis=1)
-    numbers = np.empty((count, 4))
-    numbers[:, 0], numbers[:, 1] = lo, hi
-    for n in range(count):
-        numbers[n, 2] = cv2.sumElems(flat[n])[0] / size
-        numbers[n, 3] = 1.0 - cv2.countNonZero(flat[n]) / size
-    dead = np.count_nonzero((ch_lo == 0) & (ch_hi == 0), axis=1).tolist()
-    stats = [store.Stats(*row, d) for row, d in zip(_split(store.rounded(numbers), 4), dead)]
+    reduced = reduce_layer(maps, opts)
+    stats = [store.Stats(*row, d) for row, d in zip(_split(store.rounded(reduced.stats), 4), reduced.dead)]
     entries = [store.Layer(index, layer.name, layer.op, [c, h, w], "map", st, None, cls=layer.cls,
                            folded=list(layer.folded) or None) for st in stats]
-    if h == w == 1:
-        for entry, values in zip(entries, _split(store.rounded(flat[:, :, 0]), c)):
+    if reduced.values is not None:
+        for entry, values in zip(entries, _split(store.rounded(reduced.values), c)):
             entry.kind, entry.values = "vector", values
             entry.channel_stats = store.ChannelStats(values, values, values)
         clock["draw"] += time.perf_counter() - t
         return [_Drawn(entry) for entry in entries]
-    if opts.sort == "index":  # the same channels for every image
-        chosen = select_channels(maps[0], opts.max_channels, opts.channels, opts.sort)
-        if np.array_equal(chosen, np.arange(chosen[0], chosen[0] + len(chosen))):
-            picked = maps[:, chosen[0]:chosen[0] + len(chosen)]  # a run of channels: a view, not a copy
-        else:
-            picked = maps[:, chosen]
-        chosen = np.broadcast_to(chosen, (count, len(chosen)))
-    else:  # each image's most active channels
-        means = flat.mean(axis=2)
-        chosen = np.stack([select_channels(maps[n], opts.max_channels, opts.channels, opts.sort,
-                                           scores=(means[n], ch_hi[n])) for n in range(count)])
-        picked = np.take_along_axis(maps, chosen[:, :, None, None], axis=1)
-    k = chosen.shape[1]
-    ch_min, ch_max = np.take_along_axis(ch_lo, chosen, axis=1), np.take_along_axis(ch_hi, chosen, axis=1)
-    low, high = sprite_ranges(ch_min, ch_max, opts.norm, layer_range=(lo, hi))
-    columns = grid_columns(k)
-    finite = np.isfinite(lo) & np.isfinite(hi)  # min and max carry any NaN or inf
-    sprites = scaled_sprites(picked, low, high, columns, finite)
-    channel_numbers = store.rounded(np.stack([ch_min, ch_max, picked.reshape(count, k, -1).mean(axis=2)], axis=1))
-    ranges = store.rounded(np.stack([low, high], axis=1).astype(np.float32), store.EXACT_DIGITS)
+    k, columns = reduced.channels.shape[1], reduced.columns
+    channel_numbers = store.rounded(np.stack([reduced.ch_min, reduced.ch_max, reduced.ch_mean], axis=1))
+    ranges = store.rounded(np.stack([reduced.low, reduced.high], axis=1).astype(np.float32), store.EXACT_DIGITS)
     t2 = time.perf_counter()
     clock["draw"] += t2 - t
     drawn = []
     for n, (entry, numbers3, range2) in enumerate(zip(entries, _split(channel_numbers, 3 * k),
                                                       _split(ranges, 2 * k))):
-        channels = chosen[n].tolist()
+        channels = reduced.channels[n].tolist()
         entry.channel_stats = store.ChannelStats(numbers3[:k], numbers3[k:2 * k], numbers3[2 * k:])
         entry.channels, entry.tile, entry.columns = channels, [h, w], columns
         entry.low, entry.high = range2[:k], range2[k:]
         grid = None
         if opts.grids:
-            picture = sprite_grid(sprites[n], (h, w), k, opts.colormap)
+            picture = sprite_grid(reduced.sprites[n], (h, w), k, opts.colormap)
             grid = encoding.encode_jpeg(picture, opts.quality) if opts.fmt == "jpg" else encoding.encode_png(picture)
-        drawn.append(_Drawn(entry, encoding.encode_png(sprites[n]), grid))
+        drawn.append(_Drawn(entry, encoding.encode_png(reduced.sprites[n]), grid))
     clock["encode"] += time.perf_counter() - t2
     return drawn
 

@@ -16,12 +16,11 @@ its report is written: an interrupted or failed render leaves no half-made image
 from __future__ import annotations
 
 import queue
-import re
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -29,57 +28,17 @@ import numpy as np
 
 from onnxviz.report import render_page as report
 from onnxviz.render import store
-from onnxviz.errors import ImageError, LayerSelectionError, OptionError
+from onnxviz.errors import ImageError
 from onnxviz.files import ensure_dir, safe_name
-from onnxviz.run.images import check_resize, collect_images, load_image, resize_image
+from onnxviz.run.images import collect_images, load_image, resize_image
 from onnxviz.model.info import LayerInfo, ModelInfo, load_info
 from onnxviz.model.selection import select_layers
+from onnxviz.render.options import RenderOptions, check_channels
 from onnxviz.render.painting import STAGES, ImageResult, Painter
-from onnxviz.picture.tiling import COLORMAPS, NORMS, SORTS
 
-FORMATS = ("jpg", "png")
 LONG_RUN_FROM_IMAGES = 64
 
 Progress = Callable[[int, int, str], None]
-
-
-@dataclass
-class RenderOptions:
-    layers: list[str] = field(default_factory=list)
-    max_channels: int | None = 64
-    channels: tuple[int, int] | None = None
-    sort: str = "index"
-    norm: str = "channel"
-    colormap: str = "viridis"
-    grids: bool = False  # coloured grid pictures for papers, in grids/
-    fmt: str = "jpg"  # of the grids
-    quality: int = 90  # JPEG quality of the grids
-    top_k: int = 5
-    resize: str | None = None  # None: the file's own recipe (metadata), else "stretch"
-    batch_size: int = 8
-    provider: str = "auto"
-    filters: bool = True
-    workers: int | None = None  # threads that draw, encode and write (default: the CPUs, at most 4)
-    atlas: Path | None = None  # an `onnxviz atlas` folder: the report links each layer it covers
-
-    def check(self) -> None:
-        """Reject bad options before any work starts."""
-        if self.resize is not None:
-            self.resize = check_resize(self.resize)
-        for value, valid, param in ((self.sort, SORTS, "sort"), (self.norm, NORMS, "norm"), (self.fmt, FORMATS, "fmt"),
-                                    (self.colormap, tuple(COLORMAPS), "colormap")):
-            if value not in valid:
-                raise OptionError(f"{{{param}}} '{value}' is not valid; choose one of {', '.join(valid)}",
-                                  params=(param,))
-        if self.batch_size < 1:
-            raise OptionError(f"{{batch_size}} must be at least 1, got {self.batch_size}", params=("batch_size",))
-        if self.max_channels is not None and self.max_channels < 1:
-            raise OptionError(f"{{max_channels}} must be at least 1, got {self.max_channels}",
-                              params=("max_channels",))
-        if self.top_k < 0:
-            raise OptionError(f"{{top_k}} must be 0 or more, got {self.top_k}", params=("top_k",))
-        if not 1 <= self.quality <= 100:
-            raise OptionError(f"{{quality}} must be 1..100, got {self.quality}", params=("quality",))
 
 
 @dataclass
@@ -103,33 +62,6 @@ class RenderResult:
     @property
     def bytes(self) -> int:
         return sum(i.bytes for i in self.images)
-
-
-def parse_channels(text: str | None) -> tuple[int, int] | None:
-    """'A:B' -> (A, B)."""
-    if not text:
-        return None
-    match = re.fullmatch(r"\s*(\d*)\s*:\s*(\d*)\s*", text)
-    if not match:
-        raise OptionError(f"{{channels}} takes A:B (e.g. 0:32), got '{text}'", params=("channels",))
-    a = int(match.group(1) or 0)
-    b = int(match.group(2)) if match.group(2) else 1 << 30
-    if b <= a:
-        raise OptionError(f"{{channels}} {text} is empty; B must be larger than A", params=("channels",))
-    return a, b
-
-
-def check_channels(chosen: list[LayerInfo], options: RenderOptions) -> None:
-    """Every chosen layer has a fixed [C, H, W] and `--channels` selects something in each."""
-    for layer in chosen:
-        c, h, w = layer.shape[1:]
-        if not all(isinstance(d, int) and d > 0 for d in (c, h, w)):
-            raise LayerSelectionError(f"layer '{layer.name}' has no fixed [C, H, W] shape ({layer.shape}); "
-                                      f"export the model again with a fixed --input-size")
-        if options.channels and options.channels[0] >= c and not h == w == 1:
-            start, stop = options.channels
-            raise OptionError(f"{{channels}} {start}:{stop} selects nothing in layer '{layer.name}', which has {c} "
-                              f"channels; choose A below {c} or pick layers with {{layers}}", params=("channels", "layers"))
 
 
 def default_workers() -> int:
@@ -197,123 +129,169 @@ def _read_batches(images: list[Path], info: ModelInfo, options: RenderOptions, o
 def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions | None = None,
            progress: Progress | None = None) -> RenderResult:
     """Render every image of `inputs` (files or folders) through `model` into `output`."""
-    from onnxviz.run.session import open_session
-
     options = options or RenderOptions()
     options.check()
     started = time.perf_counter()
-    model = Path(model)
-    images, failed = collect_images(list(inputs))
+    plan = _plan(Path(model), list(inputs), Path(output), options)
+    with ThreadPoolExecutor(max_workers=plan.workers) as pool:
+        loop = _Loop(plan, pool, progress)
+        try:
+            loop.open()
+            loop.run()
+        finally:
+            loop.finish()
+    return RenderResult(plan.model, plan.output, loop.session.provider, loop.session.fallback, loop.results,
+                        loop.failed, [layer.name for layer in plan.chosen], time.perf_counter() - started,
+                        loop.timings)
+
+
+@dataclass
+class _Plan:
+    """What a run knows before it opens anything: its images, the file's metadata, the chosen
+    layers and the run's index (`run.json`), which lists each image once it is rendered."""
+
+    model: Path
+    output: Path
+    options: RenderOptions
+    images: list[Path]
+    folders: dict[Path, str]  # image -> the name of its folder in `output`
+    failed: list[str]  # images that cannot be read at all (collect_images)
+    info: ModelInfo
+    chosen: list[LayerInfo]
+    keep: list[str]  # outputs asked of ONNX Runtime besides the chosen layers: the predictions
+    run: store.Run
+    made_output: bool  # OUT did not exist: a run that renders nothing removes it
+    workers: int
+
+
+def _plan(model: Path, inputs: list[Path], output: Path, options: RenderOptions) -> _Plan:
+    images, failed = collect_images(inputs)
     info = load_info(model)
     chosen = select_layers(info, options.layers, str(model))
     check_channels(chosen, options)
     keep = [info.prediction_output] if info.prediction_output and options.top_k > 0 else []
-    output = Path(output)
-    made_output = not output.exists()
-    workers = options.workers or default_workers()
-    timings = dict.fromkeys(STAGES, 0.0)
-    results: list[ImageResult] = []
     run = store.Run(str(model), info.source, [
         store.RunLayer(i, layer.name, list(layer.shape[1:]), "vector" if layer.shape[2] == layer.shape[3] == 1 else "map")
         for i, layer in ((info.layers.index(layer), layer) for layer in chosen)])
-    stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    return _Plan(model, output, options, images, dict(zip(images, _folder_names(images))), failed, info, chosen,
+                 keep, run, not output.exists(), options.workers or default_workers())
+
+
+class _Loop:
+    """One run's three overlapping stages: the reader thread decodes batches, ONNX Runtime runs
+    them here, the pool's workers paint them (`Painter`), at most one batch of images being
+    painted at a time (back-pressure). `finish` ends every run, whatever happened: it stops the
+    reader, keeps the images that were completed and writes the run's index."""
+
+    def __init__(self, plan: _Plan, pool: ThreadPoolExecutor, progress: Progress | None) -> None:
+        self.plan, self.pool, self.progress = plan, pool, progress
+        self.stop = threading.Event()  # set: the reader and queued painting tasks give up
+        self.batches: queue.Queue = queue.Queue(maxsize=2)
+        self.reader: threading.Thread | None = None
+        self.session = self.painter = None
+        self.slots = threading.BoundedSemaphore(plan.options.batch_size)  # images drawn at once: one batch's maps
+        self.pending: deque[tuple[Path, Future]] = deque()
+        self.results: list[ImageResult] = []
+        self.failed = plan.failed
+        self.timings = dict.fromkeys(STAGES, 0.0)
+        self.done = 0
+
+    def open(self) -> None:
+        """Start the reader, open the session and the output folder."""
+        from onnxviz.run.session import open_session
+
+        plan, options = self.plan, self.plan.options
         # The filters are read while ORT builds the session (which releases the GIL) and runs the
         # first batch ...
-        filters_job = pool.submit(_load_filters, model) if options.filters else None
-        batches: queue.Queue = queue.Queue(maxsize=2)
-        reader = threading.Thread(target=_read_batches, args=(images, info, options, batches, stop),
-                                  name="onnxviz-reader", daemon=True)
-        reader.start()  # and the first batch is decoded meanwhile
-        try:
-            # Repacked weights and layout transforms pay back only over many batches; ORT's threads do
-            # not spin, leaving the CPU to the drawing threads (see runtime.session_options).
-            session = open_session(model, options.provider, long_run=len(images) > LONG_RUN_FROM_IMAGES,
-                                   spinning=False)
-            session.output_names = keep + [layer.name for layer in chosen]
-            output = ensure_dir(output)
-            store.clean_parts(output)
-            painter = Painter(model, session, chosen, options, output, filters_job, stop)
-            if options.atlas is not None:
-                from onnxviz.report.atlas_page import read_atlas_layers
+        filters_job = self.pool.submit(_load_filters, plan.model) if options.filters else None
+        self.reader = threading.Thread(target=_read_batches, args=(plan.images, plan.info, options, self.batches,
+                                                                   self.stop),
+                                       name="onnxviz-reader", daemon=True)
+        self.reader.start()  # and the first batch is decoded meanwhile
+        # Repacked weights and layout transforms pay back only over many batches; ORT's threads do
+        # not spin, leaving the CPU to the drawing threads (see runtime.session_options).
+        self.session = open_session(plan.model, options.provider, long_run=len(plan.images) > LONG_RUN_FROM_IMAGES,
+                                    spinning=False)
+        self.session.output_names = plan.keep + [layer.name for layer in plan.chosen]
+        output = ensure_dir(plan.output)
+        store.clean_parts(output)
+        self.painter = Painter(plan.model, self.session, plan.chosen, options, output, filters_job, self.stop)
+        if options.atlas is not None:
+            from onnxviz.report.atlas_page import read_atlas_layers
 
-                painter.atlas_layers = read_atlas_layers(options.atlas)
-        except BaseException:
-            stop.set()  # the reader gives up
-            raise
-        folders = dict(zip(images, _folder_names(images)))
-        slots = threading.BoundedSemaphore(options.batch_size)  # images drawn at once: one batch's maps
-        pending: deque[tuple[Path, Future]] = deque()
-        done = 0
+            self.painter.atlas_layers = read_atlas_layers(options.atlas)
 
-        def collect(block: bool) -> None:
-            nonlocal done
-            while pending and (block or pending[0][1].done()):
-                path, job = pending.popleft()
-                try:
-                    result, stage_s = job.result()
-                except ImageError as exc:
-                    failed.append(str(exc))
-                    done += 1
-                    if progress:
-                        progress(done, len(images), f"skipped {path.name}")
-                    continue
-                for key, value in stage_s.items():
-                    timings[key] += value
-                results.append(result)
-                run.images.append(_run_image(result))
-                done += 1
-                if progress:
-                    progress(done, len(images), path.name)
+    def run(self) -> None:
+        """Infer batch after batch as the reader delivers them, handing each to the painters."""
+        while True:
+            item = self.batches.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            self.timings["read"] += item.read_s
+            for path, warning in item.failed:
+                self._skipped(path, warning)
+            if item.pixels is None:
+                continue
+            t = time.perf_counter()
+            outputs = self.session.run(item.pixels)
+            infer_s = time.perf_counter() - t
+            self.timings["infer"] += infer_s
+            share = {"read": item.read_s / len(item.paths), "infer": infer_s / len(item.paths)}
+            for _ in item.paths:
+                while not self.slots.acquire(timeout=0.1):
+                    self._collect(block=False)
+            jobs = self.painter.start(self.pool, [(path, self.plan.folders[path]) for path in item.paths],
+                                      item.pixels, outputs, share)
+            for path, job in zip(item.paths, jobs):
+                job.add_done_callback(lambda _: self.slots.release())
+                self.pending.append((path, job))
+            self._collect(block=False)
+            del outputs
+        self._collect(block=True)
 
-        try:
-            while True:
-                item = batches.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                timings["read"] += item.read_s
-                for path, warning in item.failed:
-                    failed.append(warning)
-                    done += 1
-                    if progress:
-                        progress(done, len(images), f"skipped {path.name}")
-                if item.pixels is None:
-                    continue
-                t = time.perf_counter()
-                outputs = session.run(item.pixels)
-                infer_s = time.perf_counter() - t
-                timings["infer"] += infer_s
-                share = {"read": item.read_s / len(item.paths), "infer": infer_s / len(item.paths)}
-                for _ in item.paths:
-                    while not slots.acquire(timeout=0.1):
-                        collect(False)
-                jobs = painter.start(pool, [(path, folders[path]) for path in item.paths], item.pixels, outputs, share)
-                for path, job in zip(item.paths, jobs):
-                    job.add_done_callback(lambda _: slots.release())
-                    pending.append((path, job))
-                collect(False)
-                del outputs
-            collect(True)
-        except BaseException:
-            stop.set()  # queued tasks of unfinished images give up, and those images remove their folders
-            for path, job in pending:
-                try:
-                    result, _ = job.result()
-                except BaseException:  # noqa: S110 - an abandoned image cleans up after itself
-                    continue
-                results.append(result)  # finished while the run stopped: complete, so listed
-                run.images.append(_run_image(result))
-            pending.clear()
-            _finish_run(output, run, made_output and not results)
-            raise
-        finally:
-            stop.set()
-            reader.join(timeout=5)
-    _finish_run(output, run, made_output and not results)
-    return RenderResult(model, output, session.provider, session.fallback, results, failed,
-                        [layer.name for layer in chosen], time.perf_counter() - started, timings)
+    def _collect(self, block: bool) -> None:
+        """Take the painted images in order: all of them, or (not `block`) those done already."""
+        while self.pending and (block or self.pending[0][1].done()):
+            path, job = self.pending.popleft()
+            try:
+                result, stage_s = job.result()
+            except ImageError as exc:
+                self._skipped(path, str(exc))
+                continue
+            for key, value in stage_s.items():
+                self.timings[key] += value
+            self._completed(result)
+            if self.progress:
+                self.progress(self.done, len(self.plan.images), path.name)
+
+    def _skipped(self, path: Path, warning: str) -> None:
+        self.failed.append(warning)
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, len(self.plan.images), f"skipped {path.name}")
+
+    def _completed(self, result: ImageResult) -> None:
+        self.results.append(result)
+        self.plan.run.images.append(_run_image(result))
+        self.done += 1
+
+    def finish(self) -> None:
+        """After the loop, or instead of it when something failed: queued tasks of unfinished
+        images give up (and those images remove their folders), images that finished meanwhile
+        are complete and listed, and the run's index is written."""
+        self.stop.set()
+        for _, job in self.pending:
+            try:
+                result, _ = job.result()
+            except BaseException:  # noqa: S110 - an abandoned image cleans up after itself
+                continue
+            self._completed(result)
+        self.pending.clear()
+        if self.reader is not None:
+            self.reader.join(timeout=5)
+        _finish_run(self.plan.output, self.plan.run, self.plan.made_output and not self.results)
 
 
 def _run_image(result: ImageResult) -> store.RunImage:

@@ -92,7 +92,8 @@ def test_export_records_the_recipe_and_render_and_diff_use_it(tmp_path, monkeypa
     from onnxviz.compare.diff import diff_model
     from onnxviz.model.info import load_info
     from onnxviz.api import export as export_onnx
-    from onnxviz.render.pipeline import RenderOptions, render
+    from onnxviz.render.options import RenderOptions
+    from onnxviz.render.pipeline import render
 
     out = tmp_path / "resnet.onnx"
     export_onnx(MODELS / "resnet_dynamo_opset18.onnx", out, preprocess="torchvision")

@@ -7,7 +7,7 @@ import pytest
 from onnxviz.render import painting
 from onnxviz.model.info import LayerInfo
 from onnxviz.render.painting import draw_layer
-from onnxviz.render.pipeline import RenderOptions
+from onnxviz.render.options import RenderOptions
 
 
 def awkward_maps(count: int) -> np.ndarray:

@@ -208,7 +208,8 @@ def test_real_mobilenet_render_top1_is_espresso(tmp_path, mobilenet_onnx, shared
 
 
 def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report(tmp_path, model_path):
-    from onnxviz.render.pipeline import RenderOptions, render
+    from onnxviz.render.options import RenderOptions
+    from onnxviz.render.pipeline import render
 
     src = tmp_path / "in"
     src.mkdir()
