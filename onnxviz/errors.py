@@ -20,9 +20,11 @@ class OnnxvizError(Exception):
         self.params = tuple(params)
 
     def spoken(self, name_of=lambda param: param) -> str:
-        if not self.params:
-            return self.template
-        return self.template.format(**{p: name_of(p) for p in self.params})
+        # Each `{param}` replaced, and nothing else: a value quoted in the message may hold braces.
+        text = self.template
+        for param in self.params:
+            text = text.replace("{" + param + "}", name_of(param))
+        return text
 
     def __str__(self) -> str:
         return self.spoken()
