@@ -602,3 +602,103 @@ def test_a_missing_maps_stylesheet_is_said_on_its_layer_and_the_other_layers_sti
     # the browser's own lines for the missing file, and nothing else
     assert p.errors and all("000.a.css" in e or "ERR_FILE_NOT_FOUND" in e for e in p.errors), p.errors
     p.errors.clear()
+
+
+# ---------------------------------------------------------------- the atlas's page
+
+@pytest.fixture(scope="module")
+def atlas_folder(tmp_path_factory):
+    """An atlas with overlays of the tiny branchy model over 12 images and a broken one, and a render
+    of one image whose report links to it."""
+    import json
+
+    import onnx
+    from atlas_models import branchy_model, write_images
+
+    from onnxviz.atlas.options import AtlasOptions
+    from onnxviz.atlas.pipeline import build_atlas
+    from onnxviz.render.pipeline import RenderOptions, render
+
+    root = tmp_path_factory.mktemp("atlas")
+    onnx.save(branchy_model(), root / "branchy.onnx")
+    write_images(root / "data", 12, seed=1, constant=1)
+    (root / "data" / "broken.jpg").write_bytes(b"not a jpeg")
+    build_atlas(root / "branchy.onnx", [root / "data"], root / "atlas",
+                AtlasOptions(top=3, provider="cpu", overlay=True))
+    render(root / "branchy.onnx", [root / "data" / "img001.png"], root / "render",
+           RenderOptions(provider="cpu", atlas=root / "atlas"))
+    text = (root / "atlas" / "atlas-data.js").read_text()
+    return root, json.loads(text[len("window.ATLAS = "):].rstrip().rstrip(";"))
+
+
+def atlas_tiles(page) -> list[dict]:
+    return page.eval_on_selector_all(".grid a.ch", "els => els.map(a => ({href: a.getAttribute('href'), "
+                                     "text: a.innerText, image: a.querySelector('.t').style.backgroundImage}))")
+
+
+def test_atlas_page_shows_each_layers_channels_by_their_best_crop(atlas_folder, open_page):
+    root, data = atlas_folder
+    p = open_page(root / "atlas" / "index.html")
+    page = p.page
+    assert page.title() == f"{data['title']} - onnxviz"
+    assert page.inner_text("#title") == data["title"]
+    channels = sum(layer["channels"] for layer in data["layers"])
+    assert page.inner_text("#sub").startswith(f"{data['image_count']} images (1 unreadable) \u00b7 "
+                                              f"{len(data['layers'])} layers \u00b7 {channels} channels \u00b7 top 3 by "
+                                              f"spatial max")
+    nav = page.eval_on_selector_all("#nav a", "els => els.map(a => [a.getAttribute('href'), a.className])")
+    assert nav == [[f"#l={i}", "on" if i == 0 else ""] for i in range(len(data["layers"]))]
+    layer = data["layers"][0]
+    tiles = atlas_tiles(page)
+    assert [t["href"] for t in tiles] == [f"#l=0&c={c}" for c in range(layer["channels"])]
+    # made with --overlay: the overlay sheets shown until the box is unticked, then the crops
+    assert all(layer["overlays"][0] in t["image"] for t in tiles)
+    page.uncheck("#ov")
+    assert all(layer["sheets"][0] in t["image"] and ".overlay." not in t["image"] for t in atlas_tiles(page))
+    # by top score: the channels in the order of their best score, ties by number
+    page.select_option("#order", "score")
+    best = [layer["scores"][c * 3] for c in range(layer["channels"])]
+    want = sorted(range(layer["channels"]), key=lambda c: (-best[c], c))
+    assert [t["href"] for t in atlas_tiles(page)] == [f"#l=0&c={c}" for c in want]
+    # every sheet the page shows was loaded
+    for name in layer["sheets"] + layer["overlays"]:
+        assert any(r.endswith(name) for r in p.requests), name
+
+
+def test_atlas_channel_page_shows_its_top_images_and_walks_the_channels(atlas_folder, open_page):
+    root, data = atlas_folder
+    li = 1
+    layer = data["layers"][li]
+    page = open_page(root / "atlas" / "index.html").page
+    page.click(f"#nav a[href='#l={li}']")
+    page.wait_for_function("() => location.hash === '#l=1'")
+    c = 2
+    page.click(f".grid a.ch[href='#l={li}&c={c}']")
+    page.wait_for_function("() => document.querySelector('#main h2').textContent.includes('channel 2')")
+    assert page.inner_text("#main h2") == f"{layer['name']}, channel {c}"
+    figures = page.eval_on_selector_all(".ex figure", "els => els.map(f => f.querySelector('a').getAttribute('href'))")
+    ids = [i for i in layer["ids"][c * 3:(c + 1) * 3] if i >= 0]
+    assert figures and figures == [data["images"][i] for i in ids]
+    for href in figures:  # the examples link to the images themselves
+        assert (root / "atlas" / href).resolve().is_file()
+    page.click(f"button:has-text('channel {c + 1}')")
+    page.wait_for_function("() => location.hash === '#l=1&c=3'")
+    assert page.inner_text("#main h2") == f"{layer['name']}, channel {c + 1}"
+    page.click("button:has-text('all')")
+    page.wait_for_function("() => location.hash === '#l=1'")
+    assert len(atlas_tiles(page)) == layer["channels"]
+
+
+def test_render_report_links_open_the_atlas_at_their_layer(atlas_folder, open_page):
+    root, data = atlas_folder
+    page = open_page(root / "render" / "img001" / "index.html").page
+    links = page.eval_on_selector_all("a", "els => els.map(a => a.getAttribute('href')).filter(h => h.includes('atlas'))")
+    by_layer = {layer["name"]: i for i, layer in enumerate(data["layers"])}
+    layer_links = [h for h in links if "#l=" in h]
+    assert layer_links and "../../atlas/index.html" in links
+    href = layer_links[-1]
+    page.goto((root / "render" / "img001" / href.split("#")[0]).resolve().as_uri() + "#" + href.split("#")[1])
+    page.wait_for_load_state("load")
+    shown = int(href.split("#l=")[1])
+    assert page.inner_text("#main h2").startswith(data["layers"][shown]["name"])
+    assert shown in by_layer.values()
