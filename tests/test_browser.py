@@ -617,7 +617,8 @@ def atlas_folder(tmp_path_factory):
 
     from onnxviz.atlas.options import AtlasOptions
     from onnxviz.atlas.pipeline import build_atlas
-    from onnxviz.render.pipeline import RenderOptions, render
+    from onnxviz.render.options import RenderOptions
+    from onnxviz.render.pipeline import render
 
     root = tmp_path_factory.mktemp("atlas")
     onnx.save(branchy_model(), root / "branchy.onnx")

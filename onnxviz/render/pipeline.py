@@ -30,7 +30,7 @@ from onnxviz.report import render_page as report
 from onnxviz.render import store
 from onnxviz.errors import ImageError
 from onnxviz.files import ensure_dir, safe_name
-from onnxviz.run.images import collect_images, load_image, resize_image
+from onnxviz.run.images import collect_images, read_batch
 from onnxviz.model.info import LayerInfo, ModelInfo, load_info
 from onnxviz.model.selection import select_layers
 from onnxviz.render.options import RenderOptions, check_channels
@@ -103,17 +103,12 @@ def _read_batches(images: list[Path], info: ModelInfo, options: RenderOptions, o
     try:
         for start in range(0, len(images), options.batch_size):
             t = time.perf_counter()
-            pixels, ok, failed = [], [], []
-            for path in images[start:start + options.batch_size]:
-                if stop.is_set():
-                    return
-                try:
-                    pixels.append(resize_image(load_image(path), info.height, info.width, options.resize or info.resize or "stretch"))
-                    ok.append(path)
-                except ImageError as exc:
-                    failed.append((path, str(exc)))
-            batch = _Batch(ok, np.stack(pixels).astype(np.float32) if pixels else None,
-                           time.perf_counter() - t, failed)
+            paths = images[start:start + options.batch_size]
+            got = read_batch(paths, info.height, info.width, options.resize or info.resize or "stretch", stop=stop)
+            if stop.is_set():
+                return
+            batch = _Batch([paths[k] for k in got.read], got.pixels.astype(np.float32) if got.read else None,
+                           time.perf_counter() - t, [(paths[k], why) for k, why in got.failed])
             while not stop.is_set():
                 try:
                     out.put(batch, timeout=0.1)

@@ -312,3 +312,69 @@ def test_resize_rejects_unknown_mode_and_bad_sizes():
         resize_image(rgb, 0, 2)
     with pytest.raises(ImageError, match=r"resize_image takes an RGB image \[H, W, 3\]; got shape \(4, 4\)"):
         resize_image(rgb[..., 0], 2, 2)
+
+
+# ---------------------------------------------------------------- the batch reader
+
+def batch_files(tmp_path: Path) -> list[Path]:
+    """Five files: three images of different sizes and formats, an empty file and a text file named .png."""
+    rng = np.random.default_rng(5)
+    paths = [write(tmp_path / "a.png", rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)),
+             tmp_path / "empty.jpg",
+             write(tmp_path / "b.bmp", rng.integers(0, 256, (41, 17, 3), dtype=np.uint8)),
+             tmp_path / "notes.png",
+             write(tmp_path / "c.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))]
+    paths[1].write_bytes(b"")
+    paths[3].write_text("not a picture")
+    return paths
+
+
+@pytest.mark.parametrize("resize", ["stretch", "pad", "256"])
+def test_read_batch_keeps_the_readable_in_order_and_says_why_the_others_failed(tmp_path, resize):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = batch_files(tmp_path)
+    got = images.read_batch(paths, 12, 14, resize)
+    assert got.read == [0, 2, 4] and got.pixels.shape == (3, 12, 14, 3) and got.pixels.dtype == np.uint8
+    for j, k in enumerate(got.read):
+        np.testing.assert_array_equal(got.pixels[j], resize_image(load_image(paths[k]), 12, 14, resize))
+        np.testing.assert_array_equal(got.pixels[j], images.read_pixels(str(paths[k]), 12, 14, resize))
+    assert [k for k, _ in got.failed] == [1, 3]
+    for k, why in got.failed:
+        with pytest.raises(ImageError) as err:
+            load_image(paths[k])
+        assert why == str(err.value) and str(paths[k]) in why
+    with ThreadPoolExecutor(2) as pool:  # read in a pool: the same batch
+        pooled = images.read_batch(paths, 12, 14, resize, pool=pool)
+    assert pooled.read == got.read and pooled.failed == got.failed
+    np.testing.assert_array_equal(pooled.pixels, got.pixels)
+
+
+def test_read_batch_of_nothing_readable_and_of_nothing(tmp_path):
+    paths = batch_files(tmp_path)
+    got = images.read_batch([paths[1], paths[3]], 5, 6)
+    assert got.read == [] and got.pixels.shape == (0, 5, 6, 3) and len(got.failed) == 2
+    empty = images.read_batch([], 5, 6)
+    assert empty.read == [] and empty.failed == [] and empty.pixels.shape == (0, 5, 6, 3)
+
+
+def test_read_batch_ends_where_stop_is_set(tmp_path, monkeypatch):
+    """Checked before each image: set while the second is read, the batch ends after it."""
+    import threading
+
+    paths = batch_files(tmp_path)
+    stop = threading.Event()
+    real = images.load_image
+    calls = []
+
+    def load(path, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            stop.set()
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(images, "load_image", load)
+    got = images.read_batch(paths, 4, 4, stop=stop)
+    assert calls == paths[:2] and got.read == [0] and [k for k, _ in got.failed] == [1]
+    stop.set()
+    assert images.read_batch(paths, 4, 4, stop=stop).read == []
