@@ -35,7 +35,7 @@ from onnxviz.picture.encoding import encode
 from onnxviz.picture.tiling import colorize
 from onnxviz.report.atlas_page import write_page
 from onnxviz.run.images import read_batch
-from onnxviz.run.session import open_session
+from onnxviz.run.session import open_session, usable_cpus
 
 SHEET_ROWS = 256  # channels per sprite sheet: 256 x 64 px = 16384 px, well under JPEG's 65535
 BACKGROUND = 48
@@ -332,7 +332,7 @@ def write_atlas(plan: Plan, state: AtlasState, output: Path, options: AtlasOptio
     winning = winning_images(rows, sheets)
     note(f"cutting {len(rows)} crops from {len(winning.ids)} winning images")
     cutter = Cutter(plan, state, rows, sheets, options.tile)
-    workers = max(1, min(4, os.cpu_count() or 1))
+    workers = min(4, usable_cpus())
     with ThreadPoolExecutor(workers) as pool:
         if options.overlay:
             unreadable = _cut_with_maps(cutter, winning, plan, state, options, pool)

@@ -2,7 +2,6 @@
 each batch's per-channel scores and positions added to the run's `TopN`s."""
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
@@ -14,19 +13,12 @@ from onnxviz.atlas.plan import Plan, open_reduced
 from onnxviz.atlas.state import AtlasState
 from onnxviz.model.graph import reduction_names
 from onnxviz.run.images import ImageBatch, read_batch
-from onnxviz.run.session import Session
+from onnxviz.run.session import Session, usable_cpus
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _read(batch: list[tuple[int, str]], height: int, width: int, resize: str) -> ImageBatch:
@@ -57,7 +49,7 @@ def run_local(plan: Plan, state: AtlasState, todo: list[tuple[int, str]], option
         session = open_reduced(plan.reduced, options.provider, options.threads,
                                name=f"{plan.model} with the atlas's reductions")
     if prefetch is None:
-        prefetch = session.provider == "cuda" or session.threads < _cpus()
+        prefetch = session.provider == "cuda" or session.threads < usable_cpus()
     h, w = plan.info.height, plan.info.width
     done = since = 0
     batches = list(_chunks(todo, options.batch_size))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import socket
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from onnxviz.atlas.state import AtlasState, TopN
 from onnxviz.errors import OnnxvizError
 from onnxviz.model.graph import reduction_names
 from onnxviz.run.images import read_batch
+from onnxviz.run.session import usable_cpus
 
 INSTALL = 'pip install "onnxviz[ray]"'
 CONNECT_TIMEOUT_S = 5.0
@@ -145,7 +145,7 @@ def run_ray(plan: Plan, state: AtlasState, todo: list[tuple[int, str]], options:
             if address:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
             else:
-                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
+                ray.init(num_cpus=usable_cpus(), include_dashboard=False, logging_level=logging.WARNING,
                          log_to_driver=False, object_store_memory=1 << 30)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise OnnxvizError(f"cannot start or join Ray at '{address or 'this machine'}': {' '.join(str(exc).split())}") from exc

@@ -55,30 +55,93 @@ _ALLOCATION = ("Failed to allocate memory", "bad_alloc", "out of memory", "CUDA_
                "cudaErrorMemoryAllocation")
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+_V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
+
+
+def _upwards(mount: Path, path: str) -> list[Path]:
+    """`mount/path` and each folder above it up to `mount` (a limit higher up binds too)."""
+    folder = mount / path.strip("/")
+    return [folder, *folder.parents[:len(folder.relative_to(mount).parts)]]
+
+
+def _read_quota(folder: Path, v2: bool) -> float | None:
+    """The quota in `folder` in CPUs; None when there is none or it cannot be read."""
+    with contextlib.suppress(OSError, ValueError):
+        if v2:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            if quota == "max":
+                return None
+        else:
+            quota = (folder / "cpu.cfs_quota_us").read_text()
+            period = (folder / "cpu.cfs_period_us").read_text()
+        quota, period = int(quota), int(period)
+        return quota / period if quota > 0 and period > 0 else None
+    return None
+
+
+def cpu_quota(root: Path | None = None, proc_cgroup: Path | None = None) -> float | None:
+    """The CPUs a cgroup CPU quota gives this process (quota / period, e.g. 1.5), None without one.
+
+    cgroup v2: `cpu.max` ("150000 100000"; "max ..." is none); v1: `cpu.cfs_quota_us` over
+    `cpu.cfs_period_us` (-1 is none) in the `cpu` hierarchy. Read for the process's own cgroup
+    (`/proc/self/cgroup`) and every cgroup above it, the smallest winning; where that path is not
+    under the mount (a container that sees its own cgroup as the root), the mount's root counts.
+    `root` and `proc_cgroup` stand for /sys/fs/cgroup and /proc/self/cgroup (tests give fakes).
+    """
+    root = Path(root or CGROUP_ROOT)
+    v2_path = v1_path = "/"
+    with contextlib.suppress(OSError):
+        for line in Path(proc_cgroup or PROC_CGROUP).read_text().splitlines():
+            hierarchy, _, rest = line.partition(":")
+            controllers, _, path = rest.partition(":")
+            if hierarchy == "0" and not controllers:
+                v2_path = path
+            elif "cpu" in controllers.split(","):
+                v1_path = path
+    quotas = [_read_quota(folder, v2=True) for folder in _upwards(root, v2_path)]
+    for name in _V1_CPU_MOUNTS:
+        if (root / name).is_dir():
+            quotas += [_read_quota(folder, v2=False) for folder in _upwards(root / name, v1_path)]
+    quotas = [q for q in quotas if q]
+    return min(quotas) if quotas else None
+
+
+def _allowed_cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def _within_quota(count: int) -> int:
+    quota = cpu_quota()
+    return count if quota is None else min(count, max(1, math.ceil(quota)))
+
+
+def usable_cpus() -> int:
+    """Logical CPUs this process may use: its CPU affinity, capped by a cgroup CPU quota (`cpu_quota`,
+    rounded up). What onnxviz's own threads count on (the atlas's reading ahead and its crops, a local
+    Ray); a container limited to 2 CPUs on a 64-core host counts 2."""
+    return _within_quota(len(_allowed_cpus()))
+
+
 def physical_cores() -> int:
     """Cores this process may run on, SMT siblings counted once (ORT's own default rule).
 
-    Unlike ORT's default it respects CPU affinity and a cgroup CPU quota, so a
+    Unlike ORT's default it respects CPU affinity and a cgroup CPU quota (`cpu_quota`), so a
     container limited to 2 CPUs on a 64-core host does not start 64 threads.
     """
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        allowed = list(range(os.cpu_count() or 1))
     cores: set[tuple[str, str]] = set()
-    for cpu in allowed:
+    for cpu in _allowed_cpus():
         topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
         try:
             cores.add(((topology / "physical_package_id").read_text().strip(),
                        (topology / "core_id").read_text().strip()))
         except OSError:
             cores.add(("cpu", str(cpu)))
-    count = len(cores) or 1
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, math.ceil(int(quota) / int(period))))
-    return count
+    return _within_quota(len(cores) or 1)
 
 
 def _one_line(text: str) -> str:

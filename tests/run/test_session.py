@@ -1,6 +1,7 @@
 """onnxviz.run.session on tiny onnxviz files built here: providers, outputs, and error texts."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +263,60 @@ def test_onnx_file_not_written_by_onnxviz(tmp_path):
         runtime.open_session(path, "cpu")
     assert str(err.value) == (f"{path} was not written by 'onnxviz export' (it has no onnxviz metadata); "
                               f"run 'onnxviz export {path} -o NEW.onnx' to make an onnxviz file from it")
+
+
+# ---------------------------------------------------------------- cores: affinity and cgroup quotas
+
+def fake_cgroups(tmp_path: Path, proc: str, files: dict[str, str]) -> tuple[Path, Path]:
+    """A fake /sys/fs/cgroup (`files`: path under it -> content) and /proc/self/cgroup (`proc`)."""
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (tmp_path / "proc_cgroup").write_text(proc)
+    return root, tmp_path / "proc_cgroup"
+
+
+@pytest.mark.parametrize("proc, files, want", [
+    # cgroup v2, a container that sees its own cgroup as the root
+    ("0::/\n", {"cpu.max": "150000 100000\n"}, 1.5),
+    ("0::/\n", {"cpu.max": "max 100000\n"}, None),
+    # v2 on a host: the process's cgroup and the ones above it; the smallest limit binds
+    ("0::/app.slice/job.scope\n", {"app.slice/job.scope/cpu.max": "max 100000", "app.slice/cpu.max": "200000 100000",
+                                   "cpu.max": "max 100000"}, 2.0),
+    ("0::/app.slice/job.scope\n", {"app.slice/job.scope/cpu.max": "50000 100000",
+                                   "app.slice/cpu.max": "200000 100000"}, 0.5),
+    # v1: the cpu hierarchy, under any of its mount names; -1 is no quota
+    ("4:cpu,cpuacct:/\n3:memory:/x\n", {"cpu,cpuacct/cpu.cfs_quota_us": "300000\n",
+                                        "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 3.0),
+    ("1:cpu:/\n2:cpuacct:/\n0::/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    # v1 in a container without its own cgroup namespace: the path is not under the mount, whose root is its cgroup
+    ("5:cpuacct,cpu:/docker/0123abc\n", {"cpuacct,cpu/cpu.cfs_quota_us": "50000", "cpuacct,cpu/cpu.cfs_period_us": "25000"},
+     2.0),
+    # hybrid (v1 controllers, v2 mounted at unified/): the v1 quota
+    ("1:cpu:/\n0::/\n", {"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000", "unified/cgroup.procs": ""},
+     1.0),
+    # nothing there, or nothing readable: no quota
+    ("", {}, None),
+    ("0::/\n", {"cpu.max": "garbage"}, None),
+    ("0::/\n", {"cpu.max": "100000 0"}, None),
+])
+def test_cpu_quota_from_cgroup_files(tmp_path, proc, files, want):
+    root, proc_path = fake_cgroups(tmp_path, proc, files)
+    assert runtime.cpu_quota(root, proc_path) == want
+
+
+def test_core_counts_honour_affinity_and_the_quota(tmp_path, monkeypatch):
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    root, proc_path = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "max 100000"})
+    monkeypatch.setattr(runtime, "CGROUP_ROOT", root)
+    monkeypatch.setattr(runtime, "PROC_CGROUP", proc_path)
+    unlimited_cpus, unlimited_cores = runtime.usable_cpus(), runtime.physical_cores()
+    assert unlimited_cpus == allowed and 1 <= unlimited_cores <= allowed
+    (root / "cpu.max").write_text("50000 100000")  # half a CPU: one thread
+    assert runtime.usable_cpus() == runtime.physical_cores() == 1
+    (root / "cpu.max").write_text(f"{100000 * allowed + 1} 100000")  # more than the affinity allows
+    assert runtime.usable_cpus() == allowed and runtime.physical_cores() == unlimited_cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # pinned to one CPU
+    assert runtime.usable_cpus() == 1 and runtime.physical_cores() == 1
