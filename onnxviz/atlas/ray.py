@@ -41,7 +41,7 @@ def check_ray(address: str | None) -> None:
         import ray  # noqa: F401
         import ray.data  # noqa: F401
     except ImportError:
-        raise OnnxvizError(f"--engine ray needs Ray, which is not installed here: {INSTALL}") from None
+        raise OnnxvizError(f"{{engine}} ray needs Ray, which is not installed here: {INSTALL}", params=("engine",)) from None
     if not address or address in ("auto", "local"):
         return
     target = address.split("://", 1)[-1].rstrip("/")
@@ -51,7 +51,7 @@ def check_ray(address: str | None) -> None:
     why = _grpc_answer(host.strip("[]"), int(port), CONNECT_TIMEOUT_S)
     if why:
         raise OnnxvizError(f"Ray address '{address}' does not answer ({why}); start the head there with "
-                           f"'ray start --head', or fix --ray-address / RAY_ADDRESS")
+                           f"'ray start --head', or fix {{ray_address}} / RAY_ADDRESS", params=("ray_address",))
 
 
 # An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS on 6379, its

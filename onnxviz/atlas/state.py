@@ -152,8 +152,9 @@ class AtlasState:
 
 
 def _describe(fp: dict) -> dict[str, str]:
-    return {"model": f"model sha256 {fp['model_sha256'][:12]}", "layers": f"layers {','.join(fp['layers'])}",
-            "top": f"--top {fp['top']}", "score": f"--score {fp['score']}", "resize": f"--resize {fp['resize']}"}
+    """What each fingerprint key says, as message text (`{param}` fields for the options)."""
+    return {"model_sha256": f"model sha256 {fp['model_sha256'][:12]}", "layers": f"layers {','.join(fp['layers'])}",
+            "top": f"{{top}} {fp['top']}", "score": f"{{score}} {fp['score']}", "resize": f"{{resize}} {fp['resize']}"}
 
 
 def resume_state(output: Path, plan: Plan, options: AtlasOptions) -> tuple[AtlasState, bool]:
@@ -163,13 +164,13 @@ def resume_state(output: Path, plan: Plan, options: AtlasOptions) -> tuple[Atlas
         return AtlasState.new(plan, options.top), False
     state = AtlasState.load(path)
     old, new = state.fingerprint, plan.fingerprint
-    keys = {"model_sha256": "model", "layers": "layers", "top": "top", "score": "score", "resize": "resize"}
-    differ = [k for k in keys if old.get(k) != new.get(k)]
+    differ = [k for k in ("model_sha256", "layers", "top", "score", "resize") if old.get(k) != new.get(k)]
     if differ:
         was, now = _describe(old), _describe(new)
-        what = "; ".join(f"it has {was[keys[k]]}, this run {now[keys[k]]}" for k in differ)
+        what = "; ".join(f"it has {was[k]}, this run {now[k]}" for k in differ)
         raise OutputError(f"'{output}' holds an atlas made with another model or options ({what}); "
-                          f"run with the same model and options to resume or add images, or choose another -o")
+                          f"run with the same model and options to resume or add images, or choose another -o",
+                          params=tuple(k for k in differ if k in ("top", "score", "resize")))
     return state, True
 
 
