@@ -2,7 +2,7 @@
 
 Runs one batch of IMAGES through MODEL, then times, per image: the statistics' reductions over
 every map (numpy's per-channel min and max, OpenCV's sum and non-zero count), the whole of
-`painting.draw_layer` for every layer (its "draw" and "encode" clocks, and the functions it calls
+`painting.draw_layer` for every layer (its drawing and encoding clocks, and the functions it calls
 for PNG, 8-bit scaling, rounding and ranges) and the base64 of the sprites' PNGs; the reductions
 by map size (H x W), which shows what short rows cost, against reducing a transposed copy; the
 sprites' deflate at ISA-L's levels 0 to 3; then `render` of the same images with one worker,
@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from onnxviz.picture import encoding
 from onnxviz.render import painting
-from onnxviz.render import store  # noqa: E402
+from onnxviz.render import reduce, store  # noqa: E402
 from onnxviz.run.images import collect_images, load_image, resize_image  # noqa: E402
 from onnxviz.model.selection import select_layers  # noqa: E402
 from onnxviz.render.options import RenderOptions  # noqa: E402
@@ -94,17 +94,17 @@ def main() -> None:
             size[2] += t2 - t
             size[3] += t3 - t2
             size[4] += t5 - t4
-        clock = dict.fromkeys(painting.STAGES, 0.0)
+        clock = store.StageTimes()
         t = time.perf_counter()
         drawn = [painting.draw_layer(layer, i, outputs[layer.name], RenderOptions(), clock)
                  for i, layer in enumerate(chosen)]
         ms["draw_layer"] = time.perf_counter() - t
-        ms["  its draw clock"], ms["  its encode clock"] = clock["draw"], clock["encode"]
+        ms["  its draw clock"], ms["  its encode clock"] = clock.drawing, clock.encoding
         pngs = [one.png for layer in drawn for one in layer if one.png]
         sprites: list[np.ndarray] = []
         parts = {"  PNG encoding": 0.0, "  8-bit scaling and tiling": 0.0, "  rounding for JSON": 0.0, "  ranges": 0.0}
-        wrapped = [(encoding, "encode_png", "  PNG encoding", None), (painting, "scaled_sprites", "  8-bit scaling and tiling", sprites),
-                   (store, "rounded", "  rounding for JSON", None), (painting, "sprite_ranges", "  ranges", None)]
+        wrapped = [(encoding, "encode_png", "  PNG encoding", None), (reduce, "scaled_sprites", "  8-bit scaling and tiling", sprites),
+                   (store, "rounded", "  rounding for JSON", None), (reduce, "sprite_ranges", "  ranges", None)]
         originals = [(owner, name, _timed(owner, name, parts, label, keep)) for owner, name, label, keep in wrapped]
         try:
             t = time.perf_counter()
@@ -129,9 +129,9 @@ def main() -> None:
         out = Path(tempfile.mkdtemp(prefix="painting_cost_"))
         result = render(args.model, [args.images], out, RenderOptions(provider="cpu", workers=1, batch_size=n))
         shutil.rmtree(out)
-        for stage in ("draw", "encode", "write"):
-            ms[f"render, one worker: {stage}"] = result.timings[stage]
-        ms["render, one worker: painting"] = sum(result.timings[s] for s in ("draw", "encode", "write"))
+        for stage in ("drawing", "encoding", "writing"):
+            ms[f"render, one worker: {stage}"] = getattr(result.timings, stage)
+        ms["render, one worker: painting"] = sum(getattr(result.timings, s) for s in ("drawing", "encoding", "writing"))
         per_image = {key: value / n * 1000 for key, value in ms.items()}
         print(f"{n} images, {sum(outputs[layer.name].nbytes for layer in chosen) / n / 1e6:.1f} MB of maps each; ms per image:")
         for key, value in per_image.items():

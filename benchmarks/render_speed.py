@@ -54,7 +54,7 @@ model, folder, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 result = render(model, [folder], out, RenderOptions(provider="cpu"))
 size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
 print(json.dumps({"images": len(result.images), "seconds": result.seconds, "bytes": size,
-                  "timings": result.timings}))
+                  "timings": vars(result.timings)}))
 """
 
 

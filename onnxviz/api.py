@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from onnxviz.errors import ImageError, OptionError
+from onnxviz.model.labels import Prediction
 
 DEFAULT_BATCH = 8
 
@@ -94,13 +95,6 @@ class Activations(dict):
         return f"<table>{''.join(rows)}</table>{note}"
 
 
-@dataclass
-class Prediction:
-    label: str
-    score: float
-    index: int
-
-
 # ---------------------------------------------------------------- models
 
 def load(path: str | Path, provider: str = "auto", *, threads: int | None = None) -> "Model":
@@ -152,8 +146,7 @@ class Model:
             raise OptionError(f"{{top_k}} must be a positive integer, got {top_k!r}", params=("top_k",))
         pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch")
         scores = np.concatenate([p[output] for p in self._run(pixels, [output], batch_size)])
-        return [[Prediction(p["label"], p["score"], p["index"]) for p in top_predictions(s, self.info, top_k)]
-                for s in scores]
+        return [top_predictions(s, top_k, self.info.labels, self.info.prediction_is_probability) for s in scores]
 
     def render(self, images: str | Path | Iterable[str | Path], output: str | Path = "onnxviz-out",
                progress: Callable[[int, int, str], None] | None = None, **options: Any):

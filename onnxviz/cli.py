@@ -11,7 +11,7 @@ from typing import Callable, List, Optional
 
 import typer
 
-from onnxviz.errors import OnnxvizError
+from onnxviz.errors import NotOnnxvizFile, OnnxvizError
 
 app = typer.Typer(
     add_completion=False,
@@ -141,7 +141,6 @@ def layers_cmd(
     as_json: bool = typer.Option(False, "--json", help="print JSON for programs"),
 ) -> None:
     """List the exposed layers in network order (for other ONNX files: the 4-D maps export would pick from)."""
-    from onnxviz.errors import ModelError
     from onnxviz.model.info import load_info
 
     try:
@@ -151,9 +150,7 @@ def layers_cmd(
                  "channels": layer.channels, "layout": layer.layout, "folded": layer.folded}
                 for i, layer in enumerate(info.layers)]
         title = f"{len(rows)} outputs"
-    except ModelError as exc:
-        if "not written by 'onnxviz export'" not in str(exc):
-            raise
+    except NotOnnxvizFile:
         from onnxviz.exporter.sources.onnx import inspect_onnx
 
         seen = inspect_onnx(model)
@@ -234,7 +231,7 @@ def render(
     note = f"; CUDA not used: {result.fallback}" if result.fallback and provider == "auto" else ""
     typer.echo(f"ran on {result.provider}{note}")
     for item in result.images[:20]:
-        best = f": {item.predictions[0]['label']} {item.predictions[0]['score'] * 100:.1f}%" if item.predictions else ""
+        best = f": {item.predictions[0].label} {item.predictions[0].score * 100:.1f}%" if item.predictions else ""
         typer.echo(f"  {item.folder}/index.html  {item.layers} layers{best}")
     if len(result.images) > 20:
         typer.echo(f"  ... and {len(result.images) - 20} more (listed in {result.output}/run.json)")
@@ -242,8 +239,8 @@ def render(
     per_image = result.bytes / len(result.images) / 1e6 if result.images else 0.0
     typer.echo(f"rendered {len(result.images)} image(s) into {result.output} in {result.seconds:.1f}s "
                f"({result.images_per_second:.1f} images/s, {per_image:.1f} MB per image; work per stage: read "
-               f"{t['read']:.1f}s, inference {t['infer']:.1f}s, drawing {t['draw']:.1f}s, encoding {t['encode']:.1f}s, "
-               f"writing {t['write']:.1f}s)")
+               f"{t.read:.1f}s, inference {t.inference:.1f}s, drawing {t.drawing:.1f}s, encoding {t.encoding:.1f}s, "
+               f"writing {t.writing:.1f}s)")
     for warning in result.failed:
         _err(f"warning: {warning}")
     if result.failed:

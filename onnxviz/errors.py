@@ -34,6 +34,10 @@ class ModelError(OnnxvizError):
     """A model name, file or graph that onnxviz cannot use."""
 
 
+class NotOnnxvizFile(ModelError):
+    """An ONNX file without onnxviz's metadata: readable, but not written by `onnxviz export`."""
+
+
 class LayerSelectionError(OnnxvizError):
     """A layer glob that matches nothing, or a selection that is empty."""
 

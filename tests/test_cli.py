@@ -90,6 +90,25 @@ def test_layers_lists_network_order_and_json(tmp_path):
                                  "shape": [None, 6, 8, 8], "channels": 6, "layout": "NCHW", "folded": []}
 
 
+def test_layers_of_a_plain_onnx_file_and_of_a_damaged_onnxviz_file(tmp_path):
+    """A file without onnxviz metadata is inspected as export would see it; an onnxviz file whose
+    metadata is damaged is an error, not mistaken for a plain ONNX file."""
+    from tiny_models import tiny_onnx
+
+    plain = tmp_path / "plain.onnx"
+    tiny_onnx(plain)
+    result = runner.invoke(app, ["layers", str(plain)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].endswith(f"feature maps that 'onnxviz export {plain}' can expose")
+    model = tiny_model()
+    for prop in model.metadata_props:
+        if prop.key == "onnxviz.input":
+            prop.value = "{broken"
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, damaged)
+    assert "has damaged onnxviz metadata" in one_error_line(runner.invoke(app, ["layers", str(damaged)]))
+
+
 def test_filters_command_draws_the_first_convolution(tmp_path):
     path = tmp_path / "tiny.onnx"
     onnx.save(tiny_model(), path)

@@ -25,7 +25,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from onnxviz.errors import ModelError
+from onnxviz.errors import ModelError, NotOnnxvizFile
 
 PREFIX = "onnxviz."
 
@@ -146,7 +146,7 @@ class ModelInfo:
     @classmethod
     def from_props(cls, props: Mapping[str, str], where: str = "the model") -> "ModelInfo":
         if PREFIX + "version" not in props:
-            raise ModelError(
+            raise NotOnnxvizFile(
                 f"{where} was not written by 'onnxviz export' (it has no onnxviz metadata); "
                 f"run 'onnxviz export {where} -o NEW.onnx' to make an onnxviz file from it"
             )

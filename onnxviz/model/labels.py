@@ -3,16 +3,15 @@ user's), and a prediction's best classes."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Sequence
 
 from onnxviz.errors import ModelError
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from onnxviz.model.info import ModelInfo
 
 IMAGENET = "imagenet"
 _IMAGENET_FILE = Path(__file__).parent.parent / "data" / "imagenet_classes.txt"
@@ -68,17 +67,28 @@ def read_labels(path: Path) -> list[str]:
     return [labels[i] for i in range(len(labels))]
 
 
-def top_predictions(scores: np.ndarray, info: ModelInfo, k: int) -> list[dict[str, Any]]:
-    """The k best classes with their probabilities (softmax applied when the model gives logits)."""
+@dataclass
+class Prediction:
+    """One of a prediction's best classes: its name, its probability and its index in the scores."""
+
+    label: str
+    score: float
+    index: int
+
+
+def top_predictions(scores: np.ndarray, k: int, labels: Sequence[str] | None = None,
+                    probabilities: bool = True) -> list[Prediction]:
+    """The k best classes of `scores` (one image's class scores), best first, with their
+    probabilities: softmax applied unless `probabilities` says the scores are already. A class
+    without a name in `labels` is called `class N`."""
     import numpy as np
 
     if k <= 0:
         return []
     s = np.asarray(scores, dtype=np.float64).ravel()
-    if not info.prediction_is_probability:
+    if not probabilities:
         s = np.exp(s - s.max())
         s /= s.sum()
     order = np.argsort(-s, kind="stable")[:k]
-    labels = info.labels or []
-    return [{"index": int(i), "label": labels[i] if i < len(labels) else f"class {i}", "score": float(s[i])}
-            for i in order]
+    labels = labels or []
+    return [Prediction(labels[i] if i < len(labels) else f"class {i}", float(s[i]), int(i)) for i in order]

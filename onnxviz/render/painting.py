@@ -15,22 +15,19 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from onnxviz import __version__
 from onnxviz.picture import encoding
 from onnxviz.report import render_page as report
 from onnxviz.render import store
-from onnxviz.model.labels import top_predictions
+from onnxviz.model.labels import Prediction, top_predictions
 from onnxviz.model.info import LayerInfo
 from onnxviz.picture.tiling import sprite_grid
 from onnxviz.render.options import RenderOptions
 from onnxviz.render.reduce import reduce_layer
 
 GROUP_BYTES = 8 << 20  # draw_layer: maps of this many bytes at a time
-STAGES = ("read", "infer", "draw", "encode", "write")
 _REPORT_FILES = ("summary.json", "summary.js", "index.html")
 
 
@@ -38,7 +35,7 @@ _REPORT_FILES = ("summary.json", "summary.js", "index.html")
 class ImageResult:
     image: Path
     folder: Path
-    predictions: list[dict[str, Any]]
+    predictions: list[Prediction]
     layers: int
     files: int
     bytes: int
@@ -62,11 +59,12 @@ class Painter:
         self.atlas_layers: dict[str, int] | None = None  # layer name -> its index on the atlas page
 
     def start(self, pool: ThreadPoolExecutor, items: list[tuple[Path, str]], pixels: np.ndarray,
-              outputs: dict[str, np.ndarray], share: dict[str, float]) -> list[Future]:
+              outputs: dict[str, np.ndarray], share: store.StageTimes) -> list[Future]:
         """Queue everything of one batch on `pool`: each layer is a task drawing it for every image
         of the batch; the task that finishes the last layer queues one task per image that writes
         its folder and renames it into place. Returns a future per image of `items` ((path, folder
-        name), in batch order), each giving (ImageResult, seconds per stage). The first call takes
+        name), in batch order), each giving (ImageResult, its drawing, encoding and writing times);
+        `share`: each image's part of the batch's reading and inference. The first call takes
         the first layer's filters, read meanwhile by `filters_job`."""
         if self.filters_job is not None:
             self.filters = self.filters_job.result()
@@ -91,12 +89,12 @@ class _Drawn:
 
 
 def draw_layer(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOptions,
-               clock: dict[str, float] | None = None) -> list[_Drawn]:
+               clock: store.StageTimes | None = None) -> list[_Drawn]:
     """Layer `index` of every image of a batch (`maps`: `[N, C, H, W]`): each image's summary
     entry and, for a map layer, the PNG of its sprite and its grid picture. Vectorised over
     the batch, so per-layer work is paid once per batch, not once per image (RESULTS 20); each
-    image gets exactly what it would get alone. `clock` gathers the seconds of "draw" and "encode"."""
-    clock = clock if clock is not None else dict.fromkeys(STAGES, 0.0)
+    image gets exactly what it would get alone. `clock` gathers the seconds of drawing and encoding."""
+    clock = clock if clock is not None else store.StageTimes()
     # A few images at a time, so that the passes over their maps (statistics, then scaling) find
     # them in the CPU's cache: a whole batch of VGG16's first layers is 100 MB (RESULTS 20).
     group = max(1, GROUP_BYTES // max(1, maps[0].nbytes))
@@ -105,7 +103,7 @@ def draw_layer(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOptio
 
 
 def _draw_group(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOptions,
-                clock: dict[str, float]) -> list[_Drawn]:
+                clock: store.StageTimes) -> list[_Drawn]:
     t = time.perf_counter()
     c, h, w = (int(d) for d in layer.shape[1:])
     reduced = reduce_layer(maps, opts)
@@ -116,13 +114,13 @@ def _draw_group(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOpti
         for entry, values in zip(entries, _split(store.rounded(reduced.values), c)):
             entry.kind, entry.values = "vector", values
             entry.channel_stats = store.ChannelStats(values, values, values)
-        clock["draw"] += time.perf_counter() - t
+        clock.drawing += time.perf_counter() - t
         return [_Drawn(entry) for entry in entries]
     k, columns = reduced.channels.shape[1], reduced.columns
     channel_numbers = store.rounded(np.stack([reduced.ch_min, reduced.ch_max, reduced.ch_mean], axis=1))
     ranges = store.rounded(np.stack([reduced.low, reduced.high], axis=1).astype(np.float32), store.EXACT_DIGITS)
     t2 = time.perf_counter()
-    clock["draw"] += t2 - t
+    clock.drawing += t2 - t
     drawn = []
     for n, (entry, numbers3, range2) in enumerate(zip(entries, _split(channel_numbers, 3 * k),
                                                       _split(ranges, 2 * k))):
@@ -135,7 +133,7 @@ def _draw_group(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOpti
             picture = sprite_grid(reduced.sprites[n], (h, w), k, opts.colormap)
             grid = encoding.encode_jpeg(picture, opts.quality) if opts.fmt == "jpg" else encoding.encode_png(picture)
         drawn.append(_Drawn(entry, encoding.encode_png(reduced.sprites[n]), grid))
-    clock["encode"] += time.perf_counter() - t2
+    clock.encoding += time.perf_counter() - t2
     return drawn
 
 
@@ -148,18 +146,18 @@ class _PaintBatch:
     """One batch being painted by several workers, one layer per task."""
 
     def __init__(self, painter: Painter, pool: ThreadPoolExecutor, items: list[tuple[Path, str]],
-                 pixels: np.ndarray, outputs: dict[str, np.ndarray], share: dict[str, float]) -> None:
+                 pixels: np.ndarray, outputs: dict[str, np.ndarray], share: store.StageTimes) -> None:
         self.painter, self.pool, self.outputs = painter, pool, outputs
         self.images = [_Image(painter, path, folder, n, pixels, outputs, share)
                        for n, (path, folder) in enumerate(items)]
-        self.clock = dict.fromkeys(STAGES, 0.0)
+        self.clock = store.StageTimes()
         self.left = len(painter.chosen)
         self.error: BaseException | None = None
         self.lock = threading.Lock()
 
     def run(self, task: int) -> None:
         """Draw layer `task` for every image, then, after the last layer, queue the images' folders."""
-        clock = dict.fromkeys(STAGES, 0.0)
+        clock = store.StageTimes()
         error = None
         if self.error is None:
             try:
@@ -173,8 +171,7 @@ class _PaintBatch:
             except BaseException as exc:  # handed to `render` through the images' futures
                 error = exc
         with self.lock:
-            for key, value in clock.items():
-                self.clock[key] += value
+            self.clock.add(clock)
             if error is not None and self.error is None:
                 self.error = error
             self.left -= 1
@@ -185,8 +182,7 @@ class _PaintBatch:
     def layers_done(self) -> None:
         self.outputs = None
         for image in self.images:
-            for key, value in self.clock.items():
-                image.clock[key] += value / len(self.images)
+            image.clock.add(self.clock, 1 / len(self.images))
             try:
                 self.pool.submit(image.finish, self.error)
             except RuntimeError:  # the pool is shutting down: finish here
@@ -198,13 +194,13 @@ class _Image:
     folder renamed into place, and the future that `render` waits on."""
 
     def __init__(self, painter: Painter, path: Path, folder_name: str, n: int, pixels: np.ndarray,
-                 outputs: dict[str, np.ndarray], share: dict[str, float]) -> None:
+                 outputs: dict[str, np.ndarray], share: store.StageTimes) -> None:
         self.painter, self.path, self.folder_name, self.n = painter, path, folder_name, n
         self.pixels, self.share = pixels, share
         self.predictions = outputs[painter.info.prediction_output][n] if painter.info.prediction_output in outputs else None
         self.final = painter.output / folder_name
         self.layers: list[_Drawn | None] = [None] * len(painter.chosen)
-        self.clock = dict.fromkeys(STAGES, 0.0)
+        self.clock = store.StageTimes()
         self.future: Future = Future()
 
     def finish(self, error: BaseException | None) -> None:
@@ -232,7 +228,7 @@ class _Image:
         t = time.perf_counter()
         rgb = self.pixels[self.n].astype(np.uint8)
         input_png = encoding.encode_png(rgb[..., ::-1])  # RGB as OpenCV's BGR order, a view
-        clock["encode"] += time.perf_counter() - t
+        clock.encoding += time.perf_counter() - t
         t = time.perf_counter()
         writer.write("input.png", input_png)
         if painter.filters is not None:
@@ -242,7 +238,7 @@ class _Image:
                                                     filters.kernel, filters.channel_order)
         else:
             self.filters_entry = None
-        clock["write"] += time.perf_counter() - t
+        clock.writing += time.perf_counter() - t
 
     def _report(self, writer: store.ImageWriter, part: Path) -> ImageResult:
         painter, path, final = self.painter, self.path, self.final
@@ -256,15 +252,15 @@ class _Image:
                 stem = store.layer_stem(entry.index, painter.width, entry.name)
                 span = store.channel_span(entry.channels, entry.shape[0], opts.sort)
                 entry.grid = writer.write(f"grids/{stem}_{span}.{opts.fmt}", drawn.grid)
-        clock["write"] += time.perf_counter() - t
+        clock.writing += time.perf_counter() - t
         t = time.perf_counter()
         chunks = store.chunk_maps([(d.entry, d.png) for d in self.layers if d.png is not None], painter.width)
         t2 = time.perf_counter()
         for chunk in chunks:
             writer.write(chunk.file, chunk.css)
-        clock["encode"] += t2 - t
-        clock["write"] += time.perf_counter() - t2
-        preds = (top_predictions(self.predictions, info, opts.top_k)
+        clock.encoding += t2 - t
+        clock.writing += time.perf_counter() - t2
+        preds = (top_predictions(self.predictions, opts.top_k, info.labels, info.prediction_is_probability)
                  if self.predictions is not None and opts.top_k > 0 else [])
         share = self.share
         summary = store.Summary(
@@ -272,13 +268,11 @@ class _Image:
             onnxviz_version=__version__, provider=painter.session.provider,
             provider_fallback=painter.session.fallback,
             input=store.Input(info.height, info.width, opts.resize or info.resize or "stretch"),
-            predictions=[{"index": p["index"], "label": p["label"], "score": p["score"]} for p in preds],
+            predictions=preds,
             filters=self.filters_entry,
             options={"max_channels": opts.max_channels, "channels": list(opts.channels) if opts.channels else None,
                      "sort": opts.sort, "norm": opts.norm, "colormap": opts.colormap},
-            timings_ms={"read": share["read"] * 1000, "inference": share["infer"] * 1000,
-                        "drawing": clock["draw"] * 1000, "encoding": clock["encode"] * 1000,
-                        "writing": clock["write"] * 1000},
+            timings=store.StageTimes(share.read, share.inference, clock.drawing, clock.encoding, clock.writing),
             layers=layers)
         if painter.atlas_layers is not None:
             page = Path(os.path.relpath(Path(opts.atlas) / "index.html", final)).as_posix()
@@ -289,7 +283,7 @@ class _Image:
         t = time.perf_counter()
         report.write_report(part, summary.to_dict())
         store.replace_folder(part, final)
-        clock["write"] += time.perf_counter() - t
+        clock.writing += time.perf_counter() - t
         report_files = [p for p in (final / name for name in _REPORT_FILES) if p.is_file()]
         files = len(writer.written) + len(report_files)
         size = writer.bytes + sum(p.stat().st_size for p in report_files)

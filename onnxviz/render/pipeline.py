@@ -34,7 +34,7 @@ from onnxviz.run.images import collect_images, read_batch
 from onnxviz.model.info import LayerInfo, ModelInfo, load_info
 from onnxviz.model.selection import select_layers
 from onnxviz.render.options import RenderOptions, check_channels
-from onnxviz.render.painting import STAGES, ImageResult, Painter
+from onnxviz.render.painting import ImageResult, Painter
 
 LONG_RUN_FROM_IMAGES = 64
 
@@ -53,7 +53,7 @@ class RenderResult:
     failed: list[str]  # one-line warnings, one per image that could not be rendered
     layers: list[str]
     seconds: float
-    timings: dict[str, float]  # seconds of work per stage (STAGES); stages overlap, so they add up to more than `seconds`
+    timings: store.StageTimes  # seconds of work per stage; stages overlap, so they add up to more than `seconds`
 
     @property
     def images_per_second(self) -> float:
@@ -188,7 +188,7 @@ class _Loop:
         self.pending: deque[tuple[Path, Future]] = deque()
         self.results: list[ImageResult] = []
         self.failed = plan.failed
-        self.timings = dict.fromkeys(STAGES, 0.0)
+        self.timings = store.StageTimes()
         self.done = 0
 
     def open(self) -> None:
@@ -224,7 +224,7 @@ class _Loop:
                 break
             if isinstance(item, BaseException):
                 raise item
-            self.timings["read"] += item.read_s
+            self.timings.read += item.read_s
             for path, warning in item.failed:
                 self._skipped(path, warning)
             if item.pixels is None:
@@ -232,8 +232,8 @@ class _Loop:
             t = time.perf_counter()
             outputs = self.session.run(item.pixels)
             infer_s = time.perf_counter() - t
-            self.timings["infer"] += infer_s
-            share = {"read": item.read_s / len(item.paths), "infer": infer_s / len(item.paths)}
+            self.timings.inference += infer_s
+            share = store.StageTimes(read=item.read_s / len(item.paths), inference=infer_s / len(item.paths))
             for _ in item.paths:
                 while not self.slots.acquire(timeout=0.1):
                     self._collect(block=False)
@@ -255,8 +255,7 @@ class _Loop:
             except ImageError as exc:
                 self._skipped(path, str(exc))
                 continue
-            for key, value in stage_s.items():
-                self.timings[key] += value
+            self.timings.add(stage_s)
             self._completed(result)
             if self.progress:
                 self.progress(self.done, len(self.plan.images), path.name)
@@ -290,9 +289,7 @@ class _Loop:
 
 
 def _run_image(result: ImageResult) -> store.RunImage:
-    top = result.predictions[0] if result.predictions else None
-    return store.RunImage(result.folder.name, result.image.name,
-                          {"label": top["label"], "score": top["score"]} if top else None)
+    return store.RunImage(result.folder.name, result.image.name, result.predictions[0] if result.predictions else None)
 
 
 def _finish_run(output: Path, run: store.Run, remove: bool) -> None:

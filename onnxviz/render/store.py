@@ -48,7 +48,7 @@ import errno
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ import numpy as np
 
 from onnxviz.errors import OutputError
 from onnxviz.files import ensure_dir, safe_name
+from onnxviz.model.labels import Prediction
 
 FORMAT = 5
 DIGITS = 4
@@ -172,6 +173,27 @@ class FiltersEntry:
 
 
 @dataclass
+class StageTimes:
+    """Seconds of work per stage of a render, named as `timings_ms` names them. The stages overlap
+    (a reader thread, ONNX Runtime and the painting workers run at once), so over a run they add
+    up to more than its wall time."""
+
+    read: float = 0.0
+    inference: float = 0.0
+    drawing: float = 0.0
+    encoding: float = 0.0
+    writing: float = 0.0
+
+    def add(self, other: StageTimes, fraction: float = 1.0) -> None:
+        """Add `other`'s times, or that `fraction` of them."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name) * fraction)
+
+    def milliseconds(self) -> dict[str, float]:
+        return {f.name: round(getattr(self, f.name) * 1000, 1) for f in fields(self)}
+
+
+@dataclass
 class Summary:
     image: str
     image_name: str
@@ -181,10 +203,10 @@ class Summary:
     provider: str
     provider_fallback: str | None
     input: Input
-    predictions: list[dict[str, Any]]
+    predictions: list[Prediction]
     filters: FiltersEntry | None
     options: dict[str, Any]
-    timings_ms: dict[str, float]
+    timings: StageTimes  # this image's: its share of its batch's reading and inference, and its own
     layers: list[Layer]
     atlas: dict[str, str] | None = None  # {"page": the atlas page, relative to the image folder}
     format: int = FORMAT
@@ -194,8 +216,9 @@ class Summary:
             "format": self.format, "image": self.image, "image_name": self.image_name, "model": self.model,
             "source": self.source, "onnxviz_version": self.onnxviz_version, "provider": self.provider,
             "provider_fallback": self.provider_fallback, "input": asdict(self.input),
-            "predictions": self.predictions, "filters": asdict(self.filters) if self.filters else None,
-            "options": self.options, "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+            "predictions": [{"index": p.index, "label": p.label, "score": p.score} for p in self.predictions],
+            "filters": asdict(self.filters) if self.filters else None,
+            "options": self.options, "timings_ms": self.timings.milliseconds(),
             "layers": [layer.to_dict() for layer in self.layers],
             **({"atlas": self.atlas} if self.atlas else {}),
         }
@@ -205,7 +228,11 @@ class Summary:
 class RunImage:
     folder: str
     image_name: str
-    top1: dict[str, Any] | None
+    top1: Prediction | None
+
+    def to_dict(self) -> dict[str, Any]:
+        top1 = {"label": self.top1.label, "score": self.top1.score} if self.top1 else None
+        return {"folder": self.folder, "image_name": self.image_name, "top1": top1}
 
 
 @dataclass
@@ -226,7 +253,7 @@ class Run:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": self.format, "model": self.model, "source": self.source,
-                "layers": [asdict(layer) for layer in self.layers], "images": [asdict(i) for i in self.images]}
+                "layers": [asdict(layer) for layer in self.layers], "images": [i.to_dict() for i in self.images]}
 
 
 # ---------------------------------------------------------------- names

@@ -3,7 +3,7 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from onnxviz.errors import ModelError
+from onnxviz.errors import ModelError, NotOnnxvizFile
 from onnxviz.model.info import KERAS_MODES, LayerInfo, ModelInfo, load_info, read_info, write_info
 
 
@@ -42,6 +42,8 @@ def test_keras_modes_match_keras_preprocess_input_formulas():
 def test_files_without_onnxviz_metadata_and_damaged_metadata(tmp_path):
     with pytest.raises(ModelError, match="was not written by 'onnxviz export'.*onnxviz export x.onnx -o NEW.onnx"):
         read_info(onnx.ModelProto(), "x.onnx")
+    with pytest.raises(NotOnnxvizFile):
+        read_info(onnx.ModelProto(), "x.onnx")
     model = onnx.ModelProto()
     write_info(model, info())
     for p in model.metadata_props:
@@ -49,6 +51,10 @@ def test_files_without_onnxviz_metadata_and_damaged_metadata(tmp_path):
             p.value = "{broken"
     with pytest.raises(ModelError, match="has damaged onnxviz metadata"):
         read_info(model, "y.onnx")
+    try:
+        read_info(model, "y.onnx")
+    except ModelError as exc:
+        assert not isinstance(exc, NotOnnxvizFile)  # an onnxviz file, damaged: not a plain ONNX file
     with pytest.raises(ModelError, match="does not exist"):
         load_info(tmp_path / "none.onnx")
     (tmp_path / "text.onnx").write_text("plain text, not protobuf")

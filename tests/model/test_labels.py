@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from onnxviz.model.labels import imagenet_labels, load_labels
+from onnxviz.model.labels import Prediction, imagenet_labels, load_labels, top_predictions
 from onnxviz.model.info import load_info
 
 
@@ -71,3 +71,22 @@ def test_a_1000_class_head_without_labels_gets_a_note_naming_the_shipped_list(tm
             "'imagenet' (--labels imagenet) for the names shipped with onnxviz") in result.notes
     assert not any("1000 classes" in n for n in export(classifier(tmp_path / "d.onnx"), tmp_path / "o2.onnx",
                                                         labels="imagenet").notes)
+
+
+def test_top_predictions_from_logits_or_probabilities_with_and_without_names():
+    logits = np.array([1.0, 3.0, 2.0, 3.0])
+    softmax = np.exp(logits) / np.exp(logits).sum()
+    best = top_predictions(logits, 3, ["a", "b", "c"], probabilities=False)
+    assert [(p.label, p.index) for p in best] == [("b", 1), ("class 3", 3), ("c", 2)]  # ties keep index order
+    np.testing.assert_allclose([p.score for p in best], softmax[[1, 3, 2]], rtol=1e-12)
+    given = top_predictions(np.array([[0.1, 0.6, 0.3]], np.float32), 5)  # already probabilities, no names
+    assert given == [Prediction("class 1", float(np.float32(0.6)), 1), Prediction("class 2", float(np.float32(0.3)), 2),
+                     Prediction("class 0", float(np.float32(0.1)), 0)]
+    assert top_predictions(logits, 0, ["a"]) == []
+
+
+def test_the_api_prediction_is_the_one_render_and_labels_use():
+    import onnxviz
+
+    assert onnxviz.Prediction is Prediction
+    assert repr(Prediction("tabby", 0.5, 281)) == "Prediction(label='tabby', score=0.5, index=281)"

@@ -65,3 +65,22 @@ def test_writer_abort_removes_what_it_made(tmp_path):
     writer.write("input.png", b"y")
     writer.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_stage_times_add_up_and_are_written_in_milliseconds_under_their_summary_names():
+    batch = store.StageTimes(drawing=0.3, encoding=0.2, writing=0.1)
+    image = store.StageTimes(read=0.004, inference=0.0125)
+    image.add(batch, 1 / 2)
+    image.add(store.StageTimes(writing=0.01))
+    assert image.milliseconds() == {"read": 4.0, "inference": 12.5, "drawing": 150.0, "encoding": 100.0,
+                                    "writing": 60.0}
+
+
+def test_run_index_lists_each_images_best_class_by_name_and_score():
+    from onnxviz.model.labels import Prediction
+
+    run = store.Run("m.onnx", "src", [store.RunLayer(0, "conv", [6, 8, 8], "map")],
+                    [store.RunImage("cat", "cat.png", Prediction("tabby", 0.75, 281)),
+                     store.RunImage("x", "x.png", None)])
+    assert run.to_dict()["images"] == [{"folder": "cat", "image_name": "cat.png", "top1": {"label": "tabby", "score": 0.75}},
+                                       {"folder": "x", "image_name": "x.png", "top1": None}]
