@@ -2,7 +2,7 @@
 
 CPU time (`time.process_time`), not wall time, so that other work on a shared machine does
 not count: (1) reading and resizing one ImageNet-sized JPEG (500x375, quality 90, made from
-the shared photos); (2) the atlas scan (`atlas.run_local`, default layers, batch 8) on an
+the shared photos); (2) the atlas scan (`atlas.local.run_local`, default layers, batch 8) on an
 ONNX Runtime session with one thread, so that no thread spins waiting for another.
 
     python benchmarks/atlas_cpu_cost.py /work/bigmodels/resnet50.onnx /work/bigmodels/resnet101v2.onnx \

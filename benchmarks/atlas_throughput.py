@@ -57,7 +57,7 @@ def classify_loop(session, paths: list[Path], batch: int = 8) -> float:
 
 
 def blocks(model: Path, paths: list[Path], tmp: Path, block: int, rounds: int) -> dict:
-    """The atlas scan (`atlas.run_local`, its sessions opened once) against the loop, alternating
+    """The atlas scan (`atlas.local.run_local`, its sessions opened once) against the loop, alternating
     every `block` images: contention on a shared machine changes slower than a block takes."""
     from onnxviz.atlas.local import run_local
     from onnxviz.atlas.plan import make_plan, open_reduced
