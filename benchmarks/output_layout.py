@@ -31,7 +31,7 @@ def export_both(name: str, folder: Path) -> dict[str, Path]:
     shape = ke._model_input_shape(model, opts)
     inp, finals, traced = ke.flatten_model(model, shape)
     final_names = [t.name for t in traced if any(t.tensor is f for f in finals)]
-    chosen = ke.select_layers(traced, final_names, [], [])
+    chosen = ke.choose_traced(traced, final_names, [], [])
     flat = keras.Model(inp, [t.tensor for t in chosen])
     four_d = [len(t.tensor.shape) == 4 for t in chosen]
     paths = {}

@@ -170,13 +170,13 @@ class Model:
     # ------------------------------------------------------------ internals
 
     def _names(self, layers: str | Sequence[str] | None) -> list[str]:
-        from onnxviz.model.selection import Candidate, select
+        from onnxviz.model.selection import select_layers
 
         if layers is None:
             return [layer.name for layer in self.info.layers]
         patterns = [layers] if isinstance(layers, str) else list(layers)
-        return select([Candidate(layer.name) for layer in self.info.layers], patterns,
-                      where=f"'{self.path.name}'", hint=". See model.layers")
+        return [layer.name for layer in select_layers(self.info, patterns, f"'{self.path.name}'", every_output=True,
+                                                      hint=". See model.layers")]
 
     def _run(self, pixels: np.ndarray, names: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

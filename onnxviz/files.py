@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -56,31 +57,98 @@ def check_writable(path: Path) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
+PART = ".part-"  # what is being written is hidden as `.NAME.part-XXXXXXXX` beside where it goes
 
-    On any error the temporary file is removed and `path`, if it existed, is untouched.
+
+def _read_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status) where the
+    system allows; else by setting it and back, once, when this module is imported."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once: setting the umask to read it is process-wide, and would race with threads that
+# create files meanwhile (render's workers), which could then be made world-writable.
+UMASK = _read_umask()
+
+
+@contextlib.contextmanager
+def staged(path: Path, *, folder: bool = False) -> Iterator[Path]:
+    """Write under a hidden name, then rename: how every result reaches the disk, so that an
+    interrupted or failed write leaves what was there before and nothing half-made.
+
+    A hidden folder `.NAME.part-XXXXXXXX` is made beside `path` (with the folders above it
+    that are missing). `folder=False`: yields `<that folder>/NAME`; write `path` there, with
+    any file that goes with it (an ONNX file's `.data`) beside it under its final name; when
+    the block ends without error each file is renamed into place, `NAME` last (so that what it
+    refers to is there first). `folder=True`: yields the hidden folder, which then takes
+    `path`'s place, replacing an earlier folder of that name. On error the hidden folder is
+    removed, with the folders made for it if nothing else went into them.
     """
     path = Path(path)
+    made = []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        made.append(parent)
+        parent = parent.parent
     ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            stage = Path(tempfile.mkdtemp(prefix=f".{path.name}{PART}", dir=path.parent))
+        except OSError as exc:
+            raise OutputError(f"cannot write '{path}': {exc.strerror or exc}") from exc
+        try:
+            yield stage if folder else stage / path.name
+            if folder:
+                _replace_folder(stage, path)
+            else:
+                for f in sorted(stage.iterdir(), key=lambda f: f.name == path.name):
+                    os.replace(f, path.parent / f.name)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        for folder_made in made:  # innermost first
+            try:
+                folder_made.rmdir()
+            except OSError:
+                break
         raise
 
 
+def _replace_folder(stage: Path, final: Path) -> None:
+    """Put the finished `stage` folder at `final`, replacing an earlier folder of that name."""
+    os.chmod(stage, 0o777 & ~UMASK)  # mkdtemp makes it 0700; results are ordinary folders
+    if final.exists() and not final.is_dir():
+        raise OutputError(f"cannot write folder '{final}': a file of that name is in the way; "
+                          f"move it or choose another {{output}}", params=("output",))
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}{PART}old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(stage, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stages(folder: Path) -> None:
+    """Remove what a killed run left half-written in `folder` (`.NAME.part-*`)."""
+    for stage in Path(folder).glob(f".*{PART}*"):
+        if stage.is_dir():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
 def write_bytes(path: Path, data: bytes) -> Path:
-    """Atomically write `data` to `path`."""
-    with atomic_path(path) as tmp:
+    """Write `data` to `path` under a hidden name, then rename it into place."""
+    with staged(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 

@@ -17,7 +17,7 @@ from onnxviz import __version__
 from onnxviz.atlas.options import AtlasOptions
 from onnxviz.atlas.plan import Plan
 from onnxviz.errors import OutputError
-from onnxviz.files import atomic_path
+from onnxviz.files import staged
 
 STATE_FILE = "atlas-state.npz"
 EMPTY = np.iinfo(np.int64).max  # the id of an empty slot: after every real image
@@ -128,7 +128,7 @@ class AtlasState:
         arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), "done": self.done}
         for i, t in enumerate(self.tops):
             arrays.update({f"scores{i}": t.scores, f"ids{i}": t.ids, f"positions{i}": t.positions})
-        with atomic_path(Path(folder) / STATE_FILE) as tmp:
+        with staged(Path(folder) / STATE_FILE) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
         return Path(folder) / STATE_FILE

@@ -12,20 +12,17 @@ check fails.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from onnxviz import __version__
 from onnxviz.run.tensordiff import TensorDiff, diff_outputs
-from onnxviz.errors import ModelError, OptionError, OutputError, ValidationError
+from onnxviz.errors import ModelError, OptionError, ValidationError
+from onnxviz.files import staged
 from onnxviz.exporter.sources.base import ExportOptions, Progress
 from onnxviz.model.info import ModelInfo
 
@@ -110,15 +107,15 @@ def export(source: Any, output: str | Path | None = None, options: ExportOptions
     proto.doc_string = f"{info.source}, exported by onnxviz {__version__}"  # no folders of this machine
 
     step = time.perf_counter()
-    with _staged(output) as staged:
+    with staged(output) as staged_path:
         # Written as it will be (weights beside the graph, see modelfile), then run from there:
         # what is checked is the file itself, and models over 2 GB need no protobuf of their own.
-        size = save_model(proto, staged)
+        size = save_model(proto, staged_path)
         del proto
         say(f"checking every output against {built.reference_name}")
         probes = probe_images(PROBES, built.height, built.width)
         want = built.reference(probes)
-        got = run_model(str(staged), {built.input_name: probes}, what=f"the exported model of {built.source}")
+        got = run_model(str(staged_path), {built.input_name: probes}, what=f"the exported model of {built.source}")
         names = [layer.name for layer in built.layers]
         diffs = diff_outputs(want, got, names)
         del want, got
@@ -132,30 +129,6 @@ def export(source: Any, output: str | Path | None = None, options: ExportOptions
     timings = dict(built.timings, check=time.perf_counter() - step)
     return ExportResult(output, info, adapter.kind, built.reference_name, diffs, options.tolerance, size,
                         time.perf_counter() - started, built.preprocessing_reason, built.layout, built.notes, timings)
-
-
-@contextlib.contextmanager
-def _staged(output: Path) -> Iterator[Path]:
-    """A path in a hidden folder beside `output` to write the model (and its data file) to; when
-    the block ends without error, the files move into place, the data file first. Otherwise
-    they are removed, with any folder made for them: nothing on disk changes."""
-    made = [p for p in [output.parent, *output.parent.parents] if not p.exists()]
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent))
-    except OSError as exc:
-        raise OutputError(f"cannot write '{output}': {exc.strerror or exc}; choose another path") from exc
-    try:
-        yield stage / output.name
-        files = sorted(stage.iterdir(), key=lambda f: f.name == output.name)  # the model last
-        for f in files:
-            os.replace(f, output.parent / f.name)
-    except BaseException:
-        if made:
-            shutil.rmtree(made[-1], ignore_errors=True)  # the outermost folder made for it
-        raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _labels(value: Any, read_labels: Callable[[Path], list[str]]) -> list[str] | None:

@@ -14,7 +14,7 @@ start, and lifts protobuf's 2 GB cap on models. So `save_model` writes
 The model's `onnxviz.data` metadata names the data file, its size and the same token, so
 `check_model_file` tells a missing, truncated or mismatched data file from a good one
 (one `stat` and one 4 KB read) and names it, before ONNX Runtime gives its own less
-readable error. Both files are written to temporary names and renamed into place, the
+readable error. Both files are written in a hidden folder and renamed into place, the
 data file first; an interrupted save leaves the previous pair, or a pair whose tokens
 differ, which `check_model_file` reports.
 """
@@ -23,12 +23,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from onnxviz.errors import ModelError, OutputError
-from onnxviz.files import existing_file
+from onnxviz.files import existing_file, staged
 
 EXTERNAL_FROM_BYTES = 1024
 ALIGNMENT = 4096
@@ -83,90 +82,73 @@ def save_model(model, path: Path) -> int:
     """Write `model` (an `onnx.ModelProto`) to `path`, large tensors into its data file; bytes written.
 
     Works for models over 2 GB (only the small model file is one protobuf). Nothing is
-    replaced until both files are complete.
+    replaced until both files are complete (`files.staged`: the data file is renamed into
+    place first, then the model).
     """
-    from onnx import TensorProto
-
     path = Path(path)
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create folder '{folder}': {exc.strerror}; choose another -o") from exc
-    token = secrets.token_hex(16)
     data_file = data_path(path)
-    graph = _without(model.graph, "initializer")
-    light = _without(model, "graph")
-    written = 0
-    tmp_data = tmp_model = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{data_file.name}.", suffix=".part", dir=folder)
-        tmp_data = Path(tmp)
-        external = 0
-        with os.fdopen(fd, "wb") as fh:
-            header = MAGIC + token.encode() + b"\n"
-            _fsync_write(fh, header + b"\0" * (HEADER_BYTES - len(header)))
-            offset = HEADER_BYTES
-            for tensor in model.graph.initializer:
-                nbytes = len(tensor.raw_data) if tensor.HasField("raw_data") else tensor.ByteSize()
-                if nbytes < EXTERNAL_FROM_BYTES or tensor.data_type == TensorProto.STRING:
-                    graph.initializer.add().CopyFrom(tensor)
-                    continue
-                data = _tensor_bytes(tensor)
-                pad = -offset % ALIGNMENT
-                if pad:
-                    _fsync_write(fh, b"\0" * pad)
-                    offset += pad
-                _fsync_write(fh, data)
-                ref = graph.initializer.add()
-                ref.name, ref.data_type = tensor.name, tensor.data_type
-                ref.dims.extend(tensor.dims)
-                ref.data_location = TensorProto.EXTERNAL
-                for key, value in (("location", data_file.name), ("offset", str(offset)), ("length", str(len(data)))):
-                    entry = ref.external_data.add()
-                    entry.key, entry.value = key, value
-                offset += len(data)
-                external += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        light.graph.CopyFrom(graph)
-        keep = [(p.key, p.value) for p in light.metadata_props if p.key != DATA_KEY]
-        del light.metadata_props[:]
-        for key, value in keep:
-            entry = light.metadata_props.add()
-            entry.key, entry.value = key, value
-        if external:
-            entry = light.metadata_props.add()
-            entry.key, entry.value = DATA_KEY, json.dumps({"file": data_file.name, "bytes": offset, "token": token})
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-        tmp_model = Path(tmp)
-        payload = light.SerializeToString()
-        with os.fdopen(fd, "wb") as fh:
-            _fsync_write(fh, payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        for tmp_path in (tmp_data, tmp_model):
-            os.chmod(tmp_path, 0o666 & ~umask)
-        if external:
-            os.replace(tmp_data, data_file)
-            written += offset
-        else:
-            tmp_data.unlink()
-        tmp_data = None
-        os.replace(tmp_model, path)
-        tmp_model = None
-        written += len(payload)
-        if not external and data_file.exists() and _is_ours(data_file):
-            data_file.unlink()  # a data file left from an earlier, larger export of the same name
-        return written
+        with staged(path) as target:
+            external, written = _write_pair(model, target, data_file.name)
     except OSError as exc:
         raise _no_space(exc, path) from exc
-    finally:
-        for leftover in (tmp_data, tmp_model):
-            if leftover is not None:
-                leftover.unlink(missing_ok=True)
+    if not external and data_file.exists() and _is_ours(data_file):
+        data_file.unlink()  # a data file left from an earlier, larger export of the same name
+    return written
+
+
+def _write_pair(model, path: Path, data_name: str) -> tuple[int, int]:
+    """`model` as `path` and, when it has large tensors, `path`'s data file, which the model
+    names `data_name`; (tensors stored in the data file, bytes written)."""
+    from onnx import TensorProto
+
+    token = secrets.token_hex(16)
+    graph = _without(model.graph, "initializer")
+    light = _without(model, "graph")
+    external = 0
+    with open(data_path(path), "wb") as fh:
+        header = MAGIC + token.encode() + b"\n"
+        _fsync_write(fh, header + b"\0" * (HEADER_BYTES - len(header)))
+        offset = HEADER_BYTES
+        for tensor in model.graph.initializer:
+            nbytes = len(tensor.raw_data) if tensor.HasField("raw_data") else tensor.ByteSize()
+            if nbytes < EXTERNAL_FROM_BYTES or tensor.data_type == TensorProto.STRING:
+                graph.initializer.add().CopyFrom(tensor)
+                continue
+            data = _tensor_bytes(tensor)
+            pad = -offset % ALIGNMENT
+            if pad:
+                _fsync_write(fh, b"\0" * pad)
+                offset += pad
+            _fsync_write(fh, data)
+            ref = graph.initializer.add()
+            ref.name, ref.data_type = tensor.name, tensor.data_type
+            ref.dims.extend(tensor.dims)
+            ref.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(data)))):
+                entry = ref.external_data.add()
+                entry.key, entry.value = key, value
+            offset += len(data)
+            external += 1
+        fh.flush()
+        os.fsync(fh.fileno())
+    if not external:
+        data_path(path).unlink()
+    light.graph.CopyFrom(graph)
+    keep = [(p.key, p.value) for p in light.metadata_props if p.key != DATA_KEY]
+    del light.metadata_props[:]
+    for key, value in keep:
+        entry = light.metadata_props.add()
+        entry.key, entry.value = key, value
+    if external:
+        entry = light.metadata_props.add()
+        entry.key, entry.value = DATA_KEY, json.dumps({"file": data_name, "bytes": offset, "token": token})
+    payload = light.SerializeToString()
+    with open(path, "wb") as fh:
+        _fsync_write(fh, payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return external, len(payload) + (offset if external else 0)
 
 
 def _is_ours(data_file: Path) -> bool:

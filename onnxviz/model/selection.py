@@ -1,4 +1,5 @@
-"""Choosing layers by glob: the one rule behind `export --layers/--exclude` and `render --layers`.
+"""Choosing layers by glob: the one rule behind `export --layers/--exclude`, `render --layers`,
+`atlas --layers` and `Model.activations(layers=...)`.
 
 A candidate has a name (what the layer is called in the file) and may answer to other
 keys too (an ONNX node name, a module path): a glob selects it when it matches any of
@@ -74,11 +75,15 @@ def select(candidates: Iterable[Candidate], include: Sequence[str] = (), exclude
     return [c.name for c in chosen]
 
 
-def select_layers(info: ModelInfo, patterns: list[str], where: str) -> list[LayerInfo]:
-    """The feature maps to draw: all of them, or those matching any glob."""
-    maps = info.feature_maps
-    if not maps:
+def select_layers(info: ModelInfo, patterns: Sequence[str], where: str, *, every_output: bool = False,
+                  hint: str | None = None) -> list[LayerInfo]:
+    """The layers of an onnxviz file that `patterns` (globs) select, in network order; all of
+    them without patterns. Among the file's 4-D feature maps, or with `every_output` among all
+    its outputs (vectors too). The one way render, atlas and the API choose layers of a file.
+    `hint` ends a message about a glob that matches nothing (default: run `onnxviz layers`)."""
+    layers = info.layers if every_output else info.feature_maps
+    if not layers:
         raise LayerSelectionError(f"'{where}' exposes no 4-D feature maps; export it again with --layers")
-    chosen = set(select([Candidate(layer.name) for layer in maps], patterns, where=where,
-                        hint=f". Run 'onnxviz layers {where}'"))
-    return [layer for layer in maps if layer.name in chosen]
+    hint = f". Run 'onnxviz layers {where}'" if hint is None else hint
+    chosen = set(select([Candidate(layer.name) for layer in layers], patterns, where=where, hint=hint))
+    return [layer for layer in layers if layer.name in chosen]

@@ -1,15 +1,13 @@
 """Painting a batch: what `render`'s worker threads do with ONNX Runtime's outputs.
 
 Per layer, one task draws it for every image of the batch (statistics, channel selection and the
-8-bit sprite from `reduce`, then the sprite's PNG and the grid picture when asked for); after the batch's last layer, one task
-per image stores its maps in `maps/*.css`, writes `input.png`, the summary and the page into a
-hidden `.NAME.part-*` folder and renames it into place (`store.replace_folder`).
+8-bit sprite from `reduce`, then the sprite's PNG and the grid picture when asked for); after the
+batch's last layer, one task per image stores its maps in `maps/*.css`, writes `input.png`, the
+summary and the page into a hidden `.NAME.part-*` folder and renames it into place (`files.staged`).
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxviz import __version__
+from onnxviz.files import staged
 from onnxviz.picture import encoding
 from onnxviz.report import render_page as report
 from onnxviz.render import store
@@ -204,19 +203,22 @@ class _Image:
         self.future: Future = Future()
 
     def finish(self, error: BaseException | None) -> None:
-        part = None
         try:
             if error is not None:
                 raise error
             if self.painter.stop.is_set():
                 raise _Stopped()
-            part = Path(tempfile.mkdtemp(prefix=f".{self.folder_name}{store.PART}", dir=self.painter.output))
-            writer = store.ImageWriter(part)
-            self._input(writer)
-            result = self._report(writer, part)
+            with staged(self.final, folder=True) as part:
+                writer = store.ImageWriter(part)
+                self._input(writer)
+                predictions = self._report(writer, part)
+                t = time.perf_counter()
+            self.clock.writing += time.perf_counter() - t  # the rename into place
+            report_files = [p for p in (self.final / name for name in _REPORT_FILES) if p.is_file()]
+            result = ImageResult(self.path, self.final, predictions, len(self.layers),
+                                 len(writer.written) + len(report_files),
+                                 writer.bytes + sum(p.stat().st_size for p in report_files))
         except BaseException as exc:
-            if part is not None:
-                shutil.rmtree(part, ignore_errors=True)
             self.future.set_exception(store.output_error(exc, self.final) if isinstance(exc, OSError) else exc)
         else:
             self.future.set_result((result, self.clock))
@@ -240,7 +242,8 @@ class _Image:
             self.filters_entry = None
         clock.writing += time.perf_counter() - t
 
-    def _report(self, writer: store.ImageWriter, part: Path) -> ImageResult:
+    def _report(self, writer: store.ImageWriter, part: Path) -> list[Prediction]:
+        """Store the maps and grids, then the summary and the page; the predictions."""
         painter, path, final = self.painter, self.path, self.final
         opts, info = painter.options, painter.info
         layers = [drawn.entry for drawn in self.layers]
@@ -282,9 +285,5 @@ class _Image:
                     entry.atlas = f"{page}#l={painter.atlas_layers[entry.name]}"
         t = time.perf_counter()
         report.write_report(part, summary.to_dict())
-        store.replace_folder(part, final)
         clock.writing += time.perf_counter() - t
-        report_files = [p for p in (final / name for name in _REPORT_FILES) if p.is_file()]
-        files = len(writer.written) + len(report_files)
-        size = writer.bytes + sum(p.stat().st_size for p in report_files)
-        return ImageResult(path, final, summary.predictions, len(layers), files, size)
+        return preds

@@ -29,7 +29,7 @@ import numpy as np
 from onnxviz.report import render_page as report
 from onnxviz.render import store
 from onnxviz.errors import ImageError
-from onnxviz.files import ensure_dir, safe_name
+from onnxviz.files import clean_stages, ensure_dir, safe_name
 from onnxviz.run.images import collect_images, read_batch
 from onnxviz.model.info import LayerInfo, ModelInfo, load_info
 from onnxviz.model.selection import select_layers
@@ -209,7 +209,7 @@ class _Loop:
                                     spinning=False)
         self.session.output_names = plan.keep + [layer.name for layer in plan.chosen]
         output = ensure_dir(plan.output)
-        store.clean_parts(output)
+        clean_stages(output)
         self.painter = Painter(plan.model, self.session, plan.chosen, options, output, filters_job, self.stop)
         if options.atlas is not None:
             from onnxviz.report.atlas_page import read_atlas_layers

@@ -36,7 +36,7 @@ design the report page was built to:
   `encoding`, `writing`.
 - `predictions[].score` unrounded.
 
-Every file goes through an `ImageWriter`, into a hidden folder that `render` renames into
+Every file goes through an `ImageWriter`, into a hidden folder (`files.staged`) that is renamed into
 place once the image's report is written (one rename instead of one per file), so a failed
 or interrupted render leaves no half-made image folder behind. A full disk stops with
 `OutputError`.
@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import base64
 import errno
-import os
 import re
-import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -68,7 +66,6 @@ EXACT_DIGITS = 9
 # to 1 ms on this kind of disk, which was most of the time spent per image when every layer had two
 # files (752 for ResNet101V2, RESULTS 19).
 CHUNK_BYTES = 1 << 20
-PART = ".part-"  # an image folder being written is hidden as `.NAME.part-*` until it is complete
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -325,30 +322,21 @@ def decode_layer_css(text: bytes) -> dict[int, np.ndarray]:
 # ---------------------------------------------------------------- writing
 
 class ImageWriter:
-    """Writes the files of one image folder; `abort()` takes them all back."""
+    """Writes the files of one image folder, counting them and their bytes."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.created = not self.folder.exists()
-        self.made_dirs: list[Path] = []
         self.written: list[Path] = []
         self.bytes = 0
-        self._known: set[Path] = set()
-        self._ensure(self.folder)
-
-    def _ensure(self, path: Path) -> None:
-        if path in self._known:
-            return
-        if not path.exists():
-            ensure_dir(path)
-            self.made_dirs.append(path)
-        self._known.add(path)
+        self._known: set[Path] = {self.folder}
 
     def write(self, relative: str, data: bytes) -> str:
-        """Write one file. Plainly, not through a temporary name: the whole folder is a
-        temporary one until `render` renames it into place."""
+        """Write one file. Plainly, not through a hidden name: the whole folder is a hidden
+        one (`files.staged`) until `render` renames it into place."""
         path = self.folder / relative
-        self._ensure(path.parent)
+        if path.parent not in self._known:
+            ensure_dir(path.parent)
+            self._known.add(path.parent)
         try:
             with open(path, "wb") as fh:
                 fh.write(data)
@@ -359,16 +347,6 @@ class ImageWriter:
         self.bytes += len(data)
         return relative
 
-    def abort(self) -> None:
-        """Remove what this writer made: its files, the folders it created."""
-        for path in self.written:
-            path.unlink(missing_ok=True)
-        for folder in sorted(self.made_dirs, key=lambda p: len(p.parts), reverse=True):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        if self.created and self.folder.is_dir() and not any(self.folder.iterdir()):
-            self.folder.rmdir()
-
 
 def output_error(exc: OSError, path: Path) -> OutputError:
     """A write that failed, as one line; a full disk says so."""
@@ -376,32 +354,3 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         return OutputError(f"the output disk is full (writing '{path}'); free some space or choose another "
                            f"folder with -o; this image was not finished")
     return OutputError(f"cannot write '{path}': {exc.strerror or exc}")
-
-
-def clean_parts(output: Path) -> None:
-    """Remove image folders left half-made by a run that was killed (`.NAME.part-*`)."""
-    for part in output.glob(f".*{PART}*"):
-        if part.is_dir():
-            shutil.rmtree(part, ignore_errors=True)
-
-
-def replace_folder(part: Path, final: Path) -> None:
-    """Put the finished `part` folder at `final`, replacing an earlier render of the same image."""
-    os.chmod(part, 0o777 & ~_umask())
-    if final.exists() and not final.is_dir():
-        raise OutputError(f"cannot write image folder '{final}': a file of that name is in the way; "
-                          f"move it or choose another -o")
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}{PART}old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(part, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -57,14 +57,28 @@ def test_layer_dicts_hold_only_their_kind_s_fields():
     assert m["grid"] is None and "values" not in m and m["data"] == "maps/000-000.css"
 
 
-def test_writer_abort_removes_what_it_made(tmp_path):
-    keep = tmp_path / "keep.txt"
+def test_an_image_folder_is_written_hidden_and_a_failed_one_leaves_the_earlier_render(tmp_path):
+    from onnxviz.files import staged
+
+    keep, final = tmp_path / "keep.txt", tmp_path / "img"
     keep.write_text("mine")
-    writer = store.ImageWriter(tmp_path / "img")
-    writer.write("maps/001-001.css", b"x")
-    writer.write("input.png", b"y")
-    writer.abort()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    final.mkdir()
+    (final / "input.png").write_bytes(b"earlier render")
+    with pytest.raises(RuntimeError):
+        with staged(final, folder=True) as part:
+            writer = store.ImageWriter(part)
+            writer.write("maps/001-001.css", b"x")
+            raise RuntimeError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "keep.txt"]
+    assert [p.name for p in final.iterdir()] == ["input.png"] and (final / "input.png").read_bytes() == b"earlier render"
+    with staged(final, folder=True) as part:
+        writer = store.ImageWriter(part)
+        writer.write("maps/001-001.css", b"x")
+        writer.write("input.png", b"yz")
+        assert not (final / "maps").exists()  # hidden until complete
+    assert (writer.bytes, len(writer.written)) == (3, 2)
+    assert sorted(str(p.relative_to(final)) for p in final.rglob("*")) == ["input.png", "maps", "maps/001-001.css"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "keep.txt"]
 
 
 def test_stage_times_add_up_and_are_written_in_milliseconds_under_their_summary_names():

@@ -259,7 +259,7 @@ def fused_away(t: _Traced) -> bool:
     return t.op in _FUSED_INTO and bool(t.readers) and all(r in _FUSED_INTO[t.op] for r in t.readers)
 
 
-def select_layers(traced: list[_Traced], final_names: list[str], include: list[str],
+def choose_traced(traced: list[_Traced], final_names: list[str], include: list[str],
                   exclude: list[str], skip_fused: bool = False) -> list[_Traced]:
     """The layers to expose: globs if given, else every 4-D map plus the final outputs.
 
@@ -491,7 +491,7 @@ def _build(keras_model: Any, loaded: LoadedModel, prep: Preprocessing, reason: s
     shape = _model_input_shape(keras_model, opts)
     inp, finals, traced = flatten_model(keras_model, shape)
     final_names = [t.name for t in traced if any(t.tensor is f for f in finals)]
-    chosen = select_layers(traced, final_names, opts.layers, opts.exclude, opts.skip_fused)
+    chosen = choose_traced(traced, final_names, opts.layers, opts.exclude, opts.skip_fused)
     flat = keras.Model(inp, [t.tensor for t in chosen], name=f"{keras_model.name}_onnxviz")
     four_d = [len(t.tensor.shape) == 4 for t in chosen]
     say(f"exposing {len(chosen)} of {len(traced)} layers")
