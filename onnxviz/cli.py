@@ -103,6 +103,8 @@ def export(
     layout: Optional[str] = typer.Option(None, help="ONNX models: input layout nchw or nhwc (inferred when clear)"),
     labels: Optional[str] = typer.Option(None, help="class names: imagenet (the 1000 ImageNet classes, shipped), or a "
                                          "file with one per line or 'index,name'"),
+    external_data: Optional[bool] = typer.Option(None, "--external-data/--single-file", help="weights in NAME.onnx.data "
+                                                 "beside NAME.onnx (the default), or all in one file"),
 ) -> None:
     """Export a model to one ONNX file with its feature maps as outputs, checked output by output."""
     from onnxviz.run.tensordiff import layer_group
@@ -112,7 +114,8 @@ def export(
     options = ExportOptions(
         weights=weights, input_size=input_size, alpha=alpha, include_top=top, layers=layers, exclude=exclude,
         skip_fused=skip_fused, preprocess=preprocess, op_types=_csv(op_types), mean=_numbers(mean),
-        std=_numbers(std), scale=scale, bgr=bgr, layout=layout, labels=labels, resize=resize)
+        std=_numbers(std), scale=scale, bgr=bgr, layout=layout, labels=labels, resize=resize,
+        external_data=external_data)
     if tolerance is not None:
         options.tolerance = tolerance
     result = run_export(model, output, options, progress=Progress())
@@ -218,6 +221,7 @@ def render(
     provider: str = typer.Option("auto", help="auto (CUDA when it really loads, else CPU), cuda or cpu"),
     atlas: Optional[Path] = typer.Option(None, help="an 'onnxviz atlas' folder of this model: each layer it "
                                          "covers links to what its channels respond to"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also say why CUDA was not used"),
 ) -> None:
     """Store every layer's feature maps, the predictions and the first-layer filters, with a report, per image."""
     from onnxviz.render.options import RenderOptions, parse_channels
@@ -228,8 +232,18 @@ def render(
                          quality=quality, top_k=top_k, resize=resize, batch_size=batch_size, provider=provider,
                          atlas=atlas)
     result = run_render(model, images, output, opts, progress=Bar())
-    note = f"; CUDA not used: {result.fallback}" if result.fallback and provider == "auto" else ""
-    typer.echo(f"ran on {result.provider}{note}")
+    _report_render(result, verbose)
+
+
+def _ran_on(provider: str, fallback: str | None, verbose: bool, extra: str = "") -> str:
+    """'ran on CPU': why CUDA was not used only with --verbose (the report keeps it)."""
+    note = f"; CUDA not used: {fallback}" if fallback and verbose else ""
+    return f"ran on {provider.upper()}{extra}{note}"
+
+
+def _report_render(result, verbose: bool) -> None:
+    """The lines every render prints: where each report is, the run's totals, the failures."""
+    typer.echo(_ran_on(result.provider, result.fallback, verbose))
     for item in result.images[:20]:
         best = f": {item.predictions[0].label} {item.predictions[0].score * 100:.1f}%" if item.predictions else ""
         typer.echo(f"  {item.folder}/index.html  {item.layers} layers{best}")
@@ -249,6 +263,26 @@ def render(
     if not result.images:
         _err("error: no images to render; give image files or folders (JPEG, PNG, BMP, WebP, TIFF)")
         raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def demo(
+    images: List[Path] = typer.Argument(None, help="your own photos or folders (default: the shipped photo)"),
+    output: Path = typer.Option(Path("onnxviz-demo"), "-o", "--output", help="output folder"),
+    provider: str = typer.Option("auto", help="auto (CUDA when it really loads, else CPU), cuda or cpu"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also say why CUDA was not used"),
+) -> None:
+    """Render a photo through the MobileNet shipped with onnxviz (0.25/128, ImageNet): no download, no export."""
+    from onnxviz.render.demo import MODEL, demo as run_demo
+    from onnxviz.render.options import RenderOptions
+
+    result = run_demo(images or [], output, RenderOptions(provider=provider), progress=Bar())
+    _report_render(result, verbose)
+    if result.images:
+        typer.echo(f"open {result.images[0].folder}/index.html in a browser"
+                   f"{f' (and {result.output}/index.html for the run)' if len(result.images) > 1 else ''}; "
+                   f"the model is {MODEL}")
 
 
 @app.command()
@@ -342,6 +376,7 @@ def atlas(
     worker_gpus: float = typer.Option(0.0, help="--engine ray: GPUs each actor reserves (1 for one GPU each)"),
     threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads per session (default: the cores; "
                                           "--engine ray: the CPUs an actor reserves, at least 1)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also say why CUDA was not used"),
 ) -> None:
     """For every channel, the images of a dataset that excite it most, cropped to the receptive field."""
     from onnxviz.atlas.options import AtlasOptions
@@ -355,8 +390,7 @@ def atlas(
     result = build_atlas(model, images, output, opts, progress=Bar(), note=progress)
     for warning in result.warnings + result.failed:
         _err(f"warning: {warning}")
-    note = f"; CUDA not used: {result.fallback}" if result.fallback and provider == "auto" else ""
-    typer.echo(f"ran on {result.provider} ({result.engine}){note}")
+    typer.echo(_ran_on(result.provider, result.fallback, verbose, f" ({result.engine})"))
     times = result.ray
     if times:
         typer.echo(f"ray: started in {times.init_s:.1f}s, first results after {times.first_result_s:.1f}s, "

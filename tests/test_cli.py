@@ -215,7 +215,7 @@ def test_layers_says_which_fold_each_exporter_made(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["render", "--bogus", "m.onnx", "a.png"], "error: No such option: --bogus; see 'onnxviz render --help'"),
+    (["render", "--qqq", "m.onnx", "a.png"], "error: No such option: --qqq; see 'onnxviz render --help'"),
     (["render"], "error: Missing argument 'model'; see 'onnxviz render --help'"),
     (["render", "m.onnx", "a.png", "--batch-size", "many"],
      "error: Invalid value for '--batch-size': 'many' is not a valid int"),
@@ -240,3 +240,24 @@ def test_help_and_no_arguments_show_the_help_and_exit_0(args):
     proc = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'onnxviz'; from onnxviz.cli import main; main()",
                            *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "Usage: onnxviz" in proc.stdout and proc.stderr.strip() == "", proc.stderr
+
+
+def test_render_on_cpu_says_so_in_one_short_line_and_the_reason_only_when_asked(tmp_path):
+    import json
+
+    from onnxviz.run.session import cuda_status
+    from tiny_models import write_image
+
+    if cuda_status()[0]:
+        pytest.skip("CUDA runs here: there is no fallback to keep quiet about")
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), path)
+    write_image(tmp_path / "a.png")
+    quiet = runner.invoke(app, ["render", str(path), str(tmp_path / "a.png"), "-o", str(tmp_path / "q")])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stdout.splitlines()[0] == "ran on CPU"
+    assert "CUDA" not in quiet.output and "pip install" not in quiet.output
+    why = json.loads((tmp_path / "q" / "a" / "summary.json").read_text())["provider_fallback"]
+    assert why  # the report keeps the reason
+    loud = runner.invoke(app, ["render", str(path), str(tmp_path / "a.png"), "-o", str(tmp_path / "v"), "--verbose"])
+    assert loud.stdout.splitlines()[0] == f"ran on CPU; CUDA not used: {why}"

@@ -68,7 +68,7 @@ def export(source: Any, output: str | Path | None = None, options: ExportOptions
            progress: Progress | None = None) -> ExportResult:
     """Export `source` to one onnxviz file at `output` (default `models/<name>.onnx`)."""
     from onnxviz.files import check_writable
-    from onnxviz.model.modelfile import save_model
+    from onnxviz.model.modelfile import drop_stale_data, save_model
     from onnxviz.model.graph import prepend_preprocessing
     from onnxviz.model.labels import load_labels
     from onnxviz.model.info import write_info
@@ -110,7 +110,7 @@ def export(source: Any, output: str | Path | None = None, options: ExportOptions
     with staged(output) as staged_path:
         # Written as it will be (weights beside the graph, see modelfile), then run from there:
         # what is checked is the file itself, and models over 2 GB need no protobuf of their own.
-        size = save_model(proto, staged_path)
+        size = save_model(proto, staged_path, options.external_data)
         del proto
         say(f"checking every output against {built.reference_name}")
         probes = probe_images(PROBES, built.height, built.width)
@@ -126,6 +126,7 @@ def export(source: Any, output: str | Path | None = None, options: ExportOptions
                 f"{len(bad)} of {len(diffs)} outputs differ from {built.reference_name} beyond relative "
                 f"{options.tolerance:g}: {listing}{', ...' if len(bad) > 10 else ''}; nothing was written")
         say(f"writing {output}")
+    drop_stale_data(output)
     timings = dict(built.timings, check=time.perf_counter() - step)
     return ExportResult(output, info, adapter.kind, built.reference_name, diffs, options.tolerance, size,
                         time.perf_counter() - started, built.preprocessing_reason, built.layout, built.notes, timings)

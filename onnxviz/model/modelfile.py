@@ -4,7 +4,8 @@ and the one place that says why a file cannot be used as an ONNX model.
 Measured (benchmarks/RESULTS.md, "Start-up"): ONNX Runtime maps weights stored as ONNX
 external data instead of parsing them out of one protobuf, which makes a whole
 `onnxviz render` of one image through VGG16 with its classifier several times quicker to
-start, and lifts protobuf's 2 GB cap on models. So `save_model` writes
+start, and lifts protobuf's 2 GB cap on models. So `save_model` writes, unless asked for one
+file:
 
 - `NAME.onnx`: the graph, metadata and small tensors (a few hundred KB);
 - `NAME.onnx.data`: every tensor of `EXTERNAL_FROM_BYTES` or more, each at an offset
@@ -30,6 +31,9 @@ from onnxviz.errors import ModelError, OutputError
 from onnxviz.files import existing_file, staged
 
 EXTERNAL_FROM_BYTES = 1024
+# Weights up to this size go inside the .onnx by default; above it, the pair.
+SINGLE_FILE_UP_TO = 0
+SINGLE_FILE_MAX = 2 * 1024 ** 3 - 64 * 1024 * 1024  # protobuf's 2 GB cap, less room for the graph
 ALIGNMENT = 4096
 HEADER_BYTES = 4096
 MAGIC = b"onnxviz external data\n"
@@ -78,18 +82,31 @@ def _no_space(exc: OSError, path: Path) -> OutputError:
     return OutputError(f"cannot write '{path}': {exc.strerror or exc}; free some space or choose another -o")
 
 
-def save_model(model, path: Path) -> int:
-    """Write `model` (an `onnx.ModelProto`) to `path`, large tensors into its data file; bytes written.
+def weight_bytes(model) -> int:
+    """Bytes of `model`'s initializers (an `onnx.ModelProto`), as they would be stored."""
+    return sum(len(t.raw_data) if t.HasField("raw_data") else t.ByteSize() for t in model.graph.initializer)
 
-    Works for models over 2 GB (only the small model file is one protobuf). Nothing is
-    replaced until both files are complete (`files.staged`: the data file is renamed into
+
+def save_model(model, path: Path, external: bool | None = None) -> int:
+    """Write `model` (an `onnx.ModelProto`) to `path`; bytes written.
+
+    `external`: True puts large tensors into the data file beside it (works for models over
+    2 GB: only the small model file is one protobuf); False keeps everything in `path`; None
+    (default) chooses the pair from `SINGLE_FILE_UP_TO` bytes of weights. Nothing is
+    replaced until every file is complete (`files.staged`: the data file is renamed into
     place first, then the model).
     """
+    weights = weight_bytes(model)
+    if external is None:
+        external = weights > SINGLE_FILE_UP_TO
+    elif not external and weights > SINGLE_FILE_MAX:
+        raise OutputError(f"the weights ({weights / 1e9:.1f} GB) do not fit in one ONNX file (protobuf's 2 GB "
+                          f"limit); write them as a data file beside it ({{external_data}})", params=("external_data",))
     path = Path(path)
     data_file = data_path(path)
     try:
         with staged(path) as target:
-            external, written = _write_pair(model, target, data_file.name)
+            external, written = _write_pair(model, target, data_file.name, external)
     except OSError as exc:
         raise _no_space(exc, path) from exc
     if not external and data_file.exists() and _is_ours(data_file):
@@ -97,9 +114,9 @@ def save_model(model, path: Path) -> int:
     return written
 
 
-def _write_pair(model, path: Path, data_name: str) -> tuple[int, int]:
-    """`model` as `path` and, when it has large tensors, `path`'s data file, which the model
-    names `data_name`; (tensors stored in the data file, bytes written)."""
+def _write_pair(model, path: Path, data_name: str, apart: bool = True) -> tuple[int, int]:
+    """`model` as `path` and, when it has large tensors and `apart`, `path`'s data file, which the
+    model names `data_name`; (tensors stored in the data file, bytes written)."""
     from onnx import TensorProto
 
     token = secrets.token_hex(16)
@@ -112,7 +129,7 @@ def _write_pair(model, path: Path, data_name: str) -> tuple[int, int]:
         offset = HEADER_BYTES
         for tensor in model.graph.initializer:
             nbytes = len(tensor.raw_data) if tensor.HasField("raw_data") else tensor.ByteSize()
-            if nbytes < EXTERNAL_FROM_BYTES or tensor.data_type == TensorProto.STRING:
+            if not apart or nbytes < EXTERNAL_FROM_BYTES or tensor.data_type == TensorProto.STRING:
                 graph.initializer.add().CopyFrom(tensor)
                 continue
             data = _tensor_bytes(tensor)
@@ -149,6 +166,14 @@ def _write_pair(model, path: Path, data_name: str) -> tuple[int, int]:
         fh.flush()
         os.fsync(fh.fileno())
     return external, len(payload) + (offset if external else 0)
+
+
+def drop_stale_data(path: Path) -> None:
+    """Remove the data file beside `path` when it is one of ours and the model there no longer
+    refers to it (a single-file export over an earlier pair of the same name)."""
+    stale = data_path(path)
+    if stale.is_file() and _is_ours(stale) and not read_outline(path).external:
+        stale.unlink()
 
 
 def _is_ours(data_file: Path) -> bool:

@@ -70,7 +70,7 @@ def test_ray_engine_gives_the_local_table(model_path, images, tmp_path):
          "--batch-size", "4", "--engine", "ray", "--workers", "2", "--provider", "cpu"],
         capture_output=True, text=True, timeout=240, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ran on cpu (ray)" in proc.stdout and "1 unreadable" in proc.stdout
+    assert "ran on CPU (ray)" in proc.stdout and "1 unreadable" in proc.stdout
     assert re.search(r"^ray: started in [0-9.]+s, first results after [0-9.]+s, [0-9.]+ images/s once started$",
                      proc.stdout, re.M), proc.stdout
     assert (tmp_path / "ray" / "atlas.jsonl").read_text() == (local / "atlas.jsonl").read_text()

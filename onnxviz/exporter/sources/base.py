@@ -48,6 +48,7 @@ class ExportOptions:
     layout: str | None = None  # ONNX: nchw | nhwc
     labels: str | Path | Sequence[str] | None = None  # a labels file or the class names
     tolerance: float = DEFAULT_TOLERANCE
+    external_data: bool | None = None  # weights in a data file beside the .onnx; None: as modelfile chooses
 
     def given(self) -> list[str]:
         """The options set to something other than their default."""
@@ -60,7 +61,7 @@ class ExportOptions:
 
 
 # What every adapter takes.
-EVERY_SOURCE = frozenset({"layers", "exclude", "labels", "tolerance", "input_size"})
+EVERY_SOURCE = frozenset({"layers", "exclude", "labels", "tolerance", "input_size", "external_data"})
 
 
 @dataclass
