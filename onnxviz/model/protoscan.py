@@ -230,3 +230,151 @@ def join(model: onnx.ModelProto, path: Path, spans: dict[str, tuple[int, int]]) 
             v.release()
         del parts, extra
     return out
+
+
+# ---------------------------------------------------------------- the graph's nodes, read lightly
+
+_GRAPH_INPUT = 11  # GraphProto.input (ValueInfoProto, name = 1)
+_NODE_INPUT, _NODE_OUTPUT, _NODE_NAME, _NODE_OP_TYPE, _NODE_ATTRIBUTE, _NODE_DOMAIN = 1, 2, 3, 4, 5, 7
+_ATTR_G, _ATTR_GRAPHS = 6, 11  # AttributeProto's subgraph fields
+_TENSOR_DIMS, _TENSOR_FLOAT_DATA, _TENSOR_RAW_DATA = 1, 4, 9
+FLOAT = 1  # TensorProto.FLOAT
+
+
+@dataclass
+class ScannedNode:
+    """A node's identity and wiring (the attributes are not read); has the attributes of an
+    `onnx.NodeProto` that code walking a graph reads."""
+
+    name: str = ""
+    op_type: str = ""
+    domain: str = ""
+    input: list[str] = dataclass_field(default_factory=list)
+    output: list[str] = dataclass_field(default_factory=list)
+    subgraphs: bool = False  # If, Loop, Scan and the like: a graph inside
+
+
+@dataclass
+class ScannedTensor:
+    """An initializer's name, type, shape and where its values lie (nothing of them read)."""
+
+    name: str = ""
+    data_type: int = 0
+    dims: list[int] = dataclass_field(default_factory=list)
+    raw: tuple[int, int] | None = None  # raw_data's byte span in the file
+    floats: tuple[int, int] | None = None  # packed float_data's byte span
+    external: dict[str, str] | None = None  # external_data entries
+
+
+@dataclass
+class GraphScan:
+    """What `scan_graph` read: metadata, graph inputs, nodes in order, initializers by name."""
+
+    props: dict[str, str] = dataclass_field(default_factory=dict)
+    inputs: list[str] = dataclass_field(default_factory=list)
+    nodes: list[ScannedNode] = dataclass_field(default_factory=list)
+    initializers: dict[str, ScannedTensor] = dataclass_field(default_factory=dict)
+
+
+def _text(buf, s: int, e: int) -> str:
+    return bytes(buf[s:e]).decode("utf-8")
+
+
+def _node(buf, start: int, end: int) -> ScannedNode:
+    node = ScannedNode()
+    for f, _, s, e in _fields(buf, start, end):
+        if f == _NODE_INPUT:
+            node.input.append(_text(buf, s, e))
+        elif f == _NODE_OUTPUT:
+            node.output.append(_text(buf, s, e))
+        elif f == _NODE_NAME:
+            node.name = _text(buf, s, e)
+        elif f == _NODE_OP_TYPE:
+            node.op_type = _text(buf, s, e)
+        elif f == _NODE_DOMAIN:
+            node.domain = _text(buf, s, e)
+        elif f == _NODE_ATTRIBUTE and not node.subgraphs:
+            node.subgraphs = any(af in (_ATTR_G, _ATTR_GRAPHS) for af, *_ in _fields(buf, s, e))
+    return node
+
+
+def _tensor(buf, start: int, end: int) -> ScannedTensor:
+    tensor = ScannedTensor()
+    entries, location = {}, 0
+    for f, _, s, e in _fields(buf, start, end):
+        if f == _TENSOR_NAME:
+            tensor.name = _text(buf, s, e)
+        elif f == _TENSOR_DATA_TYPE:
+            tensor.data_type = _varint(buf, s)[0]
+        elif f == _TENSOR_DIMS:
+            pos = s
+            while pos < e:  # packed (wire type 2) or one varint (wire type 0)
+                value, pos = _varint(buf, pos)
+                tensor.dims.append(value)
+        elif f == _TENSOR_RAW_DATA:
+            tensor.raw = (s, e)
+        elif f == _TENSOR_FLOAT_DATA:
+            tensor.floats = (s, e) if tensor.floats is None else (-1, -1)  # unpacked floats: not handled here
+        elif f == _TENSOR_EXTERNAL_DATA:
+            key, value = _entry(buf, s, e)
+            entries[key] = value
+        elif f == _TENSOR_DATA_LOCATION:
+            location = _varint(buf, s)[0]
+    if location == _EXTERNAL:
+        tensor.external = entries
+    return tensor
+
+
+def scan_graph(path: Path) -> GraphScan:
+    """The metadata, graph inputs, nodes and initializers' descriptions of the ONNX file `path`,
+    from the wire format without importing `onnx` (raises ValueError or OSError for a file that
+    is not one). No tensor's values are read."""
+    found = GraphScan()
+    with open(path, "rb") as fh:
+        if fh.seek(0, 2) == 0:
+            raise ValueError("empty file")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            for field, _, start, stop in _fields(buf, 0, len(buf)):
+                if field == _MODEL_METADATA:
+                    key, value = _entry(buf, start, stop)
+                    found.props[key] = value
+                elif field == _MODEL_GRAPH:
+                    for f, _, s, e in _fields(buf, start, stop):
+                        if f == _GRAPH_NODE:
+                            found.nodes.append(_node(buf, s, e))
+                        elif f == _GRAPH_INITIALIZER:
+                            tensor = _tensor(buf, s, e)
+                            found.initializers[tensor.name] = tensor
+                        elif f == _GRAPH_INPUT:
+                            found.inputs += [_text(buf, vs, ve) for vf, _, vs, ve in _fields(buf, s, e) if vf == 1]
+    return found
+
+
+def float_values(path: Path, tensor: ScannedTensor):
+    """A float32 initializer's values as a numpy array of its shape, read from `path` (or its
+    external data file beside it); None for any other storage (the caller falls back to onnx)."""
+    import numpy as np
+
+    if tensor.data_type != FLOAT:
+        return None
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    if tensor.external is not None:
+        if tensor.external.get("location") is None or set(tensor.external) - {"location", "offset", "length"}:
+            return None
+        source = Path(path).parent / tensor.external["location"]
+        offset = int(tensor.external.get("offset", 0))
+        with open(source, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(count * 4)
+    elif tensor.raw is not None or (tensor.floats is not None and tensor.floats[0] >= 0):
+        start, stop = tensor.raw if tensor.raw is not None else tensor.floats
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(stop - start)
+    else:
+        return None
+    if len(data) != count * 4:
+        return None
+    return np.frombuffer(data, dtype="<f4").reshape(tensor.dims).copy()

@@ -34,14 +34,17 @@ def load_filters(model_path: Path) -> Filters | None:
     Colours follow the network's input channel order: files exported from models that
     take BGR (Keras 'caffe' models, `--bgr` ONNX models) say so in their metadata.
     """
+    from onnxviz.files import existing_file
+
+    path = existing_file(Path(model_path), "model file")
+    light = _scanned_filters(path)
+    if light is not _UNSURE:
+        return light
     import onnx
 
     from onnxviz.model.graph import first_conv_weights
     from onnxviz.model.protoscan import load_light
 
-    from onnxviz.files import existing_file
-
-    path = existing_file(Path(model_path), "model file")
     try:
         model = load_light(path)  # the first filters are small: skip reading the big weights
         _load_small_external(model, path.parent)
@@ -62,8 +65,52 @@ def load_filters(model_path: Path) -> Filters | None:
         info = None
     order = "BGR" if info is not None and info.preprocessing.bgr else "RGB"
     if info is not None:
-        name = _layer_name(model, name, {layer.name for layer in info.layers})
+        name = _layer_name(model.graph.node, name, {layer.name for layer in info.layers})
     return Filters(name, list(weights.shape), order, draw_filters(weights, channel_order=order))
+
+
+_UNSURE = object()  # the wire-format reader leaves this model to onnx
+
+
+def _scanned_filters(path: Path):
+    """`load_filters` from the wire format, without importing `onnx` (about 1 s of a one-image
+    render): for the usual first convolution, whose weights are a float32 initializer. Returns
+    `_UNSURE` for anything else (a weight computed by Constant, Cast, DequantizeLinear..., a
+    subgraph), which `load_filters` then reads with onnx."""
+    from onnxviz.model.info import ModelInfo
+    from onnxviz.model.protoscan import float_values, scan_graph
+
+    try:
+        scan = scan_graph(path)
+    except (OSError, ValueError, IndexError):
+        return _UNSURE  # the onnx path names what is wrong with the file
+    reachable = {name for name in scan.inputs if name not in scan.initializers}
+    for node in scan.nodes:
+        if node.subgraphs:
+            return _UNSURE
+        if not {i for i in node.input if i} & reachable:
+            continue
+        if node.op_type == "Conv" and node.domain in ("", "ai.onnx") and node.input[0] in reachable:
+            tensor = scan.initializers.get(node.input[1]) if len(node.input) > 1 else None
+            if tensor is None or len(tensor.dims) != 4:
+                return _UNSURE
+            try:
+                weights = float_values(path, tensor)
+            except (OSError, ValueError):
+                return _UNSURE
+            if weights is None:
+                return _UNSURE
+            name = node.name or node.output[0]
+            try:
+                info = ModelInfo.from_props(scan.props, str(path))
+            except ModelError:  # any ONNX file: no metadata, so RGB input and node names
+                info = None
+            order = "BGR" if info is not None and info.preprocessing.bgr else "RGB"
+            if info is not None:
+                name = _layer_name(scan.nodes, name, {layer.name for layer in info.layers})
+            return Filters(name, list(weights.shape), order, draw_filters(weights, channel_order=order))
+        reachable.update(o for o in node.output if o)
+    return None
 
 
 def _load_small_external(model, base_dir: Path, max_bytes: int = 64 << 10) -> None:
@@ -85,16 +132,17 @@ def _load_small_external(model, base_dir: Path, max_bytes: int = 64 << 10) -> No
 _ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "HardSigmoid", "HardSwish", "Add"}
 
 
-def _layer_name(model, conv_name: str, exposed: set[str]) -> str:
+def _layer_name(nodes, conv_name: str, exposed: set[str]) -> str:
     """The exposed layer the first Conv belongs to: its own output, or, for a Keras
-    Conv2D with an activation, the activation's output that carries the layer's name."""
-    node = next((n for n in model.graph.node if (n.name or n.output[0]) == conv_name), None)
+    Conv2D with an activation, the activation's output that carries the layer's name.
+    `nodes`: the graph's nodes (`onnx.NodeProto`s or `protoscan.ScannedNode`s)."""
+    node = next((n for n in nodes if (n.name or n.output[0]) == conv_name), None)
     for _ in range(3):
         if node is None or not node.output:
             break
         if node.output[0] in exposed:
             return node.output[0]
-        readers = [n for n in model.graph.node if node.output[0] in n.input]
+        readers = [n for n in nodes if node.output[0] in n.input]
         node = readers[0] if len(readers) == 1 and readers[0].op_type in _ACTIVATIONS else None
     return conv_name
 

@@ -40,3 +40,67 @@ def test_any_onnx_file_gets_rgb_and_the_node_name(tmp_path):
     onnx.save(keras_like(w, metadata=False), tmp_path / "m.onnx")
     filters = load_filters(tmp_path / "m.onnx")
     assert filters.layer == "model/block1_conv1/BiasAdd" and filters.channel_order == "RGB"
+
+
+def _both_ways(path, monkeypatch):
+    """(wire-format reader's filters, onnx's filters) of `path`."""
+    from onnxviz.render import filters
+
+    light = filters._scanned_filters(path)
+    assert light is not filters._UNSURE, f"{path.name}: the wire-format reader gave up"
+    with monkeypatch.context() as m:
+        m.setattr(filters, "_scanned_filters", lambda _path: filters._UNSURE)
+        full = filters.load_filters(path)
+    return light, full
+
+
+def test_the_wire_format_reader_finds_what_onnx_finds(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from onnxviz.model.modelfile import save_model
+    from onnxviz.render.demo import MODEL
+    from tiny_models import tiny_model
+
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    onnx.save(keras_like(w), tmp_path / "keras_like.onnx")
+    onnx.save(tiny_model(), tmp_path / "tiny.onnx")
+    pair = tmp_path / "pair" / "demo.onnx"
+    save_model(onnx.load(str(MODEL)), pair, external=True)
+    torch_models = sorted((Path(__file__).parents[1] / "torch_models").glob("*.onnx"))
+    assert len(torch_models) == 12
+    for path in [tmp_path / "keras_like.onnx", tmp_path / "tiny.onnx", MODEL, pair, *torch_models]:
+        light, full = _both_ways(path, monkeypatch)
+        assert (light.layer, light.weights_shape, light.channel_order) == \
+            (full.layer, full.weights_shape, full.channel_order), path.name
+        assert np.array_equal(light.image, full.image), path.name
+    assert _both_ways(MODEL, monkeypatch)[0].layer == "conv1"
+
+
+def test_a_weight_made_by_a_node_is_left_to_onnx(tmp_path):
+    from onnxviz.render import filters
+
+    w = np.ones((4, 3, 3, 3), np.float32)
+    model = keras_like(w)
+    model.graph.initializer[0].name = "W_f16"
+    model.graph.node.insert(0, helper.make_node("Identity", ["W_f16"], ["W"]))
+    onnx.save(model, tmp_path / "m.onnx")
+    assert filters._scanned_filters(tmp_path / "m.onnx") is filters._UNSURE
+    assert load_filters(tmp_path / "m.onnx").weights_shape == [4, 3, 3, 3]
+
+
+def test_render_layers_and_load_never_import_onnx(tmp_path):
+    import subprocess
+    import sys
+
+    from onnxviz.render.demo import MODEL, PHOTO
+
+    code = (f"import sys\nfrom pathlib import Path\nimport onnxviz\nfrom onnxviz.cli import app\n"
+            f"from typer.testing import CliRunner\nr = CliRunner()\n"
+            f"assert r.invoke(app, ['render', '{MODEL}', '{PHOTO}', '-o', '{tmp_path / 'out'}']).exit_code == 0\n"
+            f"assert r.invoke(app, ['layers', '{MODEL}']).exit_code == 0\n"
+            f"m = onnxviz.load('{MODEL}')\nm.layers\nm.predict('{PHOTO}')\n"
+            f"print(sorted(n for n in sys.modules if n == 'onnx' or n.startswith(('onnx.', 'ml_dtypes'))))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+    assert (tmp_path / "out" / "coffee" / "filters.png").is_file()
