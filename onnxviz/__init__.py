@@ -14,9 +14,10 @@ from __future__ import annotations
 from onnxviz.errors import OnnxvizError
 
 __version__ = "0.1.0"
-__all__ = ["export", "load", "grid", "Model", "OnnxvizError", "__version__"]
+__all__ = ["export", "load", "grid", "Model", "OnnxvizError", "demo_model", "demo_photo", "__version__"]
 
 _LAZY = {"export": "api", "load": "api", "grid": "api", "Model": "api", "Activations": "api",
+         "demo_model": "api", "demo_photo": "api",
          "Prediction": "api", "ExportOptions": "exporter.sources.base", "ExportResult": "exporter.pipeline"}
 
 

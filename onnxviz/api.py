@@ -42,7 +42,21 @@ def export(source: Any, output: str | Path | None = None, *, progress: Callable[
     if unknown:
         raise OptionError(f"export has no option {', '.join(map(repr, unknown))}; its options are "
                           f"{', '.join(known)}")
-    return run(source, output, ExportOptions(**options), progress=progress)
+    return run(source, output, ExportOptions(**options), progress=progress or notebook_progress())
+
+
+def demo_model() -> Path:
+    """The MobileNet shipped with onnxviz (alpha 0.25, 128 x 128, ImageNet weights), an onnxviz file."""
+    from onnxviz.render.demo import demo_model as shipped
+
+    return shipped()
+
+
+def demo_photo() -> Path:
+    """The photo shipped with onnxviz (a cup of espresso, CC0)."""
+    from onnxviz.render.demo import demo_photo as shipped
+
+    return shipped()
 
 
 # ---------------------------------------------------------------- pictures
@@ -76,23 +90,85 @@ def grid(maps: Any, *, max_channels: int | None = 64, channels: tuple[int, int] 
 
 
 class Activations(dict):
-    """Layer name -> `[N, C, H, W]` maps (or `[N, K]` vectors) for a batch; shows itself in Jupyter."""
+    """Layer name -> `[N, C, H, W]` maps (or `[N, K]` vectors) for a batch; shows itself in Jupyter
+    as a table of the first image's grids (the first `shown_channels` channels of the first
+    `shown_layers` layers; the arrays themselves hold every channel: `onnxviz.grid` draws more)."""
 
     shown_layers = 12
+    shown_channels = 32
 
     def _repr_html_(self) -> str:
         rows = []
         for name, value in list(self.items())[:self.shown_layers]:
             if value.ndim == 4 and min(value.shape[2:]) > 1:
-                png = base64.b64encode(grid(value[0], max_channels=32)._repr_png_()).decode()
+                png = base64.b64encode(grid(value[0], max_channels=self.shown_channels)._repr_png_()).decode()
                 picture = f"<img src='data:image/png;base64,{png}' style='max-width:480px;image-rendering:pixelated'>"
             else:
                 picture = "vector"
             rows.append(f"<tr><td><code>{html.escape(name)}</code></td><td>{list(value.shape)}</td>"
                         f"<td>{picture}</td></tr>")
         more = len(self) - self.shown_layers
-        note = f"<p>and {more} more layers (first image shown)</p>" if more > 0 else "<p>first image shown</p>"
-        return f"<table>{''.join(rows)}</table>{note}"
+        capped = any(v.ndim == 4 and v.shape[1] > self.shown_channels for v in list(self.values())[:self.shown_layers])
+        parts = ["first image shown"] + ([f"at most {self.shown_channels} channels a layer "
+                                          f"(onnxviz.grid(acts[name][0], max_channels=None) draws all)"] if capped else [])
+        parts += [f"{more} more layers not shown"] if more > 0 else []
+        return f"<table>{''.join(rows)}</table><p>{'; '.join(parts)}</p>"
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}: {list(value.shape)}" for name, value in list(self.items())[:6])
+        return f"<Activations of {len(self)} layers: {shown}{', ...' if len(self) > 6 else ''}>"
+
+
+class LayerTable(list):
+    """The exposed outputs (`LayerInfo`s), shown as a table: index, name, class, shape, channels."""
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        return [(str(i), layer.name, layer.cls or layer.op,
+                 "x".join("N" if d is None else str(d) for d in layer.shape), str(layer.channels or ""))
+                for i, layer in enumerate(self)]
+
+    def __repr__(self) -> str:
+        rows = [("", "name", "class", "shape", "channels"), *self._rows()]
+        widths = [max(len(r[c]) for r in rows) for c in range(5)]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{h}</th>" for h in ("", "name", "class", "shape", "channels"))
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self._rows())
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class NotebookProgress:
+    """Progress for a notebook cell: one line, updated in place (IPython's display); elsewhere nothing."""
+
+    def __init__(self) -> None:
+        from IPython.display import display
+
+        self.handle = display("", display_id=True)
+        import time
+
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int | None = None, name: str = "") -> None:
+        import time
+
+        elapsed = time.perf_counter() - self.started
+        if total is None:  # export's steps: `done` is the step's text
+            self.handle.update(f"[{elapsed:6.1f}s] {done}")
+        else:
+            self.handle.update(f"{done}/{total} images, {done / max(elapsed, 1e-9):.1f}/s  {name}")
+
+
+def notebook_progress() -> NotebookProgress | None:
+    """A progress line when running in a Jupyter kernel, else None."""
+    import sys
+
+    if "ipykernel" not in sys.modules:
+        return None
+    try:
+        return NotebookProgress()
+    except Exception:  # IPython without a display: no progress
+        return None
 
 
 # ---------------------------------------------------------------- models
@@ -119,23 +195,28 @@ class Model:
                 f"{self.info.height}x{self.info.width}, on {self.provider}>")
 
     @property
-    def layers(self) -> list:
-        """The exposed outputs in network order (`LayerInfo`: name, op, shape, layout)."""
-        return list(self.info.layers)
+    def layers(self) -> LayerTable:
+        """The exposed outputs in network order (`LayerInfo`: name, op, shape, layout; `cls` the
+        source's class where it differs from `op`), shown as a table."""
+        return LayerTable(self.info.layers)
 
     def activations(self, images: Any, layers: str | Sequence[str] | None = None, *,
-                    batch_size: int = DEFAULT_BATCH, resize: str | None = None) -> Activations:
+                    batch_size: int = DEFAULT_BATCH, resize: str | None = None,
+                    channels: str | None = None) -> Activations:
         """Layer name -> maps of every image, `[N, C, H, W]` (vectors `[N, K]`), in network order.
         `layers`: names or globs (default: every output of the file). `resize`: as the file says
-        (torchvision's for `--preprocess torchvision`), else `stretch`; or stretch, crop, pad, N."""
+        (torchvision's for `--preprocess torchvision`), else `stretch`; or stretch, crop, pad, N.
+        `channels`: the order of array images, "rgb" or "bgr" (OpenCV's); by default RGB, with a
+        warning for an array whose colours look BGR."""
         names = self._names(layers)
-        pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch")
+        pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch",
+                          channels)
         parts = self._run(pixels, names, batch_size)
         return Activations((name, np.concatenate([p[name] for p in parts])) for name in names)
 
     def predict(self, images: Any, top_k: int = 5, *, batch_size: int = DEFAULT_BATCH,
-                resize: str | None = None) -> list[list[Prediction]]:
-        """The `top_k` classes of every image, best first."""
+                resize: str | None = None, channels: str | None = None) -> list[list[Prediction]]:
+        """The `top_k` classes of every image, best first (`channels` as for `activations`)."""
         from onnxviz.model.labels import top_predictions
 
         output = self.info.prediction_output
@@ -144,7 +225,8 @@ class Model:
                               f"export the model with its classifier")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise OptionError(f"{{top_k}} must be a positive integer, got {top_k!r}", params=("top_k",))
-        pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch")
+        pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch",
+                          channels)
         scores = np.concatenate([p[output] for p in self._run(pixels, [output], batch_size)])
         return [top_predictions(s, top_k, self.info.labels, self.info.prediction_is_probability) for s in scores]
 
@@ -165,7 +247,8 @@ class Model:
             raise OptionError("{images} must be image files or folders for render (it writes a report per "
                               "file); for arrays use model.activations() and onnxviz.grid()", params=("images",))
         options.setdefault("provider", self.provider)
-        return render(self.path, [Path(p) for p in paths], Path(output), RenderOptions(**options), progress)
+        return render(self.path, [Path(p) for p in paths], Path(output), RenderOptions(**options),
+                      progress or notebook_progress())
 
     # ------------------------------------------------------------ internals
 
@@ -188,8 +271,19 @@ class Model:
 
 # ---------------------------------------------------------------- images
 
-def to_batch(images: Any, height: int, width: int, resize: str = "stretch") -> np.ndarray:
-    """Paths, arrays or PIL images -> float32 `[N, height, width, 3]` RGB 0..255, as the file takes."""
+class ImageWarning(UserWarning):
+    """An array image taken with a conversion, or one whose colours look like BGR."""
+
+
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def to_batch(images: Any, height: int, width: int, resize: str = "stretch",
+             channels: str | None = None) -> np.ndarray:
+    """Paths, arrays or PIL images -> float32 `[N, height, width, 3]` RGB 0..255, as the file takes.
+    `channels`: the order of array images ("rgb", "bgr"); None: RGB, warning when they look BGR."""
+    if channels is not None and channels not in CHANNEL_ORDERS:
+        raise OptionError(f"{{channels}} must be 'rgb' or 'bgr', got {channels!r}", params=("channels",))
     if isinstance(images, np.ndarray) and images.ndim == 4:
         items: list[Any] = list(images)
     elif isinstance(images, (list, tuple)):
@@ -198,18 +292,22 @@ def to_batch(images: Any, height: int, width: int, resize: str = "stretch") -> n
         items = [images]
     if not items:
         raise ImageError("images is empty; give image paths, arrays [H, W, 3] or PIL images")
-    return np.stack([_one(item, n, height, width, resize) for n, item in enumerate(items)])
+    return np.stack([_one(item, n, height, width, resize, channels) for n, item in enumerate(items)])
 
 
-def _one(item: Any, n: int, height: int, width: int, resize: str) -> np.ndarray:
+def _one(item: Any, n: int, height: int, width: int, resize: str, channels: str | None = None) -> np.ndarray:
     from onnxviz.run.images import load_image, resize_image
 
     if isinstance(item, (str, Path)):
+        if Path(item).is_dir():
+            raise ImageError(f"image {n} '{item}' is a folder; activations and predict take image files, arrays "
+                             f"or PIL images: list its files (sorted(Path('{item}').glob('*.jpg'))), or give the "
+                             f"folder to model.render")
         rgb = load_image(Path(item))
     elif type(item).__module__.startswith("PIL."):
         rgb = np.asarray(item.convert("RGB"))
     elif isinstance(item, np.ndarray):
-        rgb = _array(item, n)
+        rgb = _array(item, n, channels)
         if rgb.shape[:2] == (height, width):
             return rgb.astype(np.float32)
         rgb = np.clip(np.round(rgb), 0, 255).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
@@ -219,15 +317,43 @@ def _one(item: Any, n: int, height: int, width: int, resize: str) -> np.ndarray:
     return resize_image(rgb, height, width, resize).astype(np.float32)
 
 
-def _array(a: np.ndarray, n: int) -> np.ndarray:
+# An array whose mean blue exceeds its mean red by this many levels (and is above its green) looks
+# like OpenCV's BGR order: the photos of the test data, reversed, are 45 to 107 levels apart, and in
+# RGB 5 to 95 levels the other way; a blue scene in RGB (a rocket against the sky) 30.
+BGR_LOOK_LEVELS = 40
+
+
+def _array(a: np.ndarray, n: int, channels: str | None = None) -> np.ndarray:
+    import warnings
+
     expected = "[H, W, 3] RGB (channels last), or a batch [N, H, W, 3], uint8 or float 0..255"
     if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise ImageError(f"image {n} has dtype {a.dtype}; expected {expected}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
     if a.ndim == 2:
+        warnings.warn(f"image {n} has one channel ({list(a.shape)}): taken as grey, its values repeated into "
+                      f"R, G and B for this RGB model", ImageWarning, stacklevel=4)
         a = np.repeat(a[..., None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] != 3 or min(a.shape[:2]) < 1:
-        hint = "; it looks channels-first: use a.transpose(1, 2, 0)" if a.ndim == 3 and a.shape[0] == 3 else ""
+        hint = "; it looks channels-first: use a.transpose(1, 2, 0)" if a.ndim == 3 and a.shape[0] in (1, 3) else ""
         raise ImageError(f"image {n} has shape {list(a.shape)}; expected {expected}{hint}")
     if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
         raise ImageError(f"image {n} has NaN or infinite values; expected pixels 0..255")
+    low, high = float(a.min()), float(a.max())
+    if low < 0 or high > 255:
+        hint = ("; for 16-bit pixels divide by 257" if high <= 65535 and low >= 0 and np.issubdtype(a.dtype, np.integer)
+                else "; the model's own preprocessing is in the file: give the pixels before any normalisation")
+        raise ImageError(f"image {n} has values from {low:g} to {high:g}; expected pixels 0..255{hint}")
+    if np.issubdtype(a.dtype, np.floating) and 0 < high <= 1:
+        raise ImageError(f"image {n} is float with values from {low:g} to {high:g}, which looks like pixels scaled "
+                         f"to 0..1; the model takes 0..255: pass a * 255")
+    if channels == "bgr":
+        return a[..., ::-1]
+    if channels is None:
+        blue, green, red = (float(a[..., c].mean()) for c in (2, 1, 0))
+        if blue - red > BGR_LOOK_LEVELS and blue > green:
+            warnings.warn(f"image {n} looks BGR (mean blue {blue:.0f} against red {red:.0f}), as cv2.imread "
+                          f"gives; it is taken as RGB: pass channels='bgr' (or a[..., ::-1]) if it came from "
+                          f"OpenCV, channels='rgb' if it really is RGB", ImageWarning, stacklevel=4)
     return a

@@ -119,3 +119,92 @@ def test_pil_images_are_accepted(tiny):
     model = onnxviz.load(tiny, provider="cpu")
     rgb = np.random.default_rng(2).integers(0, 256, (8, 8, 3)).astype(np.uint8)
     np.testing.assert_array_equal(model.activations(Image.fromarray(rgb))["r"], model.activations(rgb)["r"])
+
+
+def test_results_show_themselves_in_a_line_or_a_small_table(tiny, tmp_path):
+    src = tmp_path / "plain2.onnx"
+    tiny_onnx(src)
+    exported = onnxviz.export(src, tmp_path / "again.onnx")
+    line = repr(exported)
+    assert line.startswith(f"<ExportResult {tmp_path / 'again.onnx'} (") and "2 outputs match" in line
+    assert len(line) < 300 and "\n" not in line
+    model = onnxviz.load(tiny, provider="cpu")
+    from tiny_models import write_image
+
+    write_image(tmp_path / "a.png", 0, 8)
+    result = model.render(tmp_path / "a.png", tmp_path / "out")
+    line = repr(result)
+    assert line.startswith(f"<RenderResult: 1 image(s) into {tmp_path / 'out'}/, ") and len(line) < 300
+    assert f"{tmp_path / 'out' / 'a' / 'index.html'}" in line
+    page = result._repr_html_()
+    assert len(page) < 2000 and "<table>" in page and "a.png" in page
+
+
+def test_layers_show_as_a_table_with_the_class_filled(tmp_path):
+    from onnxviz.render.demo import MODEL
+
+    model = onnxviz.load(MODEL, provider="cpu")
+    table = repr(model.layers)
+    lines = table.splitlines()
+    assert lines[0].split() == ["name", "class", "shape", "channels"]
+    assert lines[1].split() == ["0", "conv1", "Conv2D", "Nx8x64x64", "8"]
+    assert len(lines) == 1 + len(model.info.layers)
+    assert all(len(line.split()) >= 4 for line in lines[1:])  # every row has its class
+    assert "<td>Conv2D</td>" in model.layers._repr_html_()
+    assert model.layers[0].name == "conv1"  # still the LayerInfo objects
+
+
+def test_arrays_that_would_predict_wrongly_are_refused_or_converted_aloud():
+    import cv2
+
+    from onnxviz.api import ImageWarning
+    from onnxviz.render.demo import MODEL, PHOTO
+
+    model = onnxviz.load(MODEL, provider="cpu")
+    rgb = cv2.imread(str(PHOTO))[..., ::-1]
+    assert model.predict(rgb, top_k=1)[0][0].label == "espresso"
+    with pytest.raises(OnnxvizError, match=r"^image 0 is float with values from 0 to 1, which looks like pixels "
+                                           r"scaled to 0..1; the model takes 0..255: pass a \* 255"):
+        model.predict(rgb / 255.0)
+    with pytest.raises(OnnxvizError, match=r"^image 0 has values from -1 to 1; expected pixels 0..255; the "
+                                           r"model's own preprocessing is in the file"):
+        model.predict(rgb / 127.5 - 1)
+    with pytest.raises(OnnxvizError, match=r"^image 0 has values from 0 to 65535; expected pixels 0..255; for "
+                                           r"16-bit pixels divide by 257"):
+        model.predict(rgb.astype(np.uint16) * 257)
+    bgr = cv2.imread(str(PHOTO))
+    with pytest.warns(ImageWarning, match=r"image 0 looks BGR \(mean blue 159 against red 52\), as cv2.imread gives"):
+        model.predict(bgr)
+    assert model.predict(bgr, channels="bgr", top_k=1)[0][0].label == "espresso"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.predict(bgr[..., ::-1].copy(), channels="rgb")  # said to be RGB: no warning
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    with pytest.warns(ImageWarning, match=r"image 0 has one channel \(\[400, 600\]\): taken as grey, its values "
+                                          r"repeated into R, G and B"):
+        a = model.activations(grey[..., None], layers="conv1")["conv1"]
+    np.testing.assert_array_equal(a, model.activations(np.repeat(grey[..., None], 3, 2), layers="conv1")["conv1"])
+    with pytest.raises(OnnxvizError, match=r"^channels must be 'rgb' or 'bgr', got 'rbg'"):
+        model.predict(rgb, channels="rbg")
+
+
+def test_a_folder_is_refused_with_what_to_do(tiny, tmp_path):
+    model = onnxviz.load(tiny, provider="cpu")
+    with pytest.raises(OnnxvizError, match=rf"^image 0 '{tmp_path}' is a folder; activations and predict take image "
+                                           r"files, arrays or PIL images: list its files .*or give the folder to "
+                                           r"model.render$"):
+        model.activations(tmp_path)
+
+
+def test_activations_say_when_their_pictures_show_only_32_channels():
+    from onnxviz.render.demo import MODEL, PHOTO
+
+    model = onnxviz.load(MODEL, provider="cpu")
+    acts = model.activations(PHOTO, layers=["conv1", "conv_pw_13_relu"])
+    page = acts._repr_html_()
+    assert "at most 32 channels a layer" in page  # conv_pw_13_relu has 256
+    assert repr(acts) == "<Activations of 2 layers: conv1: [1, 8, 64, 64], conv_pw_13_relu: [1, 256, 4, 4]>"
+    small = model.activations(PHOTO, layers=["conv1"])
+    assert "channels a layer" not in small._repr_html_()

@@ -50,6 +50,11 @@ class ExportResult:
     def max_relative(self) -> float:
         return max((d.relative for d in self.diffs), default=0.0)
 
+    def __repr__(self) -> str:
+        return (f"<ExportResult {self.path} ({self.size_bytes / 1e6:.1f} MB, {self.seconds:.0f}s): {len(self.diffs)} "
+                f"outputs match {self.reference} (max relative error {self.max_relative:.1e}, tolerance "
+                f"{self.tolerance:g}); input RGB 0..255 {self.info.height}x{self.info.width}>")
+
 
 def probe_images(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     """Deterministic RGB 0..255 images with edges, gradients and texture: what every export is checked on."""

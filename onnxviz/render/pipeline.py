@@ -63,6 +63,34 @@ class RenderResult:
     def bytes(self) -> int:
         return sum(i.bytes for i in self.images)
 
+    def __repr__(self) -> str:
+        first = ""
+        if self.images:
+            best = f" ({_top1(self.images[0])})" if self.images[0].predictions else ""
+            first = f"; {self.images[0].folder / 'index.html'}{best}{', ...' if len(self.images) > 1 else ''}"
+        failed = f", {len(self.failed)} failed" if self.failed else ""
+        return (f"<RenderResult: {len(self.images)} image(s){failed} into {self.output}/, {len(self.layers)} layers, "
+                f"on {self.provider.upper()}, {self.seconds:.1f}s{first}>")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = "".join(
+            f"<tr><td><code>{html.escape(str(i.folder / 'index.html'))}</code></td><td>{html.escape(i.image.name)}</td>"
+            f"<td>{html.escape(_top1(i))}</td></tr>"
+            for i in self.images[:10])
+        more = f"<p>and {len(self.images) - 10} more in {html.escape(str(self.output))}/run.json</p>" if len(self.images) > 10 else ""
+        failed = "".join(f"<p>could not render: {html.escape(w)}</p>" for w in self.failed[:5])
+        return (f"<p>{len(self.images)} image(s) rendered into <code>{html.escape(str(self.output))}/</code> "
+                f"({len(self.layers)} layers, on {self.provider.upper()}, {self.seconds:.1f}s); open the report "
+                f"pages in a browser</p><table><tr><th>report</th><th>image</th><th>top-1</th></tr>{rows}</table>"
+                f"{more}{failed}")
+
+
+def _top1(image: ImageResult) -> str:
+    top = image.predictions[0] if image.predictions else None
+    return f"{top['label']} {top['score'] * 100:.1f}%" if top else ""
+
 
 def default_workers() -> int:
     """Threads that draw, encode and write: the physical cores, at most 4. Deep networks
