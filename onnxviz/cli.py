@@ -28,7 +28,8 @@ def _err(message: str) -> None:
 
 # Library parameters whose flag is not `--` + the name with dashes.
 FLAGS = {"include_top": "--no-top", "source": "MODEL", "fmt": "--format", "output": "-o/--output",
-         "json_out": "--json", "as_json": "--json"}
+         "json_out": "--json", "as_json": "--json", "model": "MODEL", "images": "IMAGES",
+         "external_data": "--external-data"}
 
 
 def flag_of(param: str) -> str:
@@ -221,6 +222,8 @@ def render(
     provider: str = typer.Option("auto", help="auto (CUDA when it really loads, else CPU), cuda or cpu"),
     atlas: Optional[Path] = typer.Option(None, help="an 'onnxviz atlas' folder of this model: each layer it "
                                          "covers links to what its channels respond to"),
+    fresh: bool = typer.Option(False, "--fresh", help="start the run page of OUTPUT afresh; by default a render "
+                               "adds its images to the run of the same model already there"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="also say why CUDA was not used"),
 ) -> None:
     """Store every layer's feature maps, the predictions and the first-layer filters, with a report, per image."""
@@ -230,7 +233,7 @@ def render(
     opts = RenderOptions(layers=layers, max_channels=max_channels, channels=parse_channels(channels), sort=sort,
                          norm=norm, colormap=colormap, grids=grids, fmt=fmt.lower().replace("jpeg", "jpg"),
                          quality=quality, top_k=top_k, resize=resize, batch_size=batch_size, provider=provider,
-                         atlas=atlas)
+                         atlas=atlas, fresh=fresh)
     result = run_render(model, images, output, opts, progress=Bar())
     _report_render(result, verbose)
 

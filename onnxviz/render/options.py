@@ -31,6 +31,7 @@ class RenderOptions:
     filters: bool = True
     workers: int | None = None  # threads that draw, encode and write (default: the CPUs, at most 4)
     atlas: Path | None = None  # an `onnxviz atlas` folder: the report links each layer it covers
+    fresh: bool = False  # start the run page of `output` afresh instead of adding to the run there
 
     def check(self) -> None:
         """Reject bad options before any work starts."""
@@ -46,8 +47,9 @@ class RenderOptions:
         if self.max_channels is not None and self.max_channels < 1:
             raise OptionError(f"{{max_channels}} must be at least 1, got {self.max_channels}",
                               params=("max_channels",))
-        if self.top_k < 0:
-            raise OptionError(f"{{top_k}} must be 0 or more, got {self.top_k}", params=("top_k",))
+        if self.top_k < 1:
+            raise OptionError(f"{{top_k}} must be at least 1 (the classes each report lists), got {self.top_k}",
+                              params=("top_k",))
         if not 1 <= self.quality <= 100:
             raise OptionError(f"{{quality}} must be 1..100, got {self.quality}", params=("quality",))
 

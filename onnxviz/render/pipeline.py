@@ -28,10 +28,11 @@ import numpy as np
 
 from onnxviz.report import render_page as report
 from onnxviz.render import store
-from onnxviz.errors import ImageError
+from onnxviz.errors import ImageError, OptionError, OutputError
 from onnxviz.files import clean_stages, ensure_dir, safe_name
-from onnxviz.run.images import collect_images, read_batch
+from onnxviz.run.images import IMAGE_SUFFIXES, FoundImage, find_images, read_batch
 from onnxviz.model.info import LayerInfo, ModelInfo, load_info
+from onnxviz.model.labels import Prediction
 from onnxviz.model.selection import select_layers
 from onnxviz.render.options import RenderOptions, check_channels
 from onnxviz.render.painting import ImageResult, Painter
@@ -89,7 +90,7 @@ class RenderResult:
 
 def _top1(image: ImageResult) -> str:
     top = image.predictions[0] if image.predictions else None
-    return f"{top['label']} {top['score'] * 100:.1f}%" if top else ""
+    return f"{top.label} {top.score * 100:.1f}%" if top else ""
 
 
 def default_workers() -> int:
@@ -101,14 +102,25 @@ def default_workers() -> int:
     return max(1, min(4, physical_cores()))
 
 
-def _folder_names(images: list[Path]) -> list[str]:
-    """`<stem>`, or `<stem>_<suffix>` where two images share a stem."""
+GROUP_SEPARATOR = "--"  # between the subfolders and the stem in an image folder's name: cats--cat
+
+
+def _folder_names(images: list[FoundImage]) -> list[str]:
+    """`<stem>`, with the image's subfolders in front (`cats--cat` for `cats/cat.jpg` found in a
+    folder), so that two `cat.jpg` of two class folders get two folders; `<stem>_<suffix>` where
+    two images of one folder share a stem."""
+    def stem(image: FoundImage) -> str:
+        return GROUP_SEPARATOR.join([*image.group.split("/"), image.path.stem] if image.group else [image.path.stem])
+
     stems: dict[str, int] = {}
-    for path in images:
-        stems[path.stem] = stems.get(path.stem, 0) + 1
+    for image in images:
+        stems[stem(image)] = stems.get(stem(image), 0) + 1
     names, used = [], set()
-    for path in images:
-        name = safe_name(path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.')}")
+    for image in images:
+        path = image.path
+        name = GROUP_SEPARATOR.join(safe_name(part) for part in stem(image).split(GROUP_SEPARATOR))
+        if stems[stem(image)] > 1:
+            name = f"{name}_{safe_name(path.suffix.lstrip('.'))}"
         base, n = name, 2
         while name in used:
             name, n = f"{base}-{n}", n + 1
@@ -178,26 +190,98 @@ class _Plan:
     options: RenderOptions
     images: list[Path]
     folders: dict[Path, str]  # image -> the name of its folder in `output`
-    failed: list[str]  # images that cannot be read at all (collect_images)
+    groups: dict[Path, str]  # image -> its subfolder in the folder it was found in ("" at the top)
+    failed: list[str]  # images that cannot be read at all (find_images)
     info: ModelInfo
     chosen: list[LayerInfo]
     keep: list[str]  # outputs asked of ONNX Runtime besides the chosen layers: the predictions
     run: store.Run
     made_output: bool  # OUT did not exist: a run that renders nothing removes it
     workers: int
+    earlier: list[store.RunImage]  # the images of the run already in OUT, which this one adds to
+
+
+def _check_arguments(model: Path, inputs: list[Path], output: Path) -> None:
+    """The mistakes of order a command line invites: images first, or a model file as the output."""
+    models = (".onnx", ".h5", ".keras")
+    if model.suffix.lower() in IMAGE_SUFFIXES and any(Path(p).suffix.lower() == ".onnx" for p in inputs):
+        onnx_file = next(Path(p) for p in inputs if Path(p).suffix.lower() == ".onnx")
+        raise OptionError(f"'{model}' is an image and '{onnx_file}' a model: give the model first, then the "
+                          f"images ({{model}} then {{images}})", params=("model", "images"))
+    if output.suffix.lower() in models + tuple(IMAGE_SUFFIXES) and not output.is_dir():
+        raise OptionError(f"{{output}} '{output}' names a {output.suffix} file, but render writes a folder of "
+                          f"reports; give a folder name (default onnxviz-out)", params=("output",))
+
+
+def _model_id(path: Path) -> str:
+    """Which model file this is: SHA-256 of its size and its first and last MiB (the graph, the
+    metadata, and for a pair the data file's token), so a second render can tell its own model's
+    run from another's without reading a large file whole."""
+    import hashlib
+
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(-(1 << 20), 2)
+            digest.update(fh.read())
+    return digest.hexdigest()[:32]
+
+
+def _earlier_run(output: Path, run: store.Run, options: RenderOptions) -> list[store.RunImage]:
+    """The images of the run already in `output`, when it was made by the same model file: this run
+    adds to it (and `run` gets the union of both runs' layers: the compare view skips an image
+    that lacks the layer shown). Another model's run is refused, unless `options.fresh` starts
+    the run page afresh."""
+    import json
+
+    index = output / "run.json"
+    if options.fresh or not index.is_file():
+        return []
+    again = "; render into another folder ({output}), or start its run page afresh with {fresh}"
+    try:
+        earlier = json.loads(index.read_text())
+        images = [store.RunImage(i["folder"], i["image_name"], _prediction(i.get("top1")), i.get("group", ""))
+                  for i in earlier["images"]]
+        layers = [store.RunLayer(layer["index"], layer["name"], layer["shape"], layer["kind"])
+                  for layer in earlier["layers"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OutputError(f"'{index}' cannot be read ({type(exc).__name__}){again}",
+                          params=("output", "fresh")) from exc
+    same_model = (earlier.get("model_id") == run.model_id if earlier.get("model_id")
+                  else Path(earlier.get("model", "")).resolve() == Path(run.model).resolve())
+    if not same_model:
+        raise OptionError(f"'{output}' holds a run of another model file ('{earlier.get('model')}', "
+                          f"{earlier.get('source', 'unknown source')}), which this render would drop from its run "
+                          f"page{again}", params=("output", "fresh"))
+    known = {layer.index for layer in run.layers}
+    run.layers = sorted(run.layers + [layer for layer in layers if layer.index not in known], key=lambda l: l.index)
+    return [image for image in images if (output / image.folder).is_dir()]
+
+
+def _prediction(top1: dict | None) -> Prediction | None:
+    """run.json's top-1 (label and score) as a Prediction; run.json keeps no class index (-1)."""
+    return Prediction(top1["label"], top1["score"], -1) if top1 else None
 
 
 def _plan(model: Path, inputs: list[Path], output: Path, options: RenderOptions) -> _Plan:
-    images, failed = collect_images(inputs)
+    _check_arguments(model, inputs, output)
+    found, failed = find_images(inputs)
+    if not found:
+        raise ImageError(f"no images to render: {'; '.join(failed) if failed else 'none given'}")
+    images = [image.path for image in found]
     info = load_info(model)
     chosen = select_layers(info, options.layers, str(model))
     check_channels(chosen, options)
     keep = [info.prediction_output] if info.prediction_output and options.top_k > 0 else []
     run = store.Run(str(model), info.source, [
         store.RunLayer(i, layer.name, list(layer.shape[1:]), "vector" if layer.shape[2] == layer.shape[3] == 1 else "map")
-        for i, layer in ((info.layers.index(layer), layer) for layer in chosen)])
-    return _Plan(model, output, options, images, dict(zip(images, _folder_names(images))), failed, info, chosen,
-                 keep, run, not output.exists(), options.workers or default_workers())
+        for i, layer in ((info.layers.index(layer), layer) for layer in chosen)], model_id=_model_id(model))
+    earlier = _earlier_run(output, run, options)
+    return _Plan(model, output, options, images, dict(zip(images, _folder_names(found))),
+                 {image.path: image.group for image in found}, failed, info, chosen, keep, run,
+                 not output.exists(), options.workers or default_workers(), earlier)
 
 
 class _Loop:
@@ -296,7 +380,7 @@ class _Loop:
 
     def _completed(self, result: ImageResult) -> None:
         self.results.append(result)
-        self.plan.run.images.append(_run_image(result))
+        self.plan.run.images.append(_run_image(result, self.plan.groups.get(result.image, "")))
         self.done += 1
 
     def finish(self) -> None:
@@ -313,11 +397,23 @@ class _Loop:
         self.pending.clear()
         if self.reader is not None:
             self.reader.join(timeout=5)
-        _finish_run(self.plan.output, self.plan.run, self.plan.made_output and not self.results)
+        _finish_run(self.plan.output, _with_earlier(self.plan.run, self.plan.earlier),
+                    self.plan.made_output and not self.results)
 
 
-def _run_image(result: ImageResult) -> store.RunImage:
-    return store.RunImage(result.folder.name, result.image.name, result.predictions[0] if result.predictions else None)
+def _with_earlier(run: store.Run, earlier: list[store.RunImage]) -> store.Run:
+    """`run` with the images of the earlier run in OUT first; an image rendered again takes its
+    own entry's place."""
+    if not earlier:
+        return run
+    new = {image.folder: image for image in run.images}
+    merged = [new.pop(image.folder, image) for image in earlier]
+    return store.Run(run.model, run.source, run.layers, merged + list(new.values()), run.format, run.model_id)
+
+
+def _run_image(result: ImageResult, group: str = "") -> store.RunImage:
+    return store.RunImage(result.folder.name, result.image.name, result.predictions[0] if result.predictions else None,
+                          group)
 
 
 def _finish_run(output: Path, run: store.Run, remove: bool) -> None:

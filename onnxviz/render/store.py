@@ -226,10 +226,11 @@ class RunImage:
     folder: str
     image_name: str
     top1: Prediction | None
+    group: str = ""  # the image's folder relative to the folder it was found in ("cats"), "" at the top
 
     def to_dict(self) -> dict[str, Any]:
         top1 = {"label": self.top1.label, "score": self.top1.score} if self.top1 else None
-        return {"folder": self.folder, "image_name": self.image_name, "top1": top1}
+        return {"folder": self.folder, "image_name": self.image_name, "top1": top1, "group": self.group}
 
 
 @dataclass
@@ -247,9 +248,10 @@ class Run:
     layers: list[RunLayer]
     images: list[RunImage] = field(default_factory=list)
     format: int = FORMAT
+    model_id: str = ""  # which model file made the run (a later render of the same one adds to it)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "model": self.model, "source": self.source,
+        return {"format": self.format, "model": self.model, "model_id": self.model_id, "source": self.source,
                 "layers": [asdict(layer) for layer in self.layers], "images": [i.to_dict() for i in self.images]}
 
 

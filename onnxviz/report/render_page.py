@@ -474,6 +474,7 @@ def render_run_html(run: dict[str, Any]) -> str:
     """The run page: every image with its thumbnail and top-1, and the compare view."""
     images = run.get("images") or []
     cards = []
+    groups: dict[str, list[str]] = {}
     for n, image in enumerate(images):
         folder = image["folder"]
         top1 = image.get("top1")
@@ -483,6 +484,14 @@ def render_run_html(run: dict[str, Any]) -> str:
             f"<a class=card href='{_url(folder)}/index.html' data-n={n}>"
             f"<img src='{_url(folder)}/input.png' loading=lazy decoding=async width=128 height=128 alt=''>"
             f"<span class=name>{_esc(image.get('image_name', folder))}</span>{top}</a>")
+        groups.setdefault(image.get("group") or "", []).append(cards[-1])
+    if any(groups):  # images found in subfolders: one gallery per folder
+        gallery = "".join(
+            f"<section class=group><h3>{_esc(name or '(top folder)')} <small>{len(items)} "
+            f"image{'s' if len(items) != 1 else ''}</small></h3><div class=gallery>{''.join(items)}</div></section>"
+            for name, items in groups.items())
+    else:
+        gallery = f"<div class=gallery>{''.join(cards)}</div>"
     layers = run.get("layers") or []
     compare = ""
     if len(images) > 1 and layers:
@@ -503,7 +512,7 @@ def render_run_html(run: dict[str, Any]) -> str:
         f"<body data-page=run>{_svg_colormap(_lut('viridis'))}"
         f"<header><h1>{count} image{'s' if count != 1 else ''} through {_esc(run.get('source', ''))}</h1>"
         f"<p>{_esc(run.get('model', ''))} &middot; {len(layers)} layers</p></header><main>"
-        f"{compare}<h2>Images</h2><div class=gallery>{''.join(cards)}</div></main>"
+        f"{compare}<h2>Images</h2>{gallery}</main>"
         f"<script src='{ASSETS_DIR}/onnxviz.js'></script><script src='run.js'></script></body></html>"
     )
 

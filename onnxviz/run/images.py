@@ -34,32 +34,66 @@ _FORMATS = "JPEG, PNG, BMP, WebP, TIFF"
 _READ_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH
 
 
-def collect_images(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Expand folders into their images; return (images, warnings).
+@dataclass(frozen=True)
+class FoundImage:
+    """An image file and the folder it lies in, relative to the folder it was found through
+    (`cats` for `data/cats/cat.jpg` found in `data`; "" for a file given itself or at the top)."""
 
-    A folder gives its files with a suffix in IMAGE_SUFFIXES, sorted by name, not
-    recursively, hidden files (`.name`, e.g. macOS `._x.jpg`) skipped. A file is kept as
-    given whatever its suffix, so that `load_image` explains why it cannot be read.
-    A missing path or a folder without images gives a warning and nothing else.
+    path: Path
+    group: str = ""
+
+
+def find_images(paths: list[Path]) -> tuple[list[FoundImage], list[str]]:
+    """Expand folders into their images, searching subfolders too (a dataset kept as one folder
+    per class); return (images, warnings).
+
+    A folder gives its files with a suffix in IMAGE_SUFFIXES at any depth, in the order of
+    their relative paths (`a/x.jpg` before `b/a.jpg`, a folder's own files by name), hidden
+    files and folders (`.name`, e.g. macOS `._x.jpg`, `.git`) skipped. Symbolic links to
+    folders are followed, each folder at most once, so a link that loops back is not walked
+    twice. A file is kept as given whatever its suffix, so that `load_image` explains why it
+    cannot be read. A missing path or a folder without images at any depth gives a warning
+    and nothing else.
     """
-    images: list[Path] = []
+    import os
+
+    images: list[FoundImage] = []
     warnings: list[str] = []
     suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(
-                (p for p in path.iterdir()
-                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()),
-                key=lambda p: p.name,
-            )
+            found: list[tuple[tuple[str, ...], Path]] = []
+            seen: set[tuple[int, int]] = set()
+            folders = 0
+            for root, dirs, files in os.walk(path, followlinks=True):
+                stat = os.stat(root)
+                if (stat.st_dev, stat.st_ino) in seen:  # reached again through a link: walked once
+                    dirs[:] = []
+                    continue
+                seen.add((stat.st_dev, stat.st_ino))
+                folders += 1
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                rel = Path(root).relative_to(path).parts
+                for name in files:
+                    file = Path(root) / name
+                    if file.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and file.is_file():
+                        found.append(((*rel, name), file))
+            found.sort(key=lambda item: item[0])
             if not found:
-                warnings.append(f"folder '{path}' has no images ({suffixes}); skipped")
-            images.extend(found)
+                depth = f" in it or its {folders - 1} subfolders" if folders > 1 else ""
+                warnings.append(f"folder '{path}' has no images ({suffixes}){depth}; skipped")
+            images.extend(FoundImage(file, "/".join(parts[:-1])) for parts, file in found)
         elif path.exists():
-            images.append(path)
+            images.append(FoundImage(path))
         else:
             warnings.append(f"'{path}' does not exist; skipped")
     return images, warnings
+
+
+def collect_images(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """`find_images`' image paths and warnings."""
+    found, warnings = find_images(paths)
+    return [image.path for image in found], warnings
 
 
 def load_image(path: Path, *, max_pixels: int | None = None) -> np.ndarray:

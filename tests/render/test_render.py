@@ -78,7 +78,7 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     assert set(summary["timings_ms"]) == {"read", "inference", "drawing", "encoding", "writing"}
     run = json.loads((out / "run.json").read_text())
     assert run["format"] == 5 and run["images"] == [{"folder": "photo", "image_name": "photo.png", "top1": {
-        "label": summary["predictions"][0]["label"], "score": summary["predictions"][0]["score"]}}]
+        "label": summary["predictions"][0]["label"], "score": summary["predictions"][0]["score"]}, "group": ""}]
     assert [(x["index"], x["name"], x["shape"], x["kind"]) for x in run["layers"]] == [
         (0, "conv", [6, SIZE, SIZE], "map"), (1, "relu", [6, SIZE, SIZE], "map"), (2, "pool", [6, SIZE // 2, SIZE // 2], "map")]
     assert not [p for p in out.rglob("*part*")]
@@ -296,3 +296,89 @@ def test_a_full_disk_while_writing_the_report_is_one_line_too(tmp_path, model_pa
     assert result.exit_code == 1
     assert result.stderr.strip().startswith(f"error: the output disk is full (writing '{out / 'a'}')")
     assert not out.exists()  # made by this run, nothing finished: removed
+
+
+def test_class_folders_render_into_their_own_folders_grouped_on_the_run_page(tmp_path, model_path):
+    data = tmp_path / "imagenet_like"
+    for seed, name in enumerate(["n01/cat.png", "n02/cat.png", "n02/dog.png", "top.png"]):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        write_image(data / name, seed)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(model_path), str(data), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"n01--cat", "n02--cat", "n02--dog", "top", "assets"}
+    run = json.loads((out / "run.json").read_text())
+    assert [(i["folder"], i["image_name"], i["group"]) for i in run["images"]] == [
+        ("n01--cat", "cat.png", "n01"), ("n02--cat", "cat.png", "n02"), ("n02--dog", "dog.png", "n02"),
+        ("top", "top.png", "")]
+    page = (out / "index.html").read_text()
+    assert page.count("<section class=group>") == 3
+    assert page.index("<h3>n01 <small>1 image</small>") < page.index("<h3>n02 <small>2 images</small>") \
+        < page.index("<h3>(top folder) <small>1 image</small>")
+
+
+def test_a_folder_of_folders_without_images_is_one_error_line(tmp_path, model_path):
+    (tmp_path / "data" / "a" / "b").mkdir(parents=True)
+    result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "data"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (f"error: no images to render: folder '{tmp_path / 'data'}' has no images (.bmp, .jpeg, "
+                             f".jpg, .png, .tif, .tiff, .webp) in it or its 2 subfolders; skipped\n")
+    assert not (tmp_path / "out").exists()
+    result = runner.invoke(app, ["render", str(model_path), str(tmp_path / "missing.png"), "-o", str(tmp_path / "out")])
+    assert result.stderr == f"error: no images to render: '{tmp_path / 'missing.png'}' does not exist; skipped\n"
+
+
+def test_a_second_render_adds_to_the_run_and_replaces_an_image_rendered_again(tmp_path, model_path):
+    for seed, name in enumerate(["a.png", "b.png", "c.png"]):
+        write_image(tmp_path / name, seed)
+    out = tmp_path / "out"
+    first = runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(out),
+                                "--layers", "conv"])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["render", str(model_path), str(tmp_path / "b.png"), str(tmp_path / "c.png"), "-o", str(out),
+                                 "--layers", "relu"])
+    assert second.exit_code == 0, second.output
+    run = json.loads((out / "run.json").read_text())
+    assert [i["folder"] for i in run["images"]] == ["a", "b", "c"]  # b rendered again keeps its place, once
+    assert [layer["name"] for layer in run["layers"]] == ["conv", "relu"]  # both runs' layers
+    page = (out / "index.html").read_text()
+    assert all(f"href='{name}/index.html'" in page for name in "abc")
+    b = json.loads((out / "b" / "summary.json").read_text())
+    assert [layer["name"] for layer in b["layers"]] == ["relu"]  # the second render's
+
+
+def test_a_render_into_another_models_run_is_refused_unless_fresh(tmp_path, model_path):
+    write_image(tmp_path / "a.png", 0)
+    write_image(tmp_path / "b.png", 1)
+    other = tmp_path / "other.onnx"
+    changed = onnx.load(str(model_path))
+    changed.doc_string = "another model"
+    onnx.save(changed, other)
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["render", str(model_path), str(tmp_path / "a.png"), "-o", str(out)]).exit_code == 0
+    before = (out / "run.json").read_bytes()
+    refused = runner.invoke(app, ["render", str(other), str(tmp_path / "b.png"), "-o", str(out)])
+    assert refused.exit_code == 1
+    assert refused.stderr == (f"error: '{out}' holds a run of another model file ('{model_path}', tiny), which this render "
+                              f"would drop from its run page; render into another folder (-o/--output), or start its "
+                              f"run page afresh with --fresh\n")
+    assert (out / "run.json").read_bytes() == before and not (out / "b").exists()
+    fresh = runner.invoke(app, ["render", str(other), str(tmp_path / "b.png"), "-o", str(out), "--fresh"])
+    assert fresh.exit_code == 0, fresh.output
+    assert [i["folder"] for i in json.loads((out / "run.json").read_text())["images"]] == ["b"]
+    assert (out / "a" / "index.html").is_file()  # the earlier image's folder stays on disk
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{image}", "{model}"], "error: '{image}' is an image and '{model}' a model: give the model first, then the "
+                             "images (MODEL then IMAGES)"),
+    (["{model}", "{image}", "-o", "{tmp}/model.h5"], "error: -o/--output '{tmp}/model.h5' names a .h5 file, but render "
+                                                     "writes a folder of reports; give a folder name (default onnxviz-out)"),
+    (["{model}", "{image}", "--top-k", "0"], "error: --top-k must be at least 1 (the classes each report lists), got 0"),
+])
+def test_mistakes_of_order_and_values_are_one_line(tmp_path, model_path, args, message):
+    write_image(tmp_path / "a.png")
+    fill = {"model": str(model_path), "image": str(tmp_path / "a.png"), "tmp": str(tmp_path)}
+    result = runner.invoke(app, ["render", *[a.format(**fill) for a in args]])
+    assert result.exit_code == 1 and result.stderr == message.format(**fill) + "\n"
+    assert not (tmp_path / "model.h5").exists()

@@ -50,16 +50,44 @@ def png_with_orientation(png: bytes, orientation: int) -> bytes:
 
 # --- collect_images ---------------------------------------------------------------
 
-def test_collect_expands_folders_sorted_not_recursive(tmp_path):
+def test_collect_expands_folders_and_subfolders_in_path_order(tmp_path):
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
-    for name in ["b.png", "a.JPG", "c.webp", "notes.txt", ".hidden.jpg", "sub/d.png"]:
+    (folder / ".git").mkdir()
+    for name in ["b.png", "a.JPG", "c.webp", "notes.txt", ".hidden.jpg", "sub/d.png", ".git/e.png"]:
         (folder / name).write_bytes(b"x")
     single = tmp_path / "odd.gif"
     single.write_bytes(b"x")
     found, warnings = collect_images([folder, single])
-    assert found == [folder / "a.JPG", folder / "b.png", folder / "c.webp", single]
+    assert found == [folder / "a.JPG", folder / "b.png", folder / "c.webp", folder / "sub" / "d.png", single]
     assert warnings == []
+
+
+def test_class_folders_are_found_with_their_folder_and_a_link_loop_is_walked_once(tmp_path):
+    import os
+
+    from onnxviz.run.images import FoundImage, find_images
+
+    data = tmp_path / "imagenet_like"
+    for name in ["n02/cat.jpg", "n01/cat.jpg", "n01/b.png", "n01/deeper/c.png", ".cache/x.png"]:
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(b"x")
+    os.symlink("..", data / "n01" / "loop")  # n01/loop -> imagenet_like
+    os.symlink(data / "n02", data / "n02_again")  # another way to the same folder
+    found, warnings = find_images([data])
+    assert found == [FoundImage(data / "n01" / "b.png", "n01"), FoundImage(data / "n01" / "cat.jpg", "n01"),
+                     FoundImage(data / "n01" / "deeper" / "c.png", "n01/deeper"),
+                     FoundImage(data / "n02" / "cat.jpg", "n02")]  # n02_again is n02, already walked
+    assert warnings == []
+
+
+def test_a_folder_of_folders_without_images_says_so(tmp_path):
+    (tmp_path / "data" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "data" / "a" / "notes.txt").write_text("x")
+    found, warnings = collect_images([tmp_path / "data"])
+    assert found == [] and warnings == [
+        f"folder '{tmp_path / 'data'}' has no images (.bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp) in it or its 2 "
+        f"subfolders; skipped"]
 
 
 def test_collect_warns_about_missing_paths_and_empty_folders(tmp_path):

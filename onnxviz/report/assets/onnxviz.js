@@ -219,6 +219,12 @@
     var byIndex = {};
     layers.forEach(function (L, i) { L.pos = i; byIndex[L.meta.index] = L; });
     $("#controls").hidden = false;
+    // a layer's heading jumped to (#layer-NNN) lands below the sticky bar, whatever its height
+    var barHeight = function () {
+      document.documentElement.style.setProperty("--bar", $("#controls").offsetHeight + "px");
+    };
+    barHeight();
+    window.addEventListener("resize", barHeight);
 
     function load(L) {
       if (!L.loading) {
