@@ -39,7 +39,10 @@ def test_a_file_that_is_not_a_keras_model(tmp_path):
     bad = tmp_path / "notes.h5"
     bad.write_text("not hdf5")
     line = one_error_line(runner.invoke(app, ["export", str(bad), "-o", str(tmp_path / "o.onnx")]))
-    assert line.startswith(f"error: cannot read '{bad}' as HDF5 (")
+    assert line == (f"error: '{bad}' is not an HDF5 file (it does not start with HDF5's signature), so not a Keras "
+                    f".h5 model; check that it is the file you meant (a failed download saves a web page under the "
+                    f"model's name)")
+    assert "tf_keras" not in line
     assert not (tmp_path / "o.onnx").exists()
 
 
@@ -261,3 +264,42 @@ def test_render_on_cpu_says_so_in_one_short_line_and_the_reason_only_when_asked(
     assert why  # the report keeps the reason
     loud = runner.invoke(app, ["render", str(path), str(tmp_path / "a.png"), "-o", str(tmp_path / "v"), "--verbose"])
     assert loud.stdout.splitlines()[0] == f"ran on CPU; CUDA not used: {why}"
+
+
+def test_a_mistyped_model_name_gets_a_did_you_mean(tmp_path):
+    line = one_error_line(runner.invoke(app, ["export", "mobilenett", "-o", str(tmp_path / "x.onnx")]))
+    assert line.startswith("error: unknown model 'mobilenett': did you mean 'mobilenet' or 'mobilenetv2'? give a "
+                           ".keras/.h5/.onnx file or one of ")
+    line = one_error_line(runner.invoke(app, ["export", "qqq", "-o", str(tmp_path / "x.onnx")]))
+    assert "did you mean" not in line
+
+
+def test_a_failed_weights_download_names_the_flag():
+    from onnxviz.cli import flag_of
+    from onnxviz.exporter.sources.keras import _download_error
+
+    error = _download_error(Exception("URL fetch failure on https://storage.googleapis.com/x/m.h5: None -- "
+                                      "[Errno -3] Temporary failure in name resolution"), "ImageNet weights for X")
+    assert error.spoken(flag_of).endswith("or give a weights file or no weights (--weights none)")
+    assert str(error).endswith("or give a weights file or no weights (weights none)")
+
+
+@needs_tensorflow
+def test_an_input_size_without_imagenet_weights_says_which_sizes_have_them(shared_data, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    home = tmp_path / "keras_home"
+    shutil.copytree(shared_data / "keras_home", home)
+    proc = subprocess.run([sys.executable, "-m", "onnxviz", "export", "mobilenet", "--alpha", "0.25", "--input-size",
+                           "16", "-o", str(tmp_path / "m.onnx")], env=dict(os.environ, KERAS_HOME=str(home)),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: MobileNet cannot be built with --input-size 16: ")
+    assert line.endswith("with ImageNet weights and the classifier, MobileNet takes the sizes it has weights for: "
+                         "128, 160, 192 and 224; without the classifier (--no-top) it takes other sizes, above its "
+                         "minimum")
+    assert not (tmp_path / "m.onnx").exists()

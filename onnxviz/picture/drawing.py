@@ -8,6 +8,19 @@ from onnxviz.errors import OnnxvizError
 from onnxviz.picture.tiling import GAP_COLOR, tile
 
 CHANNEL_ORDERS: tuple[str, ...] = ("RGB", "BGR")
+# Pictures written for people to look at (`--grids`, `onnxviz filters`) are enlarged, pixel for
+# pixel, until their longer side is at least this: MobileNet 0.25's grids were 197 px wide and its
+# filters 74 px, too small to see on a screen or a page.
+MIN_PICTURE_SIDE = 512
+
+
+def enlarged(image: np.ndarray, min_side: int = MIN_PICTURE_SIDE) -> np.ndarray:
+    """`image` repeated N x N pixel for pixel (nearest neighbour, integer N: no new values, no blur),
+    with N the smallest that makes its longer side at least `min_side`; as it is when already so."""
+    factor = -(-min_side // max(image.shape[:2]))
+    if factor <= 1:
+        return image
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 def draw_filters(
     weights: np.ndarray,

@@ -466,6 +466,22 @@ def scaled_sprites(maps: np.ndarray, low: np.ndarray, high: np.ndarray, columns:
     return out
 
 
+def level_constant_channels(sprites: np.ndarray, low: np.ndarray, high: np.ndarray, layer_low: np.ndarray,
+                            layer_high: np.ndarray, columns: int, cell: tuple[int, int]) -> None:
+    """Draw each constant channel (low == high) of `[N, rows * H, columns * W]` sprites, in place, at
+    its value's place in its layer's range `layer_low..layer_high` (`[N]`), not at 0: a channel
+    stuck at the layer's maximum is then drawn in the colour of the maximum, and only a channel at
+    the layer's minimum (a dead ReLU, zero everywhere) in the colour of the minimum. Its value is
+    still `low`, whatever the level."""
+    h, w = cell
+    for n, j in zip(*np.nonzero(np.asarray(low) == np.asarray(high))):
+        lo, hi, value = float(layer_low[n]), float(layer_high[n]), float(low[n, j])
+        if not (np.isfinite(lo) and np.isfinite(hi) and np.isfinite(value)) or hi <= lo:
+            continue
+        r, c = divmod(int(j), columns)
+        sprites[n, r * h:(r + 1) * h, c * w:(c + 1) * w] = int(np.clip(np.rint(255 * (value - lo) / (hi - lo)), 0, 255))
+
+
 def sprite_grid(sprite: np.ndarray, cell: tuple[int, int], count: int, colormap: str = "viridis",
                 min_tile: int | None = DEFAULT_MIN_TILE, gap: int = 1) -> np.ndarray:
     """The coloured grid of the first `count` channels of a sprite (uint8, maps of `cell` (H, W)

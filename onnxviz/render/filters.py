@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxviz.picture.drawing import draw_filters
+from onnxviz.picture.drawing import draw_filters, enlarged
 from onnxviz.picture.encoding import encode
 from onnxviz.errors import ModelError
 from onnxviz.files import write_bytes
@@ -152,5 +152,5 @@ def write_filters(model_path: Path, output: Path, fmt: str = "jpg") -> Filters:
     filters = load_filters(model_path)
     if filters is None:
         raise ModelError(f"'{model_path}' has no 2-D convolution reachable from its input; there are no filters to draw")
-    write_bytes(output, encode(filters.image, fmt))
+    write_bytes(output, encode(enlarged(filters.image), fmt))
     return filters

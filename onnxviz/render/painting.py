@@ -22,6 +22,7 @@ from onnxviz.report import render_page as report
 from onnxviz.render import store
 from onnxviz.model.labels import Prediction, top_predictions
 from onnxviz.model.info import LayerInfo
+from onnxviz.picture.drawing import enlarged
 from onnxviz.picture.tiling import sprite_grid
 from onnxviz.render.options import RenderOptions
 from onnxviz.render.reduce import reduce_layer
@@ -129,7 +130,7 @@ def _draw_group(layer: LayerInfo, index: int, maps: np.ndarray, opts: RenderOpti
         entry.low, entry.high = range2[:k], range2[k:]
         grid = None
         if opts.grids:
-            picture = sprite_grid(reduced.sprites[n], (h, w), k, opts.colormap)
+            picture = enlarged(sprite_grid(reduced.sprites[n], (h, w), k, opts.colormap))
             grid = encoding.encode_jpeg(picture, opts.quality) if opts.fmt == "jpg" else encoding.encode_png(picture)
         drawn.append(_Drawn(entry, encoding.encode_png(reduced.sprites[n]), grid))
     clock.encoding += time.perf_counter() - t2

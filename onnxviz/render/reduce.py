@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from onnxviz.picture.tiling import grid_columns, scaled_sprites, select_channels, sprite_ranges
+from onnxviz.picture.tiling import grid_columns, level_constant_channels, scaled_sprites, select_channels, sprite_ranges
 from onnxviz.render.options import RenderOptions
 
 
@@ -71,6 +71,7 @@ def reduce_layer(maps: np.ndarray, opts: RenderOptions) -> Reduced:
     columns = grid_columns(k)
     finite = np.isfinite(lo) & np.isfinite(hi)  # min and max carry any NaN or inf
     sprites = scaled_sprites(picked, low, high, columns, finite)
+    level_constant_channels(sprites, low, high, lo, hi, columns, (h, w))
     return Reduced(stats, dead, channels=chosen, ch_min=ch_min, ch_max=ch_max,
                    ch_mean=picked.reshape(count, k, -1).mean(axis=2), low=low, high=high, columns=columns,
                    sprites=sprites)

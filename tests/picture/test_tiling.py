@@ -393,3 +393,23 @@ def test_large_maps_scaled_by_opencv_match_numpy_and_hit_both_ends():
     others = np.ones(again[1].shape, bool)
     others[0, 0] = False
     assert np.abs(again[1].astype(int) - fast[1])[others].max() <= 1
+
+
+def test_a_channel_stuck_at_the_layers_max_is_drawn_at_the_max_and_a_dead_one_at_the_min():
+    from onnxviz.picture.tiling import level_constant_channels, scaled_sprites, sprite_ranges
+
+    maps = np.zeros((1, 3, 4, 4), np.float32)
+    maps[0, 0] = np.linspace(0, 6, 16).reshape(4, 4)  # a live channel reaching the layer's max
+    maps[0, 1] = 6.0  # stuck at the maximum (a saturated ReLU6)
+    # channel 2: zero everywhere, the layer's minimum: dead
+    low, high = sprite_ranges(maps.min(axis=(2, 3)), maps.max(axis=(2, 3)))
+    sprites = scaled_sprites(maps, low, high, columns=3)
+    assert (sprites[0, :, 4:8] == 0).all()  # before: drawn like the dead channel
+    level_constant_channels(sprites, low, high, np.array([0.0]), np.array([6.0]), 3, (4, 4))
+    assert (sprites[0, :, 4:8] == 255).all() and (sprites[0, :, 8:12] == 0).all()
+    assert sprites[0, 0, 0] == 0 and sprites[0, 3, 3] == 255  # a live channel is untouched
+    half = np.full((1, 1, 2, 2), 3.0, np.float32)
+    low, high = sprite_ranges(half.min(axis=(2, 3)), half.max(axis=(2, 3)))
+    sprite = scaled_sprites(half, low, high, columns=1)
+    level_constant_channels(sprite, low, high, np.array([0.0]), np.array([6.0]), 1, (2, 2))
+    assert (sprite == 128).all()  # halfway up the layer's range: the middle colour

@@ -104,3 +104,24 @@ def test_render_layers_and_load_never_import_onnx(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
     assert (tmp_path / "out" / "coffee" / "filters.png").is_file()
+
+
+def test_pictures_for_people_are_at_least_512_pixels_pixel_for_pixel(tmp_path):
+    import cv2
+
+    from onnxviz.picture.drawing import enlarged
+    from onnxviz.render.demo import MODEL, PHOTO
+    from onnxviz.render.filters import write_filters
+    from onnxviz.render.options import RenderOptions
+    from onnxviz.render.pipeline import render
+
+    filters = write_filters(MODEL, tmp_path / "f.png", "png")
+    written = cv2.imread(str(tmp_path / "f.png"))
+    assert max(filters.image.shape[:2]) < 100 and max(written.shape[:2]) >= 512  # was 74 px
+    factor = written.shape[0] // filters.image.shape[0]
+    np.testing.assert_array_equal(written[::factor, ::factor], filters.image)  # nearest neighbour: no new values
+    render(MODEL, [PHOTO], tmp_path / "out", RenderOptions(grids=True, fmt="png", layers=["conv_pw_13_relu"]))
+    grid = cv2.imread(str(next((tmp_path / "out" / "coffee" / "grids").glob("*.png"))))
+    assert max(grid.shape[:2]) >= 512  # was 197 px for MobileNet 0.25's 4 x 4 maps
+    big = np.zeros((600, 300, 3), np.uint8)
+    assert enlarged(big) is big

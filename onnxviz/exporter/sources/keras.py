@@ -97,7 +97,7 @@ def _download_error(exc: Exception, what: str) -> OnnxvizError | None:
     url, reason = match.group(1), (match.group(2) or "").strip() or "no network?"
     return OnnxvizError(
         f"could not download {what} from {url} ({reason}); put that file at {_keras_cache_file(url)}, "
-        f"or give a weights file or weights 'none'"
+        f"or give a weights file or no weights ({{weights}} none)", params=("weights",)
     )
 
 
@@ -130,7 +130,16 @@ def build_application(app: Application, opts: ExportOptions):
     try:
         model = constructor(weights=weights_arg, **kwargs)
     except ValueError as exc:
-        raise OnnxvizError(f"{app.constructor} cannot be built that way: {str(exc).splitlines()[0]}") from exc
+        hint = ""
+        if opts.input_size is not None and opts.include_top and weights_arg == "imagenet":
+            sizes = {"MobileNet": "128, 160, 192 and 224", "MobileNetV2": "96, 128, 160, 192 and 224"}.get(
+                app.constructor, str(app.size))
+            hint = (f"; with ImageNet weights and the classifier, {app.constructor} takes the sizes it has weights "
+                    f"for: {sizes}; without the classifier ({{include_top}}) it takes other sizes, above its minimum")
+        raise OptionError(f"{app.constructor} cannot be built with {{input_size}} {opts.input_size}: "
+                          f"{str(exc).splitlines()[0]}{hint}" if opts.input_size is not None else
+                          f"{app.constructor} cannot be built that way: {str(exc).splitlines()[0]}",
+                          params=("input_size", "include_top") if opts.input_size is not None else ()) from exc
     except Exception as exc:  # Keras raises plain Exception for download failures
         err = _download_error(exc, f"ImageNet weights for {app.constructor}")
         if err is not None:

@@ -54,10 +54,15 @@ def _apps() -> dict[str, Application]:
 APPLICATIONS = _apps()
 
 def resolve_application(name: str) -> Application:
-    app = APPLICATIONS.get(name.lower().replace("_", "").replace("-", ""))
+    key = name.lower().replace("_", "").replace("-", "")
+    app = APPLICATIONS.get(key)
     if app is None:
+        import difflib
+
+        close = difflib.get_close_matches(key, APPLICATIONS, n=3, cutoff=0.75)
+        guess = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
         raise ModelError(
-            f"unknown model '{name}': give a .keras/.h5/.onnx file or one of {', '.join(sorted(APPLICATIONS))}"
+            f"unknown model '{name}': {guess}give a .keras/.h5/.onnx file or one of {', '.join(sorted(APPLICATIONS))}"
         )
     return app
 

@@ -74,6 +74,12 @@ def _load_keras2_h5(path: Path, keras: Any, first_error: BaseException) -> Loade
             raw = f.attrs.get("model_config")
             version = f.attrs.get("keras_version", b"")
     except OSError as exc:
+        with open(path, "rb") as fh:
+            signature = fh.read(8)
+        if signature != b"\x89HDF\r\n\x1a\n":  # not HDF5 at all: a download page, a renamed file...
+            raise ModelError(f"'{path}' is not an HDF5 file (it does not start with HDF5's signature), so not a "
+                             f"Keras .h5 model; check that it is the file you meant (a failed download saves a web "
+                             f"page under the model's name)") from exc
         raise ModelError(f"cannot read '{path}' as HDF5 ({exc}); {_what_to_try(path)}") from exc
     version = version.decode() if isinstance(version, bytes) else str(version or "")
     if raw is None:
