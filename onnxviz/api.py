@@ -163,12 +163,15 @@ def notebook_progress() -> NotebookProgress | None:
     """A progress line when running in a Jupyter kernel, else None."""
     import sys
 
-    if "ipykernel" not in sys.modules:
+    if "IPython" not in sys.modules:  # a kernel has imported it; a script has not
         return None
-    try:
-        return NotebookProgress()
-    except Exception:  # IPython without a display: no progress
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:  # a terminal IPython, or none running
         return None
+    progress = NotebookProgress()
+    return progress if progress.handle is not None else None
 
 
 # ---------------------------------------------------------------- models

@@ -208,3 +208,12 @@ def test_activations_say_when_their_pictures_show_only_32_channels():
     assert repr(acts) == "<Activations of 2 layers: conv1: [1, 8, 64, 64], conv_pw_13_relu: [1, 256, 4, 4]>"
     small = model.activations(PHOTO, layers=["conv1"])
     assert "channels a layer" not in small._repr_html_()
+
+
+def test_no_notebook_progress_outside_a_kernel_even_with_ipykernel_imported():
+    pytest.importorskip("ipykernel", reason="ipykernel not installed")
+    import ipykernel  # noqa: F401  (imported, as a test runner that runs notebooks has it)
+
+    from onnxviz.api import notebook_progress
+
+    assert notebook_progress() is None

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -703,3 +704,24 @@ def test_render_report_links_open_the_atlas_at_their_layer(atlas_folder, open_pa
     shown = int(href.split("#l=")[1])
     assert page.inner_text("#main h2").startswith(data["layers"][shown]["name"])
     assert shown in by_layer.values()
+
+
+def test_a_layer_jumped_to_shows_its_heading_below_the_sticky_bar_and_the_run_groups_folders(open_page, tmp_path):
+    from onnxviz.render.demo import MODEL
+    from onnxviz.render.options import RenderOptions
+    from onnxviz.render.pipeline import render
+
+    data = tmp_path / "data"
+    for group, seed in (("cats", 0), ("cups", 1)):
+        (data / group).mkdir(parents=True)
+        cv2.imwrite(str(data / group / "a.png"), np.random.default_rng(seed).integers(0, 256, (96, 96, 3), np.uint8))
+    render(MODEL, [data], tmp_path / "out", RenderOptions())
+    run = open_page(tmp_path / "out" / "index.html").page
+    assert run.eval_on_selector_all("section.group h3", "els => els.map(e => e.firstChild.textContent.trim())") == \
+        ["cats", "cups"]
+    page = open_page(tmp_path / "out" / "cats--a" / "index.html").page
+    page.evaluate("() => { location.hash = 'layer-030'; }")
+    page.wait_for_timeout(300)
+    heading, bar = page.evaluate("() => [document.querySelector('#layer-030 h2').getBoundingClientRect().top, "
+                                 "document.querySelector('#controls').getBoundingClientRect().bottom]")
+    assert bar > 0 and heading >= bar  # the heading is not under the bar
