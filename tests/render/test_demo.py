@@ -30,7 +30,7 @@ def test_demo_renders_the_shipped_photo_as_espresso(tmp_path):
     result = demo.demo(output=tmp_path / "out", options=RenderOptions(top_k=3))
     assert [i.image for i in result.images] == [demo.PHOTO]
     top = result.images[0].predictions[0]
-    assert top["label"] == "espresso" and top["score"] > 0.8, result.images[0].predictions
+    assert top.label == "espresso" and top.score > 0.8, result.images[0].predictions
     assert (tmp_path / "out" / "coffee" / "index.html").is_file()
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert [i["image_name"] for i in run["images"]] == ["coffee.jpg"]
