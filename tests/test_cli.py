@@ -24,7 +24,8 @@ def one_error_line(result) -> str:
 
 def test_unknown_model_name_lists_the_valid_ones(tmp_path):
     line = one_error_line(runner.invoke(app, ["export", "vgg17", "-o", str(tmp_path / "x.onnx")]))
-    assert line.startswith("error: unknown model 'vgg17': give a .keras/.h5/.onnx file or one of ")
+    assert line.startswith("error: unknown model 'vgg17': did you mean 'vgg19' or 'vgg16'? give a .keras/.h5/.onnx "
+                           "file or one of ")
     for name in ("vgg16", "inceptionv3", "resnet101v2", "mobilenet", "efficientnetb0", "convnexttiny", "densenet121"):
         assert name in line
 

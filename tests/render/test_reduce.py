@@ -34,7 +34,11 @@ def test_statistics_and_sprites_are_those_of_each_image_alone(h, w):
             assert reduced.ch_min[n, j] == channel.min() or np.isnan(channel.min())
             assert reduced.ch_max[n, j] == channel.max() or np.isnan(channel.max())
             lo, hi = reduced.low[n, j], reduced.high[n, j]
-            if c in (1, 2) or not np.isfinite(channel).all():  # flat, or no range known: drawn as 0
+            if c in (1, 2) and np.isfinite(maps[n]).all():  # flat: drawn at its value's place in the layer's range
+                assert lo == hi
+                level = np.rint(255 * (float(channel.min()) - x.min()) / (x.max() - x.min()))
+                expected = np.full((h, w), level)
+            elif c in (1, 2) or not np.isfinite(channel).all():  # no range known: drawn as 0
                 assert lo == hi
                 expected = np.zeros((h, w))
             else:

@@ -96,5 +96,5 @@ def test_run_index_lists_each_images_best_class_by_name_and_score():
     run = store.Run("m.onnx", "src", [store.RunLayer(0, "conv", [6, 8, 8], "map")],
                     [store.RunImage("cat", "cat.png", Prediction("tabby", 0.75, 281)),
                      store.RunImage("x", "x.png", None)])
-    assert run.to_dict()["images"] == [{"folder": "cat", "image_name": "cat.png", "top1": {"label": "tabby", "score": 0.75}},
-                                       {"folder": "x", "image_name": "x.png", "top1": None}]
+    assert run.to_dict()["images"] == [{"folder": "cat", "image_name": "cat.png", "top1": {"label": "tabby", "score": 0.75},
+                                        "group": ""}, {"folder": "x", "image_name": "x.png", "top1": None, "group": ""}]
