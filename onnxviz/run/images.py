@@ -15,7 +15,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from onnxviz.errors import ImageError, OnnxvizError
+from onnxviz.errors import ImageError, OnnxvizError, OptionError
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -255,8 +255,6 @@ def _to_rgb8(image: np.ndarray, path: Path) -> np.ndarray:
 
 def check_resize(value: str | int) -> str:
     """A resize spec as the file and `--resize` give it: a mode, or a positive whole number."""
-    from onnxviz.errors import OptionError
-
     text = str(value).strip().lower()
     if text in RESIZE_MODES:
         return text
