@@ -48,3 +48,23 @@ def mobilenet_onnx(shared_data, tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
+
+
+@pytest.fixture
+def atlas_model(tmp_path) -> Path:
+    """The atlas tests' tiny onnxviz file (`atlas_models.branchy_model`: 32x32 input, five layers)."""
+    import onnx
+    from atlas_models import branchy_model
+
+    path = tmp_path / "branchy.onnx"
+    onnx.save(branchy_model(), path)
+    return path
+
+
+@pytest.fixture
+def atlas_images(tmp_path) -> Path:
+    """The atlas tests' dataset: a folder of 33 small PNG and JPEG images (3 of them flat grey: ties)."""
+    from atlas_models import write_images
+
+    write_images(tmp_path / "data", 30, seed=1, constant=3)
+    return tmp_path / "data"

@@ -1,5 +1,6 @@
 """What the atlas tests share: the brute-force oracle (every map of every image through ONNX Runtime,
-every score kept, then sorted) and the command line."""
+every score kept, then sorted) and the command line. Their model and dataset are the fixtures
+`atlas_model` and `atlas_images` (tests/conftest.py)."""
 from __future__ import annotations
 
 import json

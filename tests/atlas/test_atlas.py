@@ -22,12 +22,12 @@ from onnxviz.run.images import collect_images, load_image, resize_image
 
 
 @pytest.mark.parametrize("score", ["max", "mean"])
-def test_atlas_equals_brute_force(model_path, images, tmp_path, score):
+def test_atlas_equals_brute_force(atlas_model, atlas_images, tmp_path, score):
     out = tmp_path / "atlas"
-    result = build_atlas(model_path, [images], out, AtlasOptions(layers=LAYERS, top=4, score=score, provider="cpu",
-                                                                  batch_size=7))
+    result = build_atlas(atlas_model, [atlas_images], out,
+                         AtlasOptions(layers=LAYERS, top=4, score=score, provider="cpu", batch_size=7))
     assert result.images == 33 and result.new_images == 33 and not result.failed
-    assert_same_as_brute_force(out, brute_force_table(model_path, images, LAYERS, 4, score))
+    assert_same_as_brute_force(out, brute_force_table(atlas_model, atlas_images, LAYERS, 4, score))
     # crop boxes are the receptive field of the position, clipped
     fields = receptive_fields(branchy_model(), LAYERS)
     for row in table(out)[::37]:
@@ -35,68 +35,69 @@ def test_atlas_equals_brute_force(model_path, images, tmp_path, score):
         assert row["box"] == list(fields[row["layer"]].box(y, x, SIZE, SIZE))
 
 
-def test_unreadable_image_is_a_warning_and_a_count(model_path, images, tmp_path):
-    (images / "broken.jpg").write_bytes(b"not a jpeg")
-    result = runner.invoke(app, ["atlas", str(model_path), str(images), "-o", str(tmp_path / "a"), "--layers", "c1",
+def test_unreadable_image_is_a_warning_and_a_count(atlas_model, atlas_images, tmp_path):
+    (atlas_images / "broken.jpg").write_bytes(b"not a jpeg")
+    result = runner.invoke(app, ["atlas", str(atlas_model), str(atlas_images), "-o", str(tmp_path / "a"),
+                                 "--layers", "c1",
                                  "--provider", "cpu"])
     assert result.exit_code == 0, result.output
     assert "warning: cannot read image" in result.output and "broken.jpg" in result.output
     assert "atlas of 33 images (34 new" in result.output and "1 unreadable" in result.output
 
 
-def test_empty_dataset_and_folder_without_images(model_path, tmp_path):
+def test_empty_dataset_and_folder_without_images(atlas_model, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no pictures here")
-    code, out = invoke(model_path, empty, "-o", tmp_path / "a")
+    code, out = invoke(atlas_model, empty, "-o", tmp_path / "a")
     assert code == 1
     assert out.strip().startswith(f"error: no images found (folder '{empty}' has no images (.bmp, .jpeg, .jpg")
     assert out.count("\n") == 1
     assert not (tmp_path / "a").exists()
 
 
-def test_top_zero(model_path, images, tmp_path):
-    code, out = invoke(model_path, images, "-o", tmp_path / "a", "--top", "0")
+def test_top_zero(atlas_model, atlas_images, tmp_path):
+    code, out = invoke(atlas_model, atlas_images, "-o", tmp_path / "a", "--top", "0")
     assert code == 1 and "error: --top must be at least 1" in out
     assert not (tmp_path / "a").exists()
 
 
-def test_output_is_a_file(model_path, images, tmp_path):
+def test_output_is_a_file(atlas_model, atlas_images, tmp_path):
     target = tmp_path / "file.txt"
     target.write_text("keep me")
-    code, out = invoke(model_path, images, "-o", target)
+    code, out = invoke(atlas_model, atlas_images, "-o", target)
     assert code == 1 and "is a file, not a folder" in out
     assert target.read_text() == "keep me"
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write to read-only folders")
-def test_output_read_only(model_path, images, tmp_path):
+def test_output_read_only(atlas_model, atlas_images, tmp_path):
     target = tmp_path / "ro"
     target.mkdir()
     target.chmod(0o555)
     try:
-        code, out = invoke(model_path, images, "-o", target)
+        code, out = invoke(atlas_model, atlas_images, "-o", target)
     finally:
         target.chmod(0o755)
     assert code == 1 and "is not writable" in out
 
 
-def test_output_read_only_refused_before_work(model_path, images, tmp_path, monkeypatch):
+def test_output_read_only_refused_before_work(atlas_model, atlas_images, tmp_path, monkeypatch):
     """As root the permission bits do not stop writes, so ask os.access as a non-root user would be answered."""
     target = tmp_path / "ro"
     target.mkdir()
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == target and mode & os.W_OK
                         else real(p, mode, *a, **k))
-    code, out = invoke(model_path, images, "-o", target)
+    code, out = invoke(atlas_model, atlas_images, "-o", target)
     assert code == 1 and f"output folder '{target}' is not writable" in out
 
 
-def test_render_report_links_to_the_atlas(model_path, images, tmp_path):
+def test_render_report_links_to_the_atlas(atlas_model, atlas_images, tmp_path):
     atlas_dir = tmp_path / "atlas"
-    build_atlas(model_path, [images], atlas_dir, AtlasOptions(layers=["p1", "c3"], top=2, provider="cpu"))
+    build_atlas(atlas_model, [atlas_images], atlas_dir, AtlasOptions(layers=["p1", "c3"], top=2, provider="cpu"))
     out = tmp_path / "render"
-    result = runner.invoke(app, ["render", str(model_path), str(images / "img001.png"), "-o", str(out),
+    result = runner.invoke(app, ["render", str(atlas_model), str(atlas_images / "img001.png"), "-o", str(out),
                                  "--atlas", str(atlas_dir), "--provider", "cpu"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "img001" / "summary.json").read_text())
@@ -106,20 +107,20 @@ def test_render_report_links_to_the_atlas(model_path, images, tmp_path):
     assert links["c1"] is None
     page = (out / "img001" / "index.html").read_text()
     assert "href='../../atlas/index.html#l=1'>what its channels respond to</a>" in page
-    bad = runner.invoke(app, ["render", str(model_path), str(images / "img001.png"), "-o", str(out),
+    bad = runner.invoke(app, ["render", str(atlas_model), str(atlas_images / "img001.png"), "-o", str(out),
                               "--atlas", str(tmp_path)])
     assert bad.exit_code == 1
     assert f"error: --atlas '{tmp_path}' holds no atlas (no readable atlas-data.js)" in bad.output
 
 
-def test_option_errors_name_the_flag(model_path, images, tmp_path):
+def test_option_errors_name_the_flag(atlas_model, atlas_images, tmp_path):
     for args, message in [(["--score", "median"], "error: --score 'median' is not valid; choose one of max, mean"),
                           (["--batch-size", "0"], "error: --batch-size must be at least 1, got 0"),
                           (["--engine", "spark"], "error: --engine 'spark' is not valid; choose one of local, ray"),
                           (["--engine", "ray", "--provider", "cuda"],
                            "error: --provider cuda with --engine ray needs a GPU per actor: add --worker-gpus 1"),
                           (["--layers", "zzz*"], "error: --layers 'zzz*' matches no layer of")]:
-        code, out = invoke(model_path, images, "-o", tmp_path / "a", *args)
+        code, out = invoke(atlas_model, atlas_images, "-o", tmp_path / "a", *args)
         assert code == 1 and out.startswith(message), (args, out)
 
 
@@ -169,25 +170,27 @@ def test_real_network_atlas_equals_brute_force(shared_data, tmp_path):
     assert k == len(rows)
 
 
-def test_a_python_caller_is_told_parameter_names(model_path, images, tmp_path):
+def test_a_python_caller_is_told_parameter_names(atlas_model, atlas_images, tmp_path):
     from onnxviz.errors import OptionError
 
-    for opts, message in [(AtlasOptions(top=0), "top must be at least 1 (the number of images kept per channel), got 0"),
+    for opts, message in [(AtlasOptions(top=0),
+                           "top must be at least 1 (the number of images kept per channel), got 0"),
                           (AtlasOptions(score="median"), "score 'median' is not valid; choose one of max, mean"),
-                          (AtlasOptions(resize="squash"), "resize 'squash' is not valid; choose one of stretch, crop, pad"),
+                          (AtlasOptions(resize="squash"),
+                           "resize 'squash' is not valid; choose one of stretch, crop, pad"),
                           (AtlasOptions(checkpoint_every=0), "checkpoint_every must be at least 1, got 0"),
                           (AtlasOptions(workers=0), "workers must be at least 1, got 0"),
                           (AtlasOptions(tile=4), "tile must be 8..512 pixels, got 4"),
                           (AtlasOptions(engine="ray", provider="cuda"),
                            "provider cuda with engine ray needs a GPU per actor: add worker_gpus 1")]:
         with pytest.raises(OptionError) as err:
-            build_atlas(model_path, [images], tmp_path / "a", opts)
+            build_atlas(atlas_model, [atlas_images], tmp_path / "a", opts)
         assert str(err.value) == message
     assert not (tmp_path / "a").exists()
 
 
-def test_option_errors_quote_a_value_with_braces_as_it_is(model_path, images, tmp_path):
+def test_option_errors_quote_a_value_with_braces_as_it_is(atlas_model, atlas_images, tmp_path):
     for args, message in [(["--score", "{a}"], "error: --score '{a}' is not valid; choose one of max, mean"),
                           (["--resize", "}{"], "error: --resize '}{' is not valid")]:
-        code, out = invoke(model_path, images, "-o", tmp_path / "a", *args)
+        code, out = invoke(atlas_model, atlas_images, "-o", tmp_path / "a", *args)
         assert code == 1 and out.startswith(message), (args, out)

@@ -18,9 +18,9 @@ from onnxviz.atlas.state import Winners
 from onnxviz.run.images import load_image, resize_image
 
 
-def test_page_sheets_and_table_fit_together(model_path, images, tmp_path):
+def test_page_sheets_and_table_fit_together(atlas_model, atlas_images, tmp_path):
     out = tmp_path / "atlas"
-    result = build_atlas(model_path, [images], out, AtlasOptions(top=5, provider="cpu", overlay=True))
+    result = build_atlas(atlas_model, [atlas_images], out, AtlasOptions(top=5, provider="cpu", overlay=True))
     data = (out / "atlas-data.js").read_text()
     assert data.startswith("window.ATLAS = ")
     atlas = json.loads(data[len("window.ATLAS = "):].rstrip().rstrip(";"))
@@ -46,18 +46,18 @@ def test_page_sheets_and_table_fit_together(model_path, images, tmp_path):
 
 
 @pytest.mark.parametrize("overlay", [False, True])
-def test_a_winner_that_cannot_be_read_again_is_marked_in_the_table_and_left_blank(model_path, images, tmp_path,
+def test_a_winner_that_cannot_be_read_again_is_marked_in_the_table_and_left_blank(atlas_model, atlas_images, tmp_path,
                                                                                   overlay):
     """Its rows get "unreadable": true (the other rows are as before, byte for byte), its tiles stay grey,
     and a warning names it."""
     opts = AtlasOptions(layers=["c1", "c3"], top=3, provider="cpu", overlay=overlay)
     out = tmp_path / "atlas"
-    build_atlas(model_path, [images], out, opts)
+    build_atlas(atlas_model, [atlas_images], out, opts)
     before = (out / "atlas.jsonl").read_text().splitlines()
     lost = table(out)[0]["image"]
     Path(lost).write_bytes(b"gone")
     notes = []
-    build_atlas(model_path, [images], out, opts, note=notes.append)  # nothing new to scan: the crops again
+    build_atlas(atlas_model, [atlas_images], out, opts, note=notes.append)  # nothing new to scan: the crops again
     after = (out / "atlas.jsonl").read_text().splitlines()
     assert len(after) == len(before)
     marked = 0

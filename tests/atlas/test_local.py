@@ -12,13 +12,13 @@ from onnxviz.atlas.state import AtlasState
 from onnxviz.run.images import collect_images
 
 
-def test_reading_ahead_or_in_turn_gives_the_same_tops(model_path, images):
+def test_reading_ahead_or_in_turn_gives_the_same_tops(atlas_model, atlas_images):
     """run_local's reading thread (at the lowest priority where ORT's threads take every core) and
     reading in turn give the same state, unreadable images included."""
-    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    (atlas_images / "broken.jpg").write_bytes(b"not a jpeg")
     opts = AtlasOptions(layers=LAYERS, top=3, provider="cpu", batch_size=4)
-    plan = make_plan(model_path, opts)
-    paths = [str(p.resolve()) for p in collect_images([images])[0]]
+    plan = make_plan(atlas_model, opts)
+    paths = [str(p.resolve()) for p in collect_images([atlas_images])[0]]
     states = []
     for prefetch in (False, True):
         state = AtlasState.new(plan, opts.top)
@@ -31,12 +31,12 @@ def test_reading_ahead_or_in_turn_gives_the_same_tops(model_path, images):
             np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
 
 
-def test_the_local_engine_reports_where_it_ran(model_path, images, tmp_path):
+def test_the_local_engine_reports_where_it_ran(atlas_model, atlas_images, tmp_path):
     opts = AtlasOptions(layers=["c1"], top=2, provider="cpu")
-    plan = make_plan(model_path, opts)
+    plan = make_plan(atlas_model, opts)
     state = AtlasState.new(plan, opts.top)
-    ran = run_local(plan, state, state.add_images([str(p) for p in collect_images([images])[0]]), opts,
+    ran = run_local(plan, state, state.add_images([str(p) for p in collect_images([atlas_images])[0]]), opts,
                     lambda: None, None)
     assert ran == EngineRun("cpu", None, 1, None)
-    result = build_atlas(model_path, [images], tmp_path / "a", opts)
+    result = build_atlas(atlas_model, [atlas_images], tmp_path / "a", opts)
     assert (result.provider, result.fallback, result.ray, result.engine_times) == ("cpu", None, None, {})

@@ -59,9 +59,9 @@ def test_topn_nan_counts_as_lowest_and_empty_slots_stay_last():
     assert top.ids[0].tolist() == [1, 0, EMPTY] and top.ids[1].tolist() == [0, 1, EMPTY]
 
 
-def test_interrupted_atlas_resumes_and_added_images_merge_exactly(model_path, images, tmp_path):
-    paths = sorted(images.iterdir())
-    expected = brute_force_table(model_path, images, LAYERS, 3, "max")
+def test_interrupted_atlas_resumes_and_added_images_merge_exactly(atlas_model, atlas_images, tmp_path):
+    paths = sorted(atlas_images.iterdir())
+    expected = brute_force_table(atlas_model, atlas_images, LAYERS, 3, "max")
     out = tmp_path / "atlas"
     opts = AtlasOptions(layers=LAYERS, top=3, provider="cpu", batch_size=2, checkpoint_every=4)
 
@@ -74,51 +74,51 @@ def test_interrupted_atlas_resumes_and_added_images_merge_exactly(model_path, im
 
     # the first 20 images (in name order), interrupted after 10
     with pytest.raises(KeyboardInterrupt):
-        build_atlas(model_path, paths[:20], out, opts, progress=stop_after_ten)
+        build_atlas(atlas_model, paths[:20], out, opts, progress=stop_after_ten)
     from onnxviz.atlas.state import AtlasState
 
     state = AtlasState.load(out / "atlas-state.npz")
     assert int(state.done.sum()) == 10 and len(state.images) == 20
-    resumed = build_atlas(model_path, paths[:20], out, opts)
+    resumed = build_atlas(atlas_model, paths[:20], out, opts)
     assert resumed.resumed and resumed.new_images == 10
     # then the whole folder: the 13 new images are added
-    added = build_atlas(model_path, [images], out, opts)
+    added = build_atlas(atlas_model, [atlas_images], out, opts)
     assert added.new_images == 13 and added.images == 33
     assert_same_as_brute_force(out, expected)
 
 
-def test_resumed_with_other_options_is_refused(model_path, images, tmp_path):
+def test_resumed_with_other_options_is_refused(atlas_model, atlas_images, tmp_path):
     out_dir = tmp_path / "a"
-    code, _ = invoke(model_path, images, "-o", out_dir, "--layers", "c1", "--top", "3", "--provider", "cpu")
+    code, _ = invoke(atlas_model, atlas_images, "-o", out_dir, "--layers", "c1", "--top", "3", "--provider", "cpu")
     assert code == 0
     before = (out_dir / "atlas-state.npz").read_bytes()
-    code, out = invoke(model_path, images, "-o", out_dir, "--layers", "c1", "--top", "4", "--provider", "cpu")
+    code, out = invoke(atlas_model, atlas_images, "-o", out_dir, "--layers", "c1", "--top", "4", "--provider", "cpu")
     assert code == 1
     assert "holds an atlas made with another model or options (it has --top 3, this run --top 4)" in out
-    code, out = invoke(model_path, images, "-o", out_dir, "--layers", "p1", "--top", "3")
+    code, out = invoke(atlas_model, atlas_images, "-o", out_dir, "--layers", "p1", "--top", "3")
     assert code == 1 and "it has layers c1, this run layers p1" in out
     other = tmp_path / "other.onnx"
     onnx.save(branchy_model(seed=9), other)
-    code, out = invoke(other, images, "-o", out_dir, "--layers", "c1", "--top", "3")
+    code, out = invoke(other, atlas_images, "-o", out_dir, "--layers", "c1", "--top", "3")
     assert code == 1 and "it has model sha256" in out
     assert (out_dir / "atlas-state.npz").read_bytes() == before
 
 
-def test_resuming_with_other_options_names_the_parameters_to_a_python_caller(model_path, images, tmp_path):
+def test_resuming_with_other_options_names_the_parameters_to_a_python_caller(atlas_model, atlas_images, tmp_path):
     from onnxviz.errors import OutputError
 
-    build_atlas(model_path, [images], tmp_path / "a", AtlasOptions(layers=["c1"], top=3, provider="cpu"))
+    build_atlas(atlas_model, [atlas_images], tmp_path / "a", AtlasOptions(layers=["c1"], top=3, provider="cpu"))
     with pytest.raises(OutputError) as err:
-        build_atlas(model_path, [images], tmp_path / "a",
+        build_atlas(atlas_model, [atlas_images], tmp_path / "a",
                     AtlasOptions(layers=["c1"], top=4, score="mean", provider="cpu"))
     assert "(it has top 3, this run top 4; it has score max, this run score mean)" in str(err.value)
     assert err.value.params == ("top", "score")
 
 
-def test_state_file_round_trip(model_path, images, tmp_path):
+def test_state_file_round_trip(atlas_model, atlas_images, tmp_path):
     from onnxviz.atlas.state import AtlasState
 
-    build_atlas(model_path, [images], tmp_path / "a", AtlasOptions(layers=["c1", "c3"], top=2, provider="cpu"))
+    build_atlas(atlas_model, [atlas_images], tmp_path / "a", AtlasOptions(layers=["c1", "c3"], top=2, provider="cpu"))
     state = AtlasState.load(tmp_path / "a" / "atlas-state.npz")
     state.save(tmp_path)
     again = AtlasState.load(tmp_path / "atlas-state.npz")
