@@ -75,7 +75,7 @@ def main() -> None:
                                 "--input-size", "32"], check=True, capture_output=True)
                 files[how] = out
             render = {how: [sys.executable, "-m", "onnxviz", "render", str(f), str(args.image), "-o",
-                            str(tmp / "out" / how)] for how, f in files.items()}
+                            str(tmp / "out" / f"{how}{size:g}")] for how, f in files.items()}
             for cmd in render.values():
                 timed(cmd)  # warm the page cache
             times: dict[str, list[float]] = {how: [] for how in files}

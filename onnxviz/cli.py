@@ -105,7 +105,8 @@ def export(
     labels: Optional[str] = typer.Option(None, help="class names: imagenet (the 1000 ImageNet classes, shipped), or a "
                                          "file with one per line or 'index,name'"),
     external_data: Optional[bool] = typer.Option(None, "--external-data/--single-file", help="weights in NAME.onnx.data "
-                                                 "beside NAME.onnx (the default), or all in one file"),
+                                                 "beside NAME.onnx, or all in one file; default: one file up to 8 MiB "
+                                                 "of weights (a pair opens no faster there), a pair above"),
 ) -> None:
     """Export a model to one ONNX file with its feature maps as outputs, checked output by output."""
     from onnxviz.run.tensordiff import layer_group

@@ -4,8 +4,9 @@ and the one place that says why a file cannot be used as an ONNX model.
 Measured (benchmarks/RESULTS.md, "Start-up"): ONNX Runtime maps weights stored as ONNX
 external data instead of parsing them out of one protobuf, which makes a whole
 `onnxviz render` of one image through VGG16 with its classifier several times quicker to
-start, and lifts protobuf's 2 GB cap on models. So `save_model` writes, unless asked for one
-file:
+start, and lifts protobuf's 2 GB cap on models. Small models gain nothing measurable from it, so
+`save_model` writes weights up to `SINGLE_FILE_UP_TO` bytes inside one `NAME.onnx`, and larger
+ones (or when asked) as a pair:
 
 - `NAME.onnx`: the graph, metadata and small tensors (a few hundred KB);
 - `NAME.onnx.data`: every tensor of `EXTERNAL_FROM_BYTES` or more, each at an offset
@@ -31,8 +32,10 @@ from onnxviz.errors import ModelError, OutputError
 from onnxviz.files import existing_file, staged
 
 EXTERNAL_FROM_BYTES = 1024
-# Weights up to this size go inside the .onnx by default; above it, the pair.
-SINGLE_FILE_UP_TO = 0
+# Weights up to this size go inside the .onnx by default, above it into the pair: one image's whole
+# render process was no faster from a pair at 2.7 MB of weights (0.99x and 1.10x the one file's time),
+# and faster in every run from 12 MB on (0.68x to 0.92x; 0.44x at 408 MB): RESULTS section 24.
+SINGLE_FILE_UP_TO = 8 * 1024 * 1024
 SINGLE_FILE_MAX = 2 * 1024 ** 3 - 64 * 1024 * 1024  # protobuf's 2 GB cap, less room for the graph
 ALIGNMENT = 4096
 HEADER_BYTES = 4096
