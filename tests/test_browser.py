@@ -719,6 +719,9 @@ def test_a_layer_jumped_to_shows_its_heading_below_the_sticky_bar_and_the_run_gr
     run = open_page(tmp_path / "out" / "index.html").page
     assert run.eval_on_selector_all("section.group h3", "els => els.map(e => e.firstChild.textContent.trim())") == \
         ["cats", "cups"]
+    run.wait_for_function("document.querySelectorAll('#cmp-tiles figcaption').length == 2")
+    captions = run.eval_on_selector_all("#cmp-tiles figcaption", "els => els.map(e => e.firstChild.textContent)")
+    assert captions == ["cats/a.png", "cups/a.png"]  # two a.png told apart by their folder
     page = open_page(tmp_path / "out" / "cats--a" / "index.html").page
     page.evaluate("() => { location.hash = 'layer-030'; }")
     page.wait_for_timeout(300)

@@ -557,7 +557,7 @@
           var fig = el("figure", { class: "cmp-tile", "data-folder": e.img.folder });
           var a = el("a", { href: urlPath(e.img.folder) + "/index.html#layer-" + pad(lyr.index, digits) });
           fig.appendChild(a);
-          var cap = el("figcaption", {}, e.img.image_name);
+          var cap = el("figcaption", {}, (e.img.group ? e.img.group + "/" : "") + e.img.image_name);
           fig.appendChild(cap);
           tiles.appendChild(fig);
           if (!e.L) { a.appendChild(el("div", { class: "missing" }, e.error || "layer not rendered for this image")); return; }
