@@ -142,9 +142,10 @@ class NotebookProgress:
     """Progress for a notebook cell: one line, updated in place (IPython's display); elsewhere nothing."""
 
     def __init__(self) -> None:
-        from IPython.display import display
+        from IPython.display import Pretty, display
 
-        self.handle = display("", display_id=True)
+        self.text = Pretty  # shown as it is (a str would show with its quotes)
+        self.handle = display(Pretty(""), display_id=True)
         import time
 
         self.started = time.perf_counter()
@@ -154,9 +155,9 @@ class NotebookProgress:
 
         elapsed = time.perf_counter() - self.started
         if total is None:  # export's steps: `done` is the step's text
-            self.handle.update(f"[{elapsed:6.1f}s] {done}")
+            self.handle.update(self.text(f"[{elapsed:6.1f}s] {done}"))
         else:
-            self.handle.update(f"{done}/{total} images, {done / max(elapsed, 1e-9):.1f}/s  {name}")
+            self.handle.update(self.text(f"{done}/{total} images, {done / max(elapsed, 1e-9):.1f}/s  {name}"))
 
 
 def notebook_progress() -> NotebookProgress | None:

@@ -40,5 +40,7 @@ def test_the_readme_api_example_runs_as_a_notebook(tmp_path):
     assert shown(grid, "image/png")  # Jupyter shows the grid as a picture
     assert f"{tmp_path / 'out' / 'coffee' / 'index.html'}" not in shown(render)  # relative to the notebook
     assert "out/coffee/index.html" in shown(render) and "<table>" in shown(render, "text/html")
+    progress = [o["data"]["text/plain"] for o in render.outputs if o.output_type == "display_data"]
+    assert progress == ["1/1 images, " + progress[0].split(", ")[1]] and progress[0].endswith("/s  coffee.jpg")
     assert (tmp_path / "out" / "coffee" / "index.html").is_file()
     assert all(len(shown(c)) < 8000 for c in notebook.cells)  # no cell prints a wall of text
