@@ -728,3 +728,26 @@ def test_a_layer_jumped_to_shows_its_heading_below_the_sticky_bar_and_the_run_gr
     heading, bar = page.evaluate("() => [document.querySelector('#layer-030 h2').getBoundingClientRect().top, "
                                  "document.querySelector('#controls').getBoundingClientRect().bottom]")
     assert bar > 0 and heading >= bar  # the heading is not under the bar
+
+
+def test_atlas_channel_page_counts_its_top_images_by_folder(open_page, tmp_path):
+    from typer.testing import CliRunner
+
+    from onnxviz.cli import app
+    from onnxviz.render.demo import MODEL
+
+    data = tmp_path / "data"
+    for group, seeds in (("cats", (0, 1)), ("cups", (2,))):
+        (data / group).mkdir(parents=True)
+        for seed in seeds:
+            cv2.imwrite(str(data / group / f"{seed}.png"),
+                        np.random.default_rng(seed).integers(0, 256, (96, 96, 3), np.uint8))
+    result = CliRunner().invoke(app, ["atlas", str(MODEL), str(data), "-o", str(tmp_path / "atlas"), "--top", "3",
+                                      "--layers", "conv_pw_1_relu", "--provider", "cpu"])
+    assert result.exit_code == 0, result.output
+    page = open_page(tmp_path / "atlas" / "index.html").page
+    page.evaluate("() => { location.hash = 'l=0&c=0'; }")
+    page.wait_for_selector("#by-folder")
+    assert page.inner_text("#by-folder") == "By folder: cats 2, cups 1"
+    captions = page.eval_on_selector_all(".ex figcaption a", "els => els.map(e => e.textContent)")
+    assert sorted(captions) == ["cats/0.png", "cats/1.png", "cups/2.png"]

@@ -45,7 +45,7 @@ function channelView(li, c) {
   const L = A.layers[li];
   nav(li);
   const [H, W] = A.input, f = L.field, mw = L.shape[2];
-  const ex = [];
+  const ex = [], byFolder = new Map();
   for (let r = 0; r < N; r++) {
     const id = L.ids[c * N + r];
     if (id < 0) continue;
@@ -55,7 +55,9 @@ function channelView(li, c) {
       const y0 = f.start[0] + y * f.jump[0], x0 = f.start[1] + x * f.jump[1];
       box = [Math.max(0, x0), Math.max(0, y0), Math.min(W, x0 + f.size[1]), Math.min(H, y0 + f.size[0])];
     }
-    const img = A.images[id], name = img.split(/[\\/]/).pop();
+    const img = A.images[id], parts = img.split(/[\\/]/), file = parts.pop(), folder = parts.pop() || "";
+    const name = folder && folder !== ".." ? `${folder}/${file}` : file;
+    byFolder.set(folder, (byFolder.get(folder) || 0) + 1);
     ex.push(`<figure>${tile(L, c, r, 3, overlay)}<figcaption>#${r + 1} &middot; score ${L.scores[c * N + r].toPrecision(4)}<br>
       <a href="${esc(encodeURI(img))}">${esc(name)}</a><br>at (${y}, ${x}) of the map; <span style="white-space:nowrap">box x ${box[0]}..${box[2]},</span> <span style="white-space:nowrap">y ${box[1]}..${box[3]}</span></figcaption></figure>`);
   }
@@ -66,6 +68,7 @@ function channelView(li, c) {
     ${L.overlays.length ? `<label><input type=checkbox id=ov ${overlay ? "checked" : ""}> map overlay</label>` : ""}</div>
     <div class=meta>The ${N} images whose spatial ${esc(A.score)} of this channel is highest, cropped to the receptive field
     of the position of the maximum (${fieldText(L)}), in the ${A.input[0]}x${A.input[1]} input the network saw.</div>
+    ${byFolder.size > 1 ? `<div class=meta id=by-folder>By folder: ${[...byFolder].sort((a, b) => b[1] - a[1]).map(([f, n]) => `${esc(f || "(top)")} ${n}`).join(", ")}</div>` : ""}
     <div class=ex>${ex.join("") || "<p>No image.</p>"}</div>`;
   if ($("#ov")) $("#ov").onchange = e => { overlay = e.target.checked; channelView(li, c); };
 }
