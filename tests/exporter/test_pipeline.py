@@ -46,7 +46,7 @@ def test_the_command_names_flags_and_exits_1_for_options_of_the_other_source(tmp
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         "error: --weights, --alpha, --no-top, --skip-fused do not apply to an ONNX model; an ONNX "
-        "model takes --bgr, --exclude, --input-size, --labels, --layers, --layout, --mean, --op-types, --preprocess, "
+        "model takes --bgr, --exclude, --external-data, --input-size, --labels, --layers, --layout, --mean, --op-types, --preprocess, "
         "--resize, --scale, --std, --tolerance")
     result = runner.invoke(app, ["export", "vgg16", "--mean", "1,2,3", "--layout", "nhwc", "--op-types", "Conv",
                                  "-o", str(out)])
