@@ -5,6 +5,8 @@
     model = onnxviz.load("mobilenet.onnx")
     acts = model.activations(["cat.jpg", "car.jpg"])      # {layer: [N, C, H, W] array}
     model.predict("cat.jpg")                              # [[Prediction('tabby', 0.71, 281), ...]]
+    model.cam("cat.jpg")                                  # Grad-CAM of the top 3 classes, [N, 3, h, w]
+    model.factorize("cat.jpg", "block4_conv3", parts=5)   # the layer's 5 parts: maps and channels
     onnxviz.grid(acts["conv1"][0])                        # RGB uint8 picture of the channels
 
 Images may be file paths, numpy arrays (`[H, W, 3]` RGB or a batch `[N, H, W, 3]`, uint8 or
@@ -234,6 +236,75 @@ class Model:
         scores = np.concatenate([p[output] for p in self._run(pixels, [output], batch_size)])
         return [top_predictions(s, top_k, self.info.labels, self.info.prediction_is_probability) for s in scores]
 
+    def cam(self, images: Any, classes: Any = None, layer: str | None = None, top_k: int = 3, *,
+            method: str = "gradcam", batch_size: int = DEFAULT_BATCH, resize: str | None = None,
+            channels: str | None = None):
+        """Where the network looks: class activation maps at `layer` (default: the last feature map
+        before the classifier), `CamResult.maps` `[N, K, h, w]`.
+
+        `method="gradcam"`: Grad-CAM of the `top_k` classes of each image, or of `classes` (an index,
+        a list for every image, or one list per image), computed by ONNX Runtime from the file's
+        own head (no framework). `method="eigencam"`: the class-agnostic map (the first principal
+        component of the layer's activations), for any model. `resize`, `channels`: as for `activations`.
+        """
+        from onnxviz.explain.explainer import (CamBatch, check_classes, check_method, check_top_k, eigencam_batch,
+                                               feature_layer, zero_notes)
+        from onnxviz.explain.results import CamResult
+
+        method = check_method(method)
+        explainer = self._explainer()
+        where = f"'{self.path.name}'"
+        if method == "eigencam":
+            if layer is None:
+                layer = self._last_map()
+            feature_layer(self.info, layer, where)
+            pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch",
+                          channels)
+            maps = np.concatenate([p[layer] for p in self._run(pixels, [layer], batch_size)])
+            batch = eigencam_batch(maps)
+            return CamResult(batch.maps, None, None, None, layer, method, _u8(pixels), batch.notes)
+        n_classes = explainer.classes
+        if classes is None:
+            top_k = check_top_k(top_k, n_classes)
+        if layer is None:
+            layer = explainer.default_layer()
+        feature_layer(self.info, layer, where)
+        pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch",
+                          channels)
+        wanted = check_classes(classes, len(pixels), n_classes) if classes is not None else None
+        self._run_checks(batch_size)
+        parts: list[CamBatch] = []
+        for i in range(0, len(pixels), batch_size):
+            chosen = wanted[i:i + batch_size] if wanted is not None else None
+            parts.append(explainer.gradcam(pixels[i:i + batch_size], layer, top_k, chosen))
+        maps = np.concatenate([p.maps for p in parts])
+        picked = np.concatenate([p.classes for p in parts])
+        scores = np.concatenate([p.scores for p in parts]) if parts[0].scores is not None else None
+        labels = None
+        if self.info.labels is not None:
+            labels = [[self.info.labels[c] if c < len(self.info.labels) else str(c) for c in row] for row in picked]
+        activations = np.concatenate([p[layer] for p in self._run(pixels, [layer], batch_size)])
+        return CamResult(maps, picked, scores, labels, layer, method, _u8(pixels), zero_notes(activations))
+
+    def factorize(self, images: Any, layer: str, parts: int = 5, *, batch_size: int = DEFAULT_BATCH,
+                  resize: str | None = None, channels: str | None = None):
+        """What `layer` sees as `parts` parts: non-negative matrix factorization of its activations
+        (positions of every image x channels; negative values set to 0), shared by the images.
+        `Factorization.maps` `[N, parts, h, w]`, `.channels` `[parts, C]`, `.error`."""
+        from onnxviz.explain.explainer import feature_layer
+        from onnxviz.explain.factorize import check_parts, factorize_maps
+        from onnxviz.explain.results import Factorization
+
+        parts = check_parts(parts)
+        feature_layer(self.info, layer, f"'{self.path.name}'")
+        pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch",
+                          channels)
+        maps = np.concatenate([p[layer] for p in self._run(pixels, [layer], batch_size)])
+        found = factorize_maps(maps, parts)
+        notes = ["the layer's activations are all zero (or negative) for these images: nothing to factorize"] \
+            if found.zero else []
+        return Factorization(found.maps, found.channels, found.error, layer, found.clipped, _u8(pixels), notes)
+
     def render(self, images: str | Path | Iterable[str | Path], output: str | Path = "onnxviz-out",
                progress: Callable[[int, int, str], None] | None = None, **options: Any):
         """What `onnxviz render` does: grids, predictions and a report per image file into `output`.
@@ -265,15 +336,37 @@ class Model:
         return [layer.name for layer in select_layers(self.info, patterns, f"'{self.path.name}'", every_output=True,
                                                       hint=". See model.layers")]
 
-    def _run(self, pixels: np.ndarray, names: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+    def _explainer(self):
+        if getattr(self, "_explain", None) is None:
+            from onnxviz.explain.explainer import Explainer
+
+            self._explain = Explainer(self.path, self.info, self.provider, self._session.threads)
+        return self._explain
+
+    def _last_map(self) -> str:
+        maps = self.info.feature_maps
+        if not maps:
+            raise OptionError(f"'{self.path.name}' exposes no 4-D feature maps; export it again with its layers")
+        wide = [layer for layer in maps if isinstance(layer.shape[2], int) and layer.shape[2] * layer.shape[3] > 1]
+        return (wide or maps)[-1].name
+
+    @staticmethod
+    def _run_checks(batch_size: int) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"{{batch_size}} must be a positive integer, got {batch_size!r}",
                               params=("batch_size",))
+
+    def _run(self, pixels: np.ndarray, names: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+        self._run_checks(batch_size)
         self._session.output_names = names
         return [self._session.run(pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
 
 
 # ---------------------------------------------------------------- images
+
+def _u8(pixels: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
 
 class ImageWarning(UserWarning):
     """An array image taken with a conversion, or one whose colours look like BGR."""

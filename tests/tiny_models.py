@@ -101,3 +101,61 @@ def tiny_onnx(path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.save(model, str(path))
     return model
+
+
+def tiny_classifier(head: str = "gap", size: int = 8) -> onnx.ModelProto:
+    """NHWC RGB 0..255 -> /255 -> Conv(4, no bias) "conv" -> Relu "relu" -> a head -> Softmax "predictions"
+    (5 classes). Heads: "gap" (GlobalAveragePool, Flatten, Gemm with bias: the CAM head), "pool"
+    (MaxPool 2x2, Flatten, Gemm, Relu, MatMul), "sigmoid" (GlobalAveragePool, Flatten, Sigmoid, Gemm)."""
+    rng = np.random.default_rng(11)
+    k = size // 2 * size // 2 * 4 if head == "pool" else 4
+    inits = {"s": np.array(1 / 255, np.float32), "W": rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32),
+             "FC": rng.normal(0, 1, (k, 6 if head == "pool" else 5)).astype(np.float32),
+             "FB": rng.normal(0, 0.1, 6 if head == "pool" else 5).astype(np.float32),
+             "FC2": rng.normal(0, 1, (6, 5)).astype(np.float32)}
+    nodes = [helper.make_node("Mul", ["image", "s"], ["scaled"]),
+             helper.make_node("Transpose", ["scaled"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "W"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["conv"], ["relu"])]
+    if head == "pool":
+        nodes += [helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+                  helper.make_node("Flatten", ["pool"], ["flat"]),
+                  helper.make_node("Gemm", ["flat", "FC", "FB"], ["fc"]), helper.make_node("Relu", ["fc"], ["fc_relu"]),
+                  helper.make_node("MatMul", ["fc_relu", "FC2"], ["logits"])]
+    else:
+        nodes += [helper.make_node("GlobalAveragePool", ["relu"], ["gap"]), helper.make_node("Flatten", ["gap"], ["flat"])]
+        if head == "sigmoid":
+            nodes += [helper.make_node("Sigmoid", ["flat"], ["squashed"])]
+        nodes += [helper.make_node("Gemm", ["squashed" if head == "sigmoid" else "flat", "FC", "FB"], ["logits"])]
+    nodes.append(helper.make_node("Softmax", ["logits"], ["predictions"], axis=-1))
+    outs = [helper.make_tensor_value_info("conv", TensorProto.FLOAT, ["N", 4, size, size]),
+            helper.make_tensor_value_info("relu", TensorProto.FLOAT, ["N", 4, size, size]),
+            helper.make_tensor_value_info("predictions", TensorProto.FLOAT, ["N", 5])]
+    graph = helper.make_graph(nodes, "classifier",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])], outs,
+                              [numpy_helper.from_array(v, name) for name, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    info = ModelInfo(input_name="image", height=size, width=size,
+                     layers=[LayerInfo("conv", "Conv2D", [None, 4, size, size], "NCHW"),
+                             LayerInfo("relu", "ReLU", [None, 4, size, size], "NCHW"),
+                             LayerInfo("predictions", "Dense", [None, 5], "NC")],
+                     preprocessing=KERAS_MODES["none"], source="classifier", version="test",
+                     prediction_output="predictions", labels=["ant", "bee", "cat", "dog", "eel"])
+    write_info(model, info)
+    return model
+
+
+def tiny_vgg(keras):
+    """A VGG-style Keras model: two conv blocks with max pooling, Flatten, Dense + ReLU, Dropout, Dense."""
+    keras.utils.set_random_seed(2)
+    L = keras.layers
+    inp = keras.Input((24, 24, 3), name="image")
+    x = L.Conv2D(6, 3, padding="same", activation="relu", name="block1_conv")(inp)
+    x = L.MaxPooling2D(name="block1_pool")(x)
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="block2_conv")(x)
+    x = L.MaxPooling2D(name="block2_pool")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dense(16, activation="relu", name="fc1")(x)
+    x = L.Dropout(0.5, name="drop")(x)
+    out = L.Dense(7, activation="softmax", name="predictions")(x)
+    return keras.Model(inp, out, name="tiny_vgg")

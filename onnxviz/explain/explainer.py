@@ -1,0 +1,211 @@
+"""Class activation maps and layer factorizations of an onnxviz file, batch by batch.
+
+`Explainer` holds one ONNX Runtime session per Grad-CAM graph it was asked for (the file with
+`gradient.add_gradcam`'s nodes, only the outputs Grad-CAM needs kept), built from the file's
+light graph (`protoscan.split`: large weights are never parsed, and ORT gets them from the file).
+Eigen-CAM and factorizations read plain activations, from the caller's session.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+import numpy as np
+
+from onnxviz.errors import LayerSelectionError, OptionError
+from onnxviz.explain.gradient import CAM_OUTPUT, CLASSES_INPUT, CLASSES_OUTPUT, HeadError, add_gradcam, logits_of
+from onnxviz.model.info import LayerInfo, ModelInfo
+
+LIGHT_TENSOR_BYTES = 64 << 10
+METHODS = ("gradcam", "eigencam")
+
+
+@dataclass
+class CamBatch:
+    maps: np.ndarray  # [n, K, h, w]
+    classes: np.ndarray | None  # [n, K] (None for Eigen-CAM)
+    scores: np.ndarray | None  # [n, K] the class scores as the file gives them
+    notes: list[str] = field(default_factory=list)  # per-image remarks (all-zero activations)
+
+
+def feature_layer(info: ModelInfo, name: str, where: str, param: str = "layer") -> LayerInfo:
+    """The 4-D feature map called `name`, or an error that lists what exists."""
+    from onnxviz.model.selection import listing
+
+    names = [layer.name for layer in info.layers]
+    if name not in names:
+        maps = [layer.name for layer in info.feature_maps]
+        raise LayerSelectionError(f"{{{param}}} '{name}' is not a layer of {where}; its {len(maps)} feature maps are "
+                                  f"{listing(maps)}. See model.layers or 'onnxviz layers'", params=(param,))
+    layer = info.layer(name)
+    if not layer.is_feature_map:
+        raise LayerSelectionError(f"{{{param}}} '{name}' of {where} is not a 4-D feature map (shape {layer.shape}, "
+                                  f"layout {layer.layout or 'unknown'}); choose a layer [N, C, H, W]", params=(param,))
+    return layer
+
+
+def check_classes(classes: object, n_images: int, n_classes: int) -> np.ndarray:
+    """`classes` (an int, a list for every image, or one list per image) as int64 `[N, K]`."""
+    bad = OptionError(f"{{classes}} must be a class index, a list of them, or one list per image; got {classes!r}",
+                      params=("classes",))
+    try:
+        array = np.asarray(classes)
+    except Exception as exc:  # ragged lists
+        raise bad from exc
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer) or array.size == 0:
+        raise bad
+    if array.ndim == 0:
+        array = array.reshape(1)
+    if array.ndim == 1:
+        array = np.broadcast_to(array, (n_images, array.size))
+    if array.ndim != 2 or array.shape[0] != n_images:
+        raise OptionError(f"{{classes}} has shape {list(np.shape(classes))}; give one list per image ({n_images})",
+                          params=("classes",))
+    out = array[(array < 0) | (array >= n_classes)]
+    if out.size:
+        raise OptionError(f"{{classes}} {int(out[0])} is out of range; the model has {n_classes} classes "
+                          f"(0..{n_classes - 1})", params=("classes",))
+    return np.ascontiguousarray(array, np.int64)
+
+
+class Explainer:
+    """Grad-CAM graphs of one onnxviz file, opened on `provider` when first asked for."""
+
+    def __init__(self, path: Path, info: ModelInfo, provider: str = "auto", threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.info = info
+        self.provider = provider
+        self.threads = threads
+        self._light = None
+        self._spans: dict = {}
+        self._sessions: dict[tuple[str, int, bool], object] = {}
+        self._logits: str | None = None
+
+    # ------------------------------------------------------------ the graph
+
+    def _model(self):
+        if self._light is None:
+            from onnxviz.model.modelfile import unreadable
+            from onnxviz.model.protoscan import split
+
+            try:
+                self._light, self._spans = split(self.path, LIGHT_TENSOR_BYTES)
+            except Exception as exc:  # a truncated or foreign file
+                raise unreadable(self.path, type(exc).__name__) from exc
+        return self._light
+
+    @property
+    def logits(self) -> str:
+        if self._logits is None:
+            self._logits = logits_of(self._model(), self.info.prediction_output, self.info.prediction_is_probability,
+                                     f"'{self.path.name}'")
+        return self._logits
+
+    @property
+    def classes(self) -> int:
+        """How many classes the scores have."""
+        output = self.info.layer(self.info.prediction_output).shape if self.info.prediction_output in \
+            [layer.name for layer in self.info.layers] else None
+        if output is not None and all(isinstance(d, int) for d in output[1:]):
+            return int(np.prod(output[1:]))
+        from onnxviz.model.graph import dims_of, infer_types
+
+        dims = dims_of(infer_types(self._model())[self.logits]) or []
+        return int(np.prod([d for d in dims[1:]]))
+
+    def default_layer(self) -> str:
+        """The last feature map larger than 1x1 that the class logits depend on."""
+        candidates = [layer for layer in self.info.feature_maps
+                      if all(isinstance(d, int) for d in layer.shape[2:]) and layer.shape[2] * layer.shape[3] > 1]
+        logits = self.logits
+        for layer in reversed(candidates):
+            try:
+                self._graph(layer.name, 1, False, check_only=True)
+                return layer.name
+            except HeadError as exc:
+                if not exc.unrelated:
+                    raise
+        raise HeadError(f"no feature map of '{self.path.name}' feeds its class logits ('{logits}'); "
+                        f"use the class-agnostic map (method='eigencam') with a layer")
+
+    def _graph(self, layer: str, k: int, chosen: bool, check_only: bool = False):
+        from onnxviz.model.graph import strip_outputs
+
+        model = add_gradcam(self._model(), layer, self.logits, k, chosen=chosen)
+        if check_only:
+            return model
+        keep = [CAM_OUTPUT, CLASSES_OUTPUT] + ([self.info.prediction_output] if self.info.prediction_output else [])
+        return strip_outputs(model, keep)
+
+    def session(self, layer: str, k: int, chosen: bool):
+        key = (layer, k, chosen)
+        if key not in self._sessions:
+            from onnx import TensorProto
+            from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+            from onnxviz.model.protoscan import join
+            from onnxviz.run.session import open_session
+
+            graph = self._graph(layer, k, chosen)
+            spans = dict(self._spans)
+            for tensor in graph.graph.initializer:  # weights in the data file: into the bytes ORT gets
+                if uses_external_data(tensor):
+                    load_external_data_for_tensor(tensor, str(self.path.parent))
+                    tensor.data_location = TensorProto.DEFAULT
+                    del tensor.external_data[:]
+                    spans.pop(tensor.name, None)
+            data = join(graph, self.path, spans)
+            self._sessions[key] = open_session(Path(f"{self.path.name} (Grad-CAM of {layer})"), self.provider,
+                                               threads=self.threads, long_run=False, model_bytes=data)
+        return self._sessions[key]
+
+    # ------------------------------------------------------------ running
+
+    def gradcam(self, pixels: np.ndarray, layer: str, k: int, classes: np.ndarray | None = None) -> CamBatch:
+        """Grad-CAM of a batch `[n, H, W, 3]` at `layer` for its top `k` classes, or for `classes` `[n, K]`."""
+        chosen = classes is not None
+        session = self.session(layer, int(classes.shape[1]) if chosen else k, chosen)
+        feeds = {session.input_name: np.asarray(pixels, np.float32)}
+        if chosen:
+            feeds[CLASSES_INPUT] = classes
+        names = [CAM_OUTPUT, CLASSES_OUTPUT] + ([self.info.prediction_output] if self.info.prediction_output else [])
+        values = session.session.run(names, feeds)
+        maps, picked = values[0], values[1]
+        scores = None
+        if len(values) > 2:
+            flat = values[2].reshape(len(pixels), -1)
+            scores = np.take_along_axis(flat, picked, axis=1)
+        return CamBatch(maps, picked, scores)
+
+
+def eigencam_batch(maps: np.ndarray) -> CamBatch:
+    """Eigen-CAM of a batch of one layer's maps `[n, C, h, w]`: maps `[n, 1, h, w]`."""
+    from onnxviz.explain.factorize import eigen_cam
+
+    out, notes = [], []
+    for i, m in enumerate(maps):
+        projection, varies = eigen_cam(m)
+        out.append(projection[None])
+        if not varies:
+            notes.append(f"image {i}: the layer's activations are the same at every position, so there is no map")
+    return CamBatch(np.stack(out), None, None, notes)
+
+
+def zero_notes(maps: np.ndarray, start: int = 0) -> list[str]:
+    """A note for every image whose maps are all zero (a Grad-CAM of zeros, not a missing one)."""
+    return [f"image {start + i}: the layer's activations are all zero, so its map is zero"
+            for i in np.flatnonzero(~np.asarray(maps).reshape(len(maps), -1).any(axis=1))]
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise OptionError(f"{{method}} '{method}' is not valid; choose one of {', '.join(METHODS)}", params=("method",))
+    return method
+
+
+def check_top_k(top_k: object, n_classes: int) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise OptionError(f"{{top_k}} must be a positive integer, got {top_k!r}", params=("top_k",))
+    if top_k > n_classes:
+        raise OptionError(f"{{top_k}} is {top_k} but the model has {n_classes} classes", params=("top_k",))
+    return int(top_k)
+

@@ -1,0 +1,78 @@
+"""Maps over photos: a heat map for a class activation map, one colour per part for a factorization.
+Pure numpy + OpenCV, RGB uint8 in and out."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Tableau's 10 colours (matplotlib's tab10), RGB: part j of every image gets PALETTE[j % 10].
+PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+                    [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]], np.uint8)
+HEAT = cv2.COLORMAP_TURBO
+ALPHA = 0.5
+
+
+def upsample(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`[..., h, w]` float maps to `[..., height, width]`, bilinear (pixel centres aligned)."""
+    a = np.asarray(maps, np.float32)
+    lead = a.shape[:-2]
+    flat = a.reshape(-1, *a.shape[-2:])
+    out = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR) for m in flat])
+    return out.reshape(*lead, height, width)
+
+
+def heat_colors(values: np.ndarray) -> np.ndarray:
+    """Values 0..1 `[H, W]` as RGB uint8 through the heat colour scale."""
+    gray = np.clip(np.round(np.asarray(values) * 255), 0, 255).astype(np.uint8)
+    return cv2.applyColorMap(gray, HEAT)[..., ::-1]
+
+
+def heat_scale(width: int = 256, height: int = 12) -> np.ndarray:
+    """The colour scale itself, low on the left: RGB uint8 `[height, width, 3]`."""
+    return np.repeat(heat_colors(np.linspace(0, 1, width, dtype=np.float32)[None]), height, axis=0)
+
+
+def heat_overlay(rgb: np.ndarray, cam: np.ndarray, top: float | None = None) -> np.ndarray:
+    """`cam` `[h, w]` (>= 0) over the photo, scaled to its own maximum (or `top`): RGB uint8."""
+    height, width = rgb.shape[:2]
+    top = float(np.max(cam)) if top is None else float(top)
+    values = upsample(cam, height, width) / top if top > 0 else np.zeros((height, width), np.float32)
+    heat = heat_colors(values).astype(np.float32)
+    return np.clip((1 - ALPHA) * rgb.astype(np.float32) + ALPHA * heat, 0, 255).astype(np.uint8)
+
+
+def parts_overlay(rgb: np.ndarray, maps: np.ndarray, tops: np.ndarray) -> np.ndarray:
+    """Factorized parts `[k, h, w]` over the photo: where part j is the strongest, its colour, as
+    opaque as the part is strong there (its map over `tops[j]`, its maximum over the images shown)."""
+    height, width = rgb.shape[:2]
+    k = maps.shape[0]
+    scaled = upsample(maps, height, width) / np.maximum(np.asarray(tops, np.float32), 1e-12).reshape(k, 1, 1)
+    winner = np.argmax(scaled, axis=0)
+    strength = np.clip(np.take_along_axis(scaled, winner[None], 0)[0], 0, 1)[..., None]
+    colours = PALETTE[winner % len(PALETTE)].astype(np.float32)
+    gray = np.repeat(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2).astype(np.float32)
+    blended = gray * (1 - 0.75 * strength) + colours * 0.75 * strength
+    return np.clip(blended, 0, 255).astype(np.uint8)
+
+
+def caption(picture: np.ndarray, text: str) -> np.ndarray:
+    """The picture with a line of text on a dark band below it."""
+    band = np.full((18, picture.shape[1], 3), 32, np.uint8)
+    cv2.putText(band, text[: max(1, picture.shape[1] // 7)], (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                (235, 235, 235), 1, cv2.LINE_AA)
+    return np.concatenate([picture, band], axis=0)
+
+
+def sheet(rows: list[list[np.ndarray]], gap: int = 4) -> np.ndarray:
+    """Pictures in rows (each row as tall as its tallest), on white: RGB uint8."""
+    heights = [max(p.shape[0] for p in row) for row in rows]
+    width = max(p.shape[1] for row in rows for p in row)
+    columns = max(len(row) for row in rows)
+    out = np.full((sum(heights) + gap * (len(rows) + 1), columns * (width + gap) + gap, 3), 255, np.uint8)
+    y = gap
+    for row, height in zip(rows, heights):
+        for c, picture in enumerate(row):
+            x = gap + c * (width + gap)
+            out[y:y + picture.shape[0], x:x + picture.shape[1]] = picture
+        y += height + gap
+    return out
