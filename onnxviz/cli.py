@@ -226,6 +226,14 @@ def render(
     fresh: bool = typer.Option(False, "--fresh", help="start the run page of OUTPUT afresh; by default a render "
                                "adds its images to the run of the same model already there"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="also say why CUDA was not used"),
+    cam: bool = typer.Option(True, "--cam/--no-cam", help="class activation maps (Grad-CAM) of the top 3 classes, "
+                             "for models with a classifier"),
+    cam_layer: Optional[str] = typer.Option(None, help="the layer of the class activation maps; default: the last "
+                                            "feature map before the classifier"),
+    parts: int = typer.Option(5, help="factorize layers into this many parts (non-negative matrix factorization); "
+                              "0 turns it off"),
+    parts_layers: List[str] = typer.Option([], "--parts-layers", help="layers to factorize (glob, repeatable); "
+                                           "default: one per stage"),
 ) -> None:
     """Store every layer's feature maps, the predictions and the first-layer filters, with a report, per image."""
     from onnxviz.render.options import RenderOptions, parse_channels
@@ -234,7 +242,8 @@ def render(
     opts = RenderOptions(layers=layers, max_channels=max_channels, channels=parse_channels(channels), sort=sort,
                          norm=norm, colormap=colormap, grids=grids, fmt=fmt.lower().replace("jpeg", "jpg"),
                          quality=quality, top_k=top_k, resize=resize, batch_size=batch_size, provider=provider,
-                         atlas=atlas, fresh=fresh)
+                         atlas=atlas, fresh=fresh, cam=cam, cam_layer=cam_layer, parts=parts,
+                         parts_layers=parts_layers)
     result = run_render(model, images, output, opts, progress=Bar())
     _report_render(result, verbose)
 

@@ -19,28 +19,10 @@ from onnxviz.model.info import LayerInfo, ModelInfo, read_info
 from onnxviz.model.modelfile import check_model_file, unreadable
 from onnxviz.model.protoscan import join, split
 from onnxviz.model.receptive import Field, receptive_fields
-from onnxviz.model.selection import select_layers
+from onnxviz.model.selection import default_layers, select_layers
 from onnxviz.run.session import Session, open_session
 
-PADDING_OPS = frozenset({"ZeroPadding2D", "Pad"})
 LIGHT_TENSOR_BYTES = 64 << 10  # make_plan rewrites the graph with larger initializers left hollow
-
-
-def default_layers(info: ModelInfo) -> list[LayerInfo]:
-    """At each spatial resolution, the last of its widest maps (padding left out): one layer per stage,
-    where the stage's representation is richest. VGG16: block1_conv2, block2_conv2, block3_conv3,
-    block4_conv3, block5_conv3, block5_pool; ResNet50: conv1_relu and each stage's last block output;
-    ResNet101V2 (whose stages shrink inside their last block): conv1_conv and each stage's last
-    `preact_relu`, then post_relu."""
-    best: dict[tuple, LayerInfo] = {}
-    for layer in info.feature_maps:
-        if layer.op in PADDING_OPS:
-            continue
-        key = tuple(layer.shape[2:])
-        if key not in best or int(layer.shape[1]) >= int(best[key].shape[1]):
-            best[key] = layer
-    chosen = {layer.name for layer in best.values()}
-    return [layer for layer in info.feature_maps if layer.name in chosen]
 
 
 def choose_layers(info: ModelInfo, patterns: list[str], where: str) -> list[LayerInfo]:

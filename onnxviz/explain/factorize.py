@@ -37,7 +37,7 @@ def one_blas_thread():
 
 
 MAX_ITER = 200
-TOL = 1e-4  # stop when the error improves by less than this, relative to where it started (checked every 10)
+TOL = 1e-4  # stop when 10 sweeps improve the relative error by less than this
 EPS = 1e-12
 
 
@@ -88,18 +88,23 @@ def _nmf(v: np.ndarray, k: int, max_iter: int, tol: float) -> tuple[np.ndarray, 
     if norm == 0:
         return np.zeros((v.shape[0], k)), np.zeros((k, v.shape[1])), 0.0
     w, h = nndsvda(v, k)
-    start = previous = None
+    previous = None
     for it in range(max_iter):
-        _hals(h, w.T @ v, w.T @ w)  # H's rows, one at a time, each the exact least-squares step
+        wtv, wtw = w.T @ v, w.T @ w
+        _hals(h, wtv, wtw)  # H's rows, one at a time, each the exact least-squares step
         _hals(w.T, h @ v.T, h @ h.T)
-        if it % 10 == 0 or it == max_iter - 1:
-            error = float(np.linalg.norm(v - w @ h))
-            if start is None:
-                start = previous = error
-            elif (previous - error) / max(start, EPS) < tol:
+        if it % 10 == 9:
+            error = _relative_error(v, w, h, norm)
+            if previous is not None and previous - error < tol:
                 break
             previous = error
-    return w, h, float(np.linalg.norm(v - w @ h)) / norm
+    return w, h, _relative_error(v, w, h, norm)
+
+
+def _relative_error(v: np.ndarray, w: np.ndarray, h: np.ndarray, norm: float) -> float:
+    """||V - WH||_F / ||V||_F without forming V - WH: ||V||^2 - 2 tr(H^T W^T V) + tr(W^T W H H^T)."""
+    squared = norm * norm - 2 * float(np.sum((w.T @ v) * h)) + float(np.sum((w.T @ w) * (h @ h.T)))
+    return float(np.sqrt(max(squared, 0.0))) / norm
 
 
 @dataclass

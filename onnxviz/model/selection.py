@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from onnxviz.model.info import LayerInfo, ModelInfo
 
 SHOWN = 12  # names listed in an error message
+PADDING_OPS = frozenset({"ZeroPadding2D", "Pad"})
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,20 @@ def select_layers(info: ModelInfo, patterns: Sequence[str], where: str, *, every
     hint = f". Run 'onnxviz layers {where}'" if hint is None else hint
     chosen = set(select([Candidate(layer.name) for layer in layers], patterns, where=where, hint=hint))
     return [layer for layer in layers if layer.name in chosen]
+
+
+def default_layers(info: ModelInfo) -> list[LayerInfo]:
+    """At each spatial resolution, the last of its widest maps (padding left out): one layer per stage,
+    where the stage's representation is richest (the atlas's layers and render's factorized parts).
+    VGG16: block1_conv2, block2_conv2, block3_conv3, block4_conv3, block5_conv3, block5_pool; ResNet50:
+    conv1_relu and each stage's last block output; ResNet101V2 (whose stages shrink inside their last
+    block): conv1_conv and each stage's last `preact_relu`, then post_relu."""
+    best: dict[tuple, LayerInfo] = {}
+    for layer in info.feature_maps:
+        if layer.op in PADDING_OPS:
+            continue
+        key = tuple(layer.shape[2:])
+        if key not in best or int(layer.shape[1]) >= int(best[key].shape[1]):
+            best[key] = layer
+    chosen = {layer.name for layer in best.values()}
+    return [layer for layer in info.feature_maps if layer.name in chosen]

@@ -32,6 +32,10 @@ class RenderOptions:
     workers: int | None = None  # threads that draw, encode and write (default: the CPUs, at most 4)
     atlas: Path | None = None  # an `onnxviz atlas` folder: the report links each layer it covers
     fresh: bool = False  # start the run page of `output` afresh instead of adding to the run there
+    cam: bool = True  # class activation maps of the top classes (models with a classifier)
+    cam_layer: str | None = None  # default: the last feature map before the classifier
+    parts: int = 5  # factorized parts per layer; 0 turns the factorization off
+    parts_layers: list[str] = field(default_factory=list)  # globs; default: one layer per stage
 
     def check(self) -> None:
         """Reject bad options before any work starts."""
@@ -50,6 +54,9 @@ class RenderOptions:
         if self.top_k < 1:
             raise OptionError(f"{{top_k}} must be at least 1 (the classes each report lists), got {self.top_k}",
                               params=("top_k",))
+        if isinstance(self.parts, bool) or not isinstance(self.parts, int) or self.parts < 0:
+            raise OptionError(f"{{parts}} must be 0 (no factorization) or a number of parts, got {self.parts!r}",
+                              params=("parts",))
         if not 1 <= self.quality <= 100:
             raise OptionError(f"{{quality}} must be 1..100, got {self.quality}", params=("quality",))
 

@@ -57,20 +57,22 @@ class Painter:
         self.width = store.index_width(len(self.info.layers))
         self.filters_job, self.filters, self.filters_png = filters_job, None, None
         self.atlas_layers: dict[str, int] | None = None  # layer name -> its index on the atlas page
+        self.explain = None  # explain.pages.RenderExplainer, when the run shows where the network looks
 
     def start(self, pool: ThreadPoolExecutor, items: list[tuple[Path, str]], pixels: np.ndarray,
-              outputs: dict[str, np.ndarray], share: store.StageTimes) -> list[Future]:
+              outputs: dict[str, np.ndarray], share: store.StageTimes, cam=None) -> list[Future]:
         """Queue everything of one batch on `pool`: each layer is a task drawing it for every image
         of the batch; the task that finishes the last layer queues one task per image that writes
         its folder and renames it into place. Returns a future per image of `items` ((path, folder
         name), in batch order), each giving (ImageResult, its drawing, encoding and writing times);
         `share`: each image's part of the batch's reading and inference. The first call takes
-        the first layer's filters, read meanwhile by `filters_job`."""
+        the first layer's filters, read meanwhile by `filters_job`. `cam`: the batch's class activation
+        maps (`explain.explainer.CamBatch`), when the run shows them."""
         if self.filters_job is not None:
             self.filters = self.filters_job.result()
             self.filters_png = encoding.encode_png(self.filters.image) if self.filters is not None else None
             self.filters_job = None
-        batch = _PaintBatch(self, pool, items, pixels, outputs, share)
+        batch = _PaintBatch(self, pool, items, pixels, outputs, share, cam)
         if not self.chosen:
             batch.layers_done()
         for task in range(len(self.chosen)):
@@ -146,9 +148,9 @@ class _PaintBatch:
     """One batch being painted by several workers, one layer per task."""
 
     def __init__(self, painter: Painter, pool: ThreadPoolExecutor, items: list[tuple[Path, str]],
-                 pixels: np.ndarray, outputs: dict[str, np.ndarray], share: store.StageTimes) -> None:
+                 pixels: np.ndarray, outputs: dict[str, np.ndarray], share: store.StageTimes, cam=None) -> None:
         self.painter, self.pool, self.outputs = painter, pool, outputs
-        self.images = [_Image(painter, path, folder, n, pixels, outputs, share)
+        self.images = [_Image(painter, path, folder, n, pixels, outputs, share, cam)
                        for n, (path, folder) in enumerate(items)]
         self.clock = store.StageTimes()
         self.left = len(painter.chosen)
@@ -194,10 +196,12 @@ class _Image:
     folder renamed into place, and the future that `render` waits on."""
 
     def __init__(self, painter: Painter, path: Path, folder_name: str, n: int, pixels: np.ndarray,
-                 outputs: dict[str, np.ndarray], share: store.StageTimes) -> None:
+                 outputs: dict[str, np.ndarray], share: store.StageTimes, cam=None) -> None:
         self.painter, self.path, self.folder_name, self.n = painter, path, folder_name, n
         self.pixels, self.share = pixels, share
         self.predictions = outputs[painter.info.prediction_output][n] if painter.info.prediction_output in outputs else None
+        self.cam = cam
+        self.explain_maps = {name: outputs[name][n] for name in painter.explain.layers} if painter.explain else {}
         self.final = painter.output / folder_name
         self.layers: list[_Drawn | None] = [None] * len(painter.chosen)
         self.clock = store.StageTimes()
@@ -224,7 +228,7 @@ class _Image:
         else:
             self.future.set_result((result, self.clock))
         finally:
-            self.pixels = self.layers = None
+            self.pixels = self.layers = self.cam = self.explain_maps = None
 
     def _input(self, writer: store.ImageWriter) -> None:
         painter, clock = self.painter, self.clock
@@ -242,6 +246,20 @@ class _Image:
         else:
             self.filters_entry = None
         clock.writing += time.perf_counter() - t
+
+    def _explain(self, writer: store.ImageWriter, final: Path) -> dict:
+        """Where the network looks (explain.pages): its pictures in explain/ and the summary's entry."""
+        painter = self.painter
+        t = time.perf_counter()
+        atlas = None
+        if painter.atlas_layers is not None:
+            page = Path(os.path.relpath(Path(painter.options.atlas) / "index.html", final)).as_posix()
+            atlas = lambda name, c: (f"{page}#l={painter.atlas_layers[name]}&c={c}"  # noqa: E731
+                                     if name in painter.atlas_layers else None)
+        entry = painter.explain.image(writer.write, self.pixels[self.n].astype(np.uint8), self.cam, self.n,
+                                      self.explain_maps, painter.index_of, self.folder_name, atlas)
+        self.clock.drawing += time.perf_counter() - t
+        return entry
 
     def _report(self, writer: store.ImageWriter, part: Path) -> list[Prediction]:
         """Store the maps and grids, then the summary and the page; the predictions."""
@@ -264,6 +282,7 @@ class _Image:
             writer.write(chunk.file, chunk.css)
         clock.encoding += t2 - t
         clock.writing += time.perf_counter() - t2
+        explained = self._explain(writer, final) if painter.explain is not None else None
         preds = (top_predictions(self.predictions, opts.top_k, info.labels, info.prediction_is_probability)
                  if self.predictions is not None and opts.top_k > 0 else [])
         share = self.share
@@ -277,7 +296,7 @@ class _Image:
             options={"max_channels": opts.max_channels, "channels": list(opts.channels) if opts.channels else None,
                      "sort": opts.sort, "norm": opts.norm, "colormap": opts.colormap},
             timings=store.StageTimes(share.read, share.inference, clock.drawing, clock.encoding, clock.writing),
-            layers=layers)
+            layers=layers, explain=explained)
         if painter.atlas_layers is not None:
             page = Path(os.path.relpath(Path(opts.atlas) / "index.html", final)).as_posix()
             summary.atlas = {"page": page}

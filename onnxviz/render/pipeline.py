@@ -296,6 +296,7 @@ class _Loop:
         self.batches: queue.Queue = queue.Queue(maxsize=2)
         self.reader: threading.Thread | None = None
         self.session = self.painter = None
+        self.explain = None  # explain.pages.RenderExplainer: class activation maps and parts
         self.slots = threading.BoundedSemaphore(plan.options.batch_size)  # images drawn at once: one batch's maps
         self.pending: deque[tuple[Path, Future]] = deque()
         self.results: list[ImageResult] = []
@@ -320,9 +321,16 @@ class _Loop:
         self.session = open_session(plan.model, options.provider, long_run=len(plan.images) > LONG_RUN_FROM_IMAGES,
                                     spinning=False)
         self.session.output_names = plan.keep + [layer.name for layer in plan.chosen]
+        if options.cam or options.parts:
+            from onnxviz.explain.pages import ExplainOptions, RenderExplainer
+
+            self.explain = RenderExplainer(plan.model, plan.info, self.session.provider, ExplainOptions(
+                options.cam, options.cam_layer, options.parts, options.parts_layers), options.top_k)
+            self.session.output_names += [n for n in self.explain.layers if n not in self.session.output_names]
         output = ensure_dir(plan.output)
         clean_stages(output)
         self.painter = Painter(plan.model, self.session, plan.chosen, options, output, filters_job, self.stop)
+        self.painter.explain = self.explain
         if options.atlas is not None:
             from onnxviz.report.atlas_page import read_atlas_layers
 
@@ -343,6 +351,7 @@ class _Loop:
                 continue
             t = time.perf_counter()
             outputs = self.session.run(item.pixels)
+            cam = self.explain.batch(item.pixels) if self.explain is not None else None
             infer_s = time.perf_counter() - t
             self.timings.inference += infer_s
             share = store.StageTimes(read=item.read_s / len(item.paths), inference=infer_s / len(item.paths))
@@ -350,7 +359,7 @@ class _Loop:
                 while not self.slots.acquire(timeout=0.1):
                     self._collect(block=False)
             jobs = self.painter.start(self.pool, [(path, self.plan.folders[path]) for path in item.paths],
-                                      item.pixels, outputs, share)
+                                      item.pixels, outputs, share, cam)
             for path, job in zip(item.paths, jobs):
                 job.add_done_callback(lambda _: self.slots.release())
                 self.pending.append((path, job))
@@ -397,8 +406,10 @@ class _Loop:
         self.pending.clear()
         if self.reader is not None:
             self.reader.join(timeout=5)
-        _finish_run(self.plan.output, _with_earlier(self.plan.run, self.plan.earlier),
-                    self.plan.made_output and not self.results)
+        run = _with_earlier(self.plan.run, self.plan.earlier)
+        if self.explain is not None and self.plan.run.images:  # the parts over this render's images
+            run.explain = _explain_run(self.explain, self.plan)
+        _finish_run(self.plan.output, run, self.plan.made_output and not self.results)
 
 
 def _with_earlier(run: store.Run, earlier: list[store.RunImage]) -> store.Run:
@@ -429,6 +440,18 @@ def _finish_run(output: Path, run: store.Run, remove: bool) -> None:
         report.write_run(output, run.to_dict())
     except OSError as exc:
         raise store.output_error(exc, output / "run.json") from exc
+
+
+def _explain_run(explain, plan: _Plan) -> dict | None:
+    """The parts of one layer factorized over the run's images, written into OUT/explain/."""
+    from onnxviz.files import write_bytes
+
+    def write(name: str, data: bytes) -> str:
+        write_bytes(ensure_dir((plan.output / name).parent) / Path(name).name, data)
+        return name
+
+    index = {layer.name: i for i, layer in enumerate(plan.info.layers)}
+    return explain.run(write, [image.folder for image in plan.run.images], index)
 
 
 def _load_filters(model: Path):

@@ -206,6 +206,7 @@ class Summary:
     timings: StageTimes  # this image's: its share of its batch's reading and inference, and its own
     layers: list[Layer]
     atlas: dict[str, str] | None = None  # {"page": the atlas page, relative to the image folder}
+    explain: dict[str, Any] | None = None  # class activation maps and factorized parts (explain.pages)
     format: int = FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,6 +219,7 @@ class Summary:
             "options": self.options, "timings_ms": self.timings.milliseconds(),
             "layers": [layer.to_dict() for layer in self.layers],
             **({"atlas": self.atlas} if self.atlas else {}),
+            **({"explain": self.explain} if self.explain else {}),
         }
 
 
@@ -249,10 +251,12 @@ class Run:
     images: list[RunImage] = field(default_factory=list)
     format: int = FORMAT
     model_id: str = ""  # which model file made the run (a later render of the same one adds to it)
+    explain: dict[str, Any] | None = None  # the parts of one layer factorized over the last render's images
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": self.format, "model": self.model, "model_id": self.model_id, "source": self.source,
-                "layers": [asdict(layer) for layer in self.layers], "images": [i.to_dict() for i in self.images]}
+                "layers": [asdict(layer) for layer in self.layers], "images": [i.to_dict() for i in self.images],
+                **({"explain": self.explain} if self.explain else {})}
 
 
 # ---------------------------------------------------------------- names

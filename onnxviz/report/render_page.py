@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import orjson
 
+from onnxviz.report import explain_page
 from onnxviz.files import ensure_dir, write_bytes, write_text
 
 ASSETS_DIR = "assets"
@@ -408,7 +409,7 @@ def render_html(summary: dict[str, Any], folder: Path | None = None) -> str:
         + (f" &middot; <a href='{_esc(summary['atlas']['page'])}'>channel atlas</a>" if summary.get("atlas") else "")
         + "</p></header><main>"
         f"<div class=top>{_input_figure(summary)}<div><h2>Top predictions</h2>{_predictions(summary)}</div>"
-        f"{_filters(summary, folder)}</div>"
+        f"{_filters(summary, folder)}</div>{explain_page.image_section(summary, digits)}"
         f"{controls}<noscript><p class=meta>Without JavaScript: tiles are scaled per channel and in the stored "
         "order; sorting, per-layer scaling and the full-resolution viewer need JavaScript.</p></noscript>"
         f"<details class=layers{' open' if len(layers) <= NAV_OPEN_UP_TO else ''}><summary><h2>{len(layers)} layers</h2>"
@@ -512,7 +513,7 @@ def render_run_html(run: dict[str, Any]) -> str:
         f"<body data-page=run>{_svg_colormap(_lut('viridis'))}"
         f"<header><h1>{count} image{'s' if count != 1 else ''} through {_esc(run.get('source', ''))}</h1>"
         f"<p>{_esc(run.get('model', ''))} &middot; {len(layers)} layers</p></header><main>"
-        f"{compare}<h2>Images</h2>{gallery}</main>"
+        f"{explain_page.run_section(run)}{compare}<h2>Images</h2>{gallery}</main>"
         f"<script src='{ASSETS_DIR}/onnxviz.js'></script><script src='run.js'></script></body></html>"
     )
 

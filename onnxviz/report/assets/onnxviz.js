@@ -326,6 +326,18 @@
       });
     });
 
+    // a factorized part's channel (explain section): open it in the viewer when its tile is on the page
+    document.addEventListener("click", function (e) {
+      var a = e.target.closest && e.target.closest("a[data-open]");
+      if (!a) return;
+      var want = a.dataset.open.split(":"), L = byIndex[+want[0]];
+      if (!L) return;
+      var fig = tilesOf(L).filter(function (f) { return f.dataset.ch === want[1]; })[0];
+      if (!fig) return; // not among the stored channels: the link scrolls to the layer
+      e.preventDefault();
+      viewer.open(L, fig);
+    });
+
     $("#sort").addEventListener("change", function () { state.sort = this.value; layers.forEach(sortTiles); viewer.refresh(); });
     $("#norm").addEventListener("change", function () {
       state.norm = this.value;

@@ -1,0 +1,202 @@
+"""What `render` shows of where the network looks: per image, the class activation maps of its top
+classes and the factorized parts of a few layers, as pictures and a summary entry; per run, the
+parts of one layer factorized over every image at once (the same part has the same colour).
+
+`RenderExplainer` is made once per run (`check` fails early on bad options); `batch` runs the
+Grad-CAM graph on a batch (ONNX Runtime, beside render's own session); `image` turns one image's
+share into files and the `explain` entry of its summary; `run` writes the joint factorization.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from onnxviz.errors import OptionError
+from onnxviz.explain.explainer import CamBatch, Explainer, feature_layer
+from onnxviz.explain.factorize import factorize_maps, strongest
+from onnxviz.explain.gradient import HeadError
+from onnxviz.explain.overlay import PALETTE, heat_overlay, heat_scale, parts_overlay
+from onnxviz.model.info import LayerInfo, ModelInfo
+
+CAM_CLASSES = 3  # maps per image: the top 3 classes (at most render's top_k)
+STRONGEST = 6  # channels listed per part
+JOINT_POSITIONS = 49  # the run page's layer has at least 7x7 positions where one has them
+JOINT_VALUES = 32 << 20  # the run's joint factorization holds at most this many activations
+FOLDER = "explain"
+QUALITY = 88
+
+
+@dataclass
+class ExplainOptions:
+    cam: bool = True
+    cam_layer: str | None = None
+    parts: int = 5  # 0: no factorization
+    parts_layers: list[str] = field(default_factory=list)  # globs; default: one layer per stage
+
+    def check(self) -> None:
+        if isinstance(self.parts, bool) or not isinstance(self.parts, int) or self.parts < 0:
+            raise OptionError(f"{{parts}} must be 0 (no factorization) or a number of parts, got {self.parts!r}",
+                              params=("parts",))
+
+
+def _hex(colour: np.ndarray) -> str:
+    return "#" + "".join(f"{int(v):02x}" for v in colour)
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    from onnxviz.picture.encoding import encode_jpeg
+
+    return encode_jpeg(np.ascontiguousarray(rgb[..., ::-1]), QUALITY)
+
+
+class RenderExplainer:
+    """The explanations of one render run."""
+
+    def __init__(self, model: Path, info: ModelInfo, provider: str, options: ExplainOptions, top_k: int,
+                 threads: int | None = None) -> None:
+        from onnxviz.model.selection import default_layers, select_layers
+
+        options.check()
+        self.options, self.info = options, info
+        where = str(model)
+        self.cam_layer: str | None = None
+        self.cam_note: str | None = None
+        self.k = max(1, min(CAM_CLASSES, top_k or CAM_CLASSES))
+        self.explainer = Explainer(model, info, provider, threads)
+        if options.cam_layer is not None:
+            feature_layer(info, options.cam_layer, where, "cam_layer")
+        if options.cam:
+            try:
+                self.k = min(self.k, self.explainer.classes)
+                self.cam_layer = options.cam_layer or self.explainer.default_layer()
+                self.explainer.session(self.cam_layer, self.k, False)  # a head it cannot differentiate fails here
+            except HeadError as exc:
+                self.cam_layer, self.cam_note = None, f"no class activation maps: {exc}"
+        self.parts_layers: list[LayerInfo] = []
+        if options.parts:
+            if options.parts_layers:
+                chosen = select_layers(info, options.parts_layers, where)
+            else:
+                chosen = default_layers(info)
+            # a layer of fewer channels or positions than parts is factorized into as many as it has (at least 2)
+            self.parts_layers = [layer for layer in chosen if isinstance(layer.shape[2], int)
+                                 and min(layer.shape[2] * layer.shape[3], int(layer.shape[1])) >= 2]
+        self.joint_layer = self._joint_layer()
+        self.joint: list[np.ndarray] = []  # the joint layer's maps of every image so far, in order
+        self.joint_images: list[tuple[str, np.ndarray]] = []  # (folder, pixels) for its pictures
+        self.lock = threading.Lock()
+
+    @property
+    def layers(self) -> list[str]:
+        """The maps `image` needs from render's session."""
+        return [layer.name for layer in self.parts_layers]
+
+    def _joint_layer(self) -> LayerInfo | None:
+        """The deepest parts layer of at least 7x7 positions (else the deepest): deep enough for parts to be
+        whole objects, fine enough to see where they are."""
+        fine = [layer for layer in self.parts_layers if layer.shape[2] * layer.shape[3] >= JOINT_POSITIONS]
+        return (fine or self.parts_layers or [None])[-1]
+
+    def _parts(self, layer: LayerInfo) -> int:
+        return min(self.options.parts, int(layer.shape[1]), int(layer.shape[2] * layer.shape[3]))
+
+    # ------------------------------------------------------------ per batch and per image
+
+    def batch(self, pixels: np.ndarray) -> CamBatch | None:
+        """The Grad-CAM of a batch's top classes (None without class activation maps)."""
+        if self.cam_layer is None:
+            return None
+        return self.explainer.gradcam(pixels, self.cam_layer, self.k)
+
+    def image(self, write: Callable[[str, bytes], str], rgb: np.ndarray, cam: CamBatch | None, n: int,
+              maps: dict[str, np.ndarray], layer_index: dict[str, int], folder: str,
+              atlas: Callable[[str, int], str | None] | None = None) -> dict:
+        """Image `n` of a batch: its pictures through `write(name, bytes)`, and its summary entry."""
+        entry: dict = {}
+        if cam is not None:
+            entry["cam"] = self._cam_entry(write, rgb, cam, n)
+        elif self.cam_note:
+            entry["cam"] = {"note": self.cam_note}
+        parts = []
+        for layer in self.parts_layers:
+            found = factorize_maps(maps[layer.name][None], self._parts(layer))
+            tops = found.maps.max(axis=(0, 2, 3))
+            file = write(f"{FOLDER}/layer-{layer_index[layer.name]}.jpg", _jpeg(parts_overlay(rgb, found.maps[0], tops)))
+            parts.append(self._parts_entry(layer, layer_index[layer.name], found, file, atlas))
+        if parts:
+            entry["parts"] = parts
+        if self.joint_layer is not None:
+            with self.lock:
+                self.joint_images.append((folder, rgb))
+                self.joint.append(np.asarray(maps[self.joint_layer.name], np.float32))
+        return entry
+
+    def _cam_entry(self, write, rgb: np.ndarray, cam: CamBatch, n: int) -> dict:
+        labels = self.info.labels
+        maps = []
+        for j, c in enumerate(cam.classes[n]):
+            m = cam.maps[n, j]
+            file = write(f"{FOLDER}/cam-{j}.jpg", _jpeg(heat_overlay(rgb, m)))
+            maps.append({"class": int(c), "label": labels[c] if labels and c < len(labels) else str(int(c)),
+                         "score": float(cam.scores[n, j]) if cam.scores is not None else None,
+                         "max": float(m.max()), "file": file})
+        entry = {"layer": self.cam_layer, "shape": list(cam.maps.shape[2:]), "method": "Grad-CAM", "maps": maps,
+                 "scale": write(f"{FOLDER}/scale.png", _png(heat_scale()))}
+        if not cam.maps[n].any():
+            entry["note"] = "every map is zero: no position raises these classes' logits at this layer"
+        return entry
+
+    def _parts_entry(self, layer: LayerInfo, index: int, found, file: str, atlas) -> dict:
+        share = found.maps.sum(axis=(0, 2, 3))
+        share = share / share.sum() if share.sum() > 0 else share
+        parts = []
+        for j in range(found.channels.shape[0]):
+            channels = strongest(found.channels, j, STRONGEST)
+            parts.append({"colour": _hex(PALETTE[j % len(PALETTE)]), "share": round(float(share[j]), 4),
+                          "channels": channels,
+                          "atlas": [atlas(layer.name, c) for c in channels] if atlas else None})
+        entry = {"layer": layer.name, "index": index, "shape": list(layer.shape[1:]), "file": file,
+                 "error": round(found.error, 4), "parts": parts}
+        if found.zero:
+            entry["note"] = "the layer's activations are all zero for this image: no parts"
+        elif found.clipped > 0:
+            entry["clipped"] = round(found.clipped, 4)
+        return entry
+
+    # ------------------------------------------------------------ the run
+
+    def run(self, write: Callable[[str, bytes], str], order: list[str], index: dict[str, int]) -> dict | None:
+        """The joint factorization of the run's images (in `order`, their folders), or None."""
+        layer = self.joint_layer
+        if layer is None or not self.joint:
+            return None
+        by_folder = {folder: k for k, (folder, _) in enumerate(self.joint_images)}
+        kept = [by_folder[f] for f in order if f in by_folder]
+        per_image = int(np.prod(layer.shape[1:]))
+        if len(kept) * per_image > JOINT_VALUES:
+            kept = kept[:max(1, JOINT_VALUES // per_image)]
+        maps = np.stack([self.joint[k] for k in kept])
+        found = factorize_maps(maps, self._parts(layer))
+        tops = found.maps.max(axis=(0, 2, 3))
+        images = []
+        for i, k in enumerate(kept):
+            folder, rgb = self.joint_images[k]
+            images.append({"folder": folder,
+                           "file": write(f"{FOLDER}/image-{i}.jpg", _jpeg(parts_overlay(rgb, found.maps[i], tops)))})
+        entry = self._parts_entry(layer, index[layer.name], found, "", None)
+        entry.pop("file")
+        entry["images"] = images
+        if len(kept) < len(self.joint):
+            entry["note"] = f"the first {len(kept)} of {len(self.joint)} images (a joint factorization holds at most " \
+                            f"{JOINT_VALUES} activations)"
+        return entry
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    from onnxviz.picture.encoding import encode_png
+
+    return encode_png(np.ascontiguousarray(rgb[..., ::-1]))
