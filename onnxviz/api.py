@@ -248,7 +248,7 @@ class Model:
         component of the layer's activations), for any model. `resize`, `channels`: as for `activations`.
         """
         from onnxviz.explain.explainer import (CamBatch, check_classes, check_method, check_top_k, eigencam_batch,
-                                               feature_layer, zero_notes)
+                                               feature_layer)
         from onnxviz.explain.results import CamResult
 
         method = check_method(method)
@@ -276,15 +276,15 @@ class Model:
         parts: list[CamBatch] = []
         for i in range(0, len(pixels), batch_size):
             chosen = wanted[i:i + batch_size] if wanted is not None else None
-            parts.append(explainer.gradcam(pixels[i:i + batch_size], layer, top_k, chosen))
+            parts.append(explainer.gradcam(pixels[i:i + batch_size], layer, top_k, chosen, start=i))
         maps = np.concatenate([p.maps for p in parts])
         picked = np.concatenate([p.classes for p in parts])
         scores = np.concatenate([p.scores for p in parts]) if parts[0].scores is not None else None
         labels = None
         if self.info.labels is not None:
             labels = [[self.info.labels[c] if c < len(self.info.labels) else str(c) for c in row] for row in picked]
-        activations = np.concatenate([p[layer] for p in self._run(pixels, [layer], batch_size)])
-        return CamResult(maps, picked, scores, labels, layer, method, _u8(pixels), zero_notes(activations))
+        notes = [note for p in parts for note in p.notes]
+        return CamResult(maps, picked, scores, labels, layer, method, _u8(pixels), notes)
 
     def factorize(self, images: Any, layer: str, parts: int = 5, *, batch_size: int = DEFAULT_BATCH,
                   resize: str | None = None, channels: str | None = None):

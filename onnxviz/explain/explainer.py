@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from onnxviz.errors import LayerSelectionError, OptionError
-from onnxviz.explain.gradient import CAM_OUTPUT, CLASSES_INPUT, CLASSES_OUTPUT, HeadError, add_gradcam, logits_of
+from onnxviz.explain.gradient import (CAM_OUTPUT, CLASSES_INPUT, CLASSES_OUTPUT, PEAK_OUTPUT, HeadError, add_gradcam,
+                                      logits_of)
 from onnxviz.model.info import LayerInfo, ModelInfo
 
 LIGHT_TENSOR_BYTES = 64 << 10
@@ -79,6 +80,7 @@ class Explainer:
         self._spans: dict = {}
         self._sessions: dict[tuple[str, int, bool], object] = {}
         self._logits: str | None = None
+        self._classes: int | None = None
 
     # ------------------------------------------------------------ the graph
 
@@ -102,15 +104,16 @@ class Explainer:
 
     @property
     def classes(self) -> int:
-        """How many classes the scores have."""
-        output = self.info.layer(self.info.prediction_output).shape if self.info.prediction_output in \
-            [layer.name for layer in self.info.layers] else None
-        if output is not None and all(isinstance(d, int) for d in output[1:]):
-            return int(np.prod(output[1:]))
+        """How many classes the logits have."""
+        if self._classes is not None:
+            return self._classes
         from onnxviz.model.graph import dims_of, infer_types
 
-        dims = dims_of(infer_types(self._model())[self.logits]) or []
-        return int(np.prod([d for d in dims[1:]]))
+        dims = dims_of(infer_types(self._model())[self.logits]) if self.logits else None
+        if not dims or not all(isinstance(d, int) for d in dims[1:]):
+            raise HeadError(f"the class logits of '{self.path.name}' ('{self.logits}') have no fixed size ({dims})")
+        self._classes = int(np.prod(dims[1:]))
+        return self._classes
 
     def default_layer(self) -> str:
         """The last feature map larger than 1x1 that the class logits depend on."""
@@ -133,7 +136,7 @@ class Explainer:
         model = add_gradcam(self._model(), layer, self.logits, k, chosen=chosen)
         if check_only:
             return model
-        keep = [CAM_OUTPUT, CLASSES_OUTPUT] + ([self.info.prediction_output] if self.info.prediction_output else [])
+        keep = [CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT] + ([self.info.prediction_output] if self.info.prediction_output else [])
         return strip_outputs(model, keep)
 
     def session(self, layer: str, k: int, chosen: bool):
@@ -160,21 +163,26 @@ class Explainer:
 
     # ------------------------------------------------------------ running
 
-    def gradcam(self, pixels: np.ndarray, layer: str, k: int, classes: np.ndarray | None = None) -> CamBatch:
-        """Grad-CAM of a batch `[n, H, W, 3]` at `layer` for its top `k` classes, or for `classes` `[n, K]`."""
+    def gradcam(self, pixels: np.ndarray, layer: str, k: int, classes: np.ndarray | None = None,
+                start: int = 0) -> CamBatch:
+        """Grad-CAM of a batch `[n, H, W, 3]` at `layer` for its top `k` classes, or for `classes` `[n, K]`;
+        `start`: the first image's number in notes."""
         chosen = classes is not None
         session = self.session(layer, int(classes.shape[1]) if chosen else k, chosen)
         feeds = {session.input_name: np.asarray(pixels, np.float32)}
         if chosen:
             feeds[CLASSES_INPUT] = classes
-        names = [CAM_OUTPUT, CLASSES_OUTPUT] + ([self.info.prediction_output] if self.info.prediction_output else [])
+        names = [CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT] + ([self.info.prediction_output]
+                                                              if self.info.prediction_output else [])
         values = session.session.run(names, feeds)
-        maps, picked = values[0], values[1]
+        maps, picked, peak = values[0], values[1], values[2]
         scores = None
-        if len(values) > 2:
-            flat = values[2].reshape(len(pixels), -1)
+        if len(values) > 3:
+            flat = values[3].reshape(len(pixels), -1)
             scores = np.take_along_axis(flat, picked, axis=1)
-        return CamBatch(maps, picked, scores)
+        notes = [f"image {start + i}: the layer's activations are all zero, so its map is zero"
+                 for i in np.flatnonzero(peak == 0)]
+        return CamBatch(maps, picked, scores, notes)
 
 
 def eigencam_batch(maps: np.ndarray) -> CamBatch:
@@ -188,12 +196,6 @@ def eigencam_batch(maps: np.ndarray) -> CamBatch:
         if not varies:
             notes.append(f"image {i}: the layer's activations are the same at every position, so there is no map")
     return CamBatch(np.stack(out), None, None, notes)
-
-
-def zero_notes(maps: np.ndarray, start: int = 0) -> list[str]:
-    """A note for every image whose maps are all zero (a Grad-CAM of zeros, not a missing one)."""
-    return [f"image {start + i}: the layer's activations are all zero, so its map is zero"
-            for i in np.flatnonzero(~np.asarray(maps).reshape(len(maps), -1).any(axis=1))]
 
 
 def check_method(method: str) -> str:

@@ -132,8 +132,8 @@ def check_parts(parts: object) -> int:
     return int(parts)
 
 
-def factorize_maps(maps: np.ndarray, parts: int) -> Parts:
-    """NMF of `maps` [N, C, h, w] over the positions of every image at once."""
+def factorize_maps(maps: np.ndarray, parts: int, max_iter: int = MAX_ITER) -> Parts:
+    """NMF of `maps` [N, C, h, w] over the positions of every image at once (at most `max_iter` sweeps)."""
     parts = check_parts(parts)
     a = np.asarray(maps, np.float32)
     if a.ndim != 4:
@@ -149,7 +149,7 @@ def factorize_maps(maps: np.ndarray, parts: int) -> Parts:
                           f"ask for at most {min(v.shape)} parts", params=("parts",))
     if not v.any():
         return Parts(np.zeros((n, parts, h, w), np.float32), np.zeros((parts, c), np.float32), 0.0, clipped, True)
-    wm, hm, error = nmf(v, parts)
+    wm, hm, error = nmf(v, parts, max_iter)
     peak = hm.max(axis=1, keepdims=True)
     peak[peak <= 0] = 1.0
     hm, wm = hm / peak, wm * peak.T  # each part's channel weights peak at 1; its map carries the scale

@@ -35,6 +35,7 @@ from onnxviz.model.graph import _copy, _opset, dims_of, infer_types, unique_name
 PREFIX = "onnxviz_cam_"
 CAM_OUTPUT = PREFIX + "maps"  # float32 [N, K, h, w]: Grad-CAM after the ReLU
 CLASSES_OUTPUT = PREFIX + "classes"  # int64 [N, K]: the classes differentiated
+PEAK_OUTPUT = PREFIX + "peak"  # float32 [N]: the layer's largest |activation| (0: all zero, say so)
 CLASSES_INPUT = PREFIX + "wanted"  # int64 [N, K], fed when the classes are chosen, not the top k
 
 # Ops whose outputs carry no gradient (integers, shapes, comparisons).
@@ -378,7 +379,7 @@ def _data_outputs(node: NodeProto) -> list[str]:
 def add_gradcam(model: ModelProto, layer: str, logits: str, k: int, *, chosen: bool = False,
                 keep_outputs: bool = True) -> ModelProto:
     """`model` with Grad-CAM outputs for `layer` (a 4-D NCHW tensor): `CAM_OUTPUT` `[N, k, h, w]`
-    and `CLASSES_OUTPUT` `[N, k]`, for the top `k` logits of each image or, with `chosen`, for the
+    and `CLASSES_OUTPUT` `[N, k]` (and `PEAK_OUTPUT` `[N]`, the layer's largest |value|), for the top `k` logits of each image or, with `chosen`, for the
     classes fed as `CLASSES_INPUT` (int64 `[N, k]`). `keep_outputs=False` drops the other outputs.
 
     Raises `HeadError` naming the op when the path from `layer` to `logits` has one it cannot
@@ -460,10 +461,13 @@ def add_gradcam(model: ModelProto, layer: str, logits: str, k: int, *, chosen: b
     weighted = b.reduce("ReduceSum", b.op("Mul", [weights, layer]), [2], keepdims=0)  # [K, N, h, w]
     cam = b.op("Relu", [weighted])
     b.nodes.append(helper.make_node("Transpose", [cam], [CAM_OUTPUT], perm=[1, 0, 2, 3], name=b.name("maps")))
+    peak = b.reduce("ReduceMax", b.op("Abs", [layer]), [1, 2, 3], keepdims=0)
+    b.nodes.append(helper.make_node("Identity", [peak], [PEAK_OUTPUT], name=b.name("peak")))
     graph.node.extend(b.nodes)
     h, w = a_dims[2], a_dims[3]
     new_outputs = [helper.make_tensor_value_info(CAM_OUTPUT, TensorProto.FLOAT, ["N", k, h, w]),
-                   helper.make_tensor_value_info(CLASSES_OUTPUT, TensorProto.INT64, ["N", k])]
+                   helper.make_tensor_value_info(CLASSES_OUTPUT, TensorProto.INT64, ["N", k]),
+                   helper.make_tensor_value_info(PEAK_OUTPUT, TensorProto.FLOAT, ["N"])]
     if not keep_outputs:
         del graph.output[:]
     graph.output.extend(new_outputs)

@@ -24,6 +24,10 @@ from onnxviz.model.info import LayerInfo, ModelInfo
 
 CAM_CLASSES = 3  # maps per image: the top 3 classes (at most render's top_k)
 STRONGEST = 6  # channels listed per part
+# The parts on an image's page take at most this many sweeps (the API's and the run page's converge,
+# up to 200): their errors come within a few percent of converged ones at a fraction of the time
+# (benchmarks/RESULTS.md 23); the error the page shows is the one of the parts it shows.
+RENDER_SWEEPS = 30
 JOINT_POSITIONS = 49  # the run page's layer has at least 7x7 positions where one has them
 JOINT_VALUES = 32 << 20  # the run's joint factorization holds at most this many activations
 FOLDER = "explain"
@@ -123,7 +127,7 @@ class RenderExplainer:
             entry["cam"] = {"note": self.cam_note}
         parts = []
         for layer in self.parts_layers:
-            found = factorize_maps(maps[layer.name][None], self._parts(layer))
+            found = factorize_maps(maps[layer.name][None], self._parts(layer), RENDER_SWEEPS)
             tops = found.maps.max(axis=(0, 2, 3))
             file = write(f"{FOLDER}/layer-{layer_index[layer.name]}.jpg", _jpeg(parts_overlay(rgb, found.maps[0], tops)))
             parts.append(self._parts_entry(layer, layer_index[layer.name], found, file, atlas))
@@ -147,7 +151,8 @@ class RenderExplainer:
         entry = {"layer": self.cam_layer, "shape": list(cam.maps.shape[2:]), "method": "Grad-CAM", "maps": maps,
                  "scale": write(f"{FOLDER}/scale.png", _png(heat_scale()))}
         if not cam.maps[n].any():
-            entry["note"] = "every map is zero: no position raises these classes' logits at this layer"
+            entry["note"] = ("every map is zero: the layer is zero for this image, or no position of it raises these "
+                             "classes' logits")
         return entry
 
     def _parts_entry(self, layer: LayerInfo, index: int, found, file: str, atlas) -> dict:

@@ -2,14 +2,16 @@
 1e-4 of the map's range: MobileNet with its ImageNet weights, a VGG-style and a ResNet-style model."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
 import onnxviz
-from conftest import needs_tensorflow
 from tiny_models import tiny_functional, tiny_vgg
 
-pytestmark = needs_tensorflow
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                reason="TensorFlow not installed (pip install 'onnxviz[export]')")
 
 
 @pytest.fixture(scope="module")
