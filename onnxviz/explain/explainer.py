@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from onnxviz.errors import LayerSelectionError, OptionError
-from onnxviz.explain.gradient import (CAM_OUTPUT, CLASSES_INPUT, CLASSES_OUTPUT, PEAK_OUTPUT, HeadError, add_gradcam,
-                                      logits_of)
+from onnxviz.explain.errors import HeadError
 from onnxviz.model.info import LayerInfo, ModelInfo
 
 LIGHT_TENSOR_BYTES = 64 << 10
@@ -98,6 +98,8 @@ class Explainer:
     @property
     def logits(self) -> str:
         if self._logits is None:
+            from onnxviz.explain.gradient import logits_of
+
             self._logits = logits_of(self._model(), self.info.prediction_output, self.info.prediction_is_probability,
                                      f"'{self.path.name}'")
         return self._logits
@@ -131,6 +133,7 @@ class Explainer:
                         f"use the class-agnostic map (method='eigencam') with a layer")
 
     def _graph(self, layer: str, k: int, chosen: bool, check_only: bool = False):
+        from onnxviz.explain.gradient import CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT, add_gradcam
         from onnxviz.model.graph import strip_outputs
 
         model = add_gradcam(self._model(), layer, self.logits, k, chosen=chosen)
@@ -167,6 +170,8 @@ class Explainer:
                 start: int = 0) -> CamBatch:
         """Grad-CAM of a batch `[n, H, W, 3]` at `layer` for its top `k` classes, or for `classes` `[n, K]`;
         `start`: the first image's number in notes."""
+        from onnxviz.explain.gradient import CAM_OUTPUT, CLASSES_INPUT, CLASSES_OUTPUT, PEAK_OUTPUT
+
         chosen = classes is not None
         session = self.session(layer, int(classes.shape[1]) if chosen else k, chosen)
         feeds = {session.input_name: np.asarray(pixels, np.float32)}

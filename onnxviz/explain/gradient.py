@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
-from onnxviz.errors import ModelError
+from onnxviz.explain.errors import HeadError
 from onnxviz.model.graph import _copy, _opset, dims_of, infer_types, unique_name, used_names
 
 PREFIX = "onnxviz_cam_"
@@ -49,15 +49,6 @@ _DATA_INPUTS = {"Reshape": (0,), "Flatten": (0,), "Squeeze": (0,), "Unsqueeze": 
 SUPPORTED = ("GlobalAveragePool", "ReduceMean", "AveragePool", "MaxPool", "Flatten", "Reshape", "Squeeze",
              "Unsqueeze", "Transpose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Clip",
              "Dropout", "Identity", "BatchNormalization", "Conv", "Concat")
-
-
-class HeadError(ModelError):
-    """The ops between a layer and the class logits include one whose gradient onnxviz does not write."""
-
-    def __init__(self, message: str, op: str = "", *, unrelated: bool = False) -> None:
-        super().__init__(message)
-        self.op = op
-        self.unrelated = unrelated  # the logits do not depend on the layer at all
 
 
 @dataclass

@@ -16,9 +16,9 @@ from typing import Callable
 import numpy as np
 
 from onnxviz.errors import OptionError
+from onnxviz.explain.errors import HeadError
 from onnxviz.explain.explainer import CamBatch, Explainer, feature_layer
 from onnxviz.explain.factorize import factorize_maps, strongest
-from onnxviz.explain.gradient import HeadError
 from onnxviz.explain.overlay import PALETTE, heat_overlay, heat_scale, parts_overlay
 from onnxviz.model.info import LayerInfo, ModelInfo
 
@@ -191,7 +191,7 @@ class RenderExplainer:
         for i, k in enumerate(kept):
             folder, rgb = self.joint_images[k]
             images.append({"folder": folder,
-                           "file": write(f"{FOLDER}/image-{i}.jpg", _jpeg(parts_overlay(rgb, found.maps[i], tops)))})
+                           "file": write(f"{folder}/{FOLDER}/joint.jpg", _jpeg(parts_overlay(rgb, found.maps[i], tops)))})
         entry = self._parts_entry(layer, index[layer.name], found, "", None)
         entry.pop("file")
         entry["images"] = images

@@ -443,7 +443,8 @@ def _finish_run(output: Path, run: store.Run, remove: bool) -> None:
 
 
 def _explain_run(explain, plan: _Plan) -> dict | None:
-    """The parts of one layer factorized over the run's images, written into OUT/explain/."""
+    """The parts of one layer factorized over the run's images: each image's picture in its folder's
+    explain/joint.jpg, their legend in run.json."""
     from onnxviz.files import write_bytes
 
     def write(name: str, data: bytes) -> str:

@@ -32,11 +32,12 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     folder = out / "photo"
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     # the three small layers share one stylesheet
-    # explain/: the class activation maps of the top 3 classes, their colour scale, the parts of one layer per stage
-    assert names == ["explain/cam-0.jpg", "explain/cam-1.jpg", "explain/cam-2.jpg", "explain/layer-1.jpg",
-                     "explain/layer-2.jpg", "explain/scale.png", "filters.png", "index.html", "input.png",
+    # explain/: the class activation maps of the top 3 classes, their colour scale, the parts of one layer per
+    # stage, and this image in the run's joint parts
+    assert names == ["explain/cam-0.jpg", "explain/cam-1.jpg", "explain/cam-2.jpg", "explain/joint.jpg",
+                     "explain/layer-1.jpg", "explain/layer-2.jpg", "explain/scale.png", "filters.png", "index.html", "input.png",
                      "maps/000-002.css", "summary.js", "summary.json"]
-    assert sorted(p.name for p in out.iterdir()) == ["assets", "explain", "index.html", "photo", "run.js", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["assets", "index.html", "photo", "run.js", "run.json"]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["format"] == 5 and summary["input"] == {"height": SIZE, "width": SIZE, "resize": "stretch",
                                                            "file": "input.png"}
@@ -228,8 +229,7 @@ def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report
 
     with pytest.raises(KeyboardInterrupt):
         render(model_path, [src], out, RenderOptions(batch_size=2, provider="cpu"), progress=progress)
-    # assets: the pages' script; explain: the run's joint parts
-    folders = sorted(p.name for p in out.iterdir() if p.is_dir() and p.name not in ("assets", "explain"))
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "assets")  # assets: the pages' script
     assert folders and len(folders) < 6 and not [p for p in out.iterdir() if "part" in p.name]
     for name in folders:
         assert {"summary.json", "summary.js", "index.html", "input.png"} <= {p.name for p in (out / name).iterdir()}
@@ -239,7 +239,7 @@ def test_an_interrupted_render_leaves_only_finished_folders_each_with_its_report
     # the next run renders everything again
     result = runner.invoke(app, ["render", str(model_path), str(src), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["assets", "explain"] + [f"p{k}" for k in range(6)]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["assets"] + [f"p{k}" for k in range(6)]
 
 
 def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(tmp_path, model_path, monkeypatch):
@@ -268,8 +268,7 @@ def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(t
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: the output disk is full (writing '") and "free some space" in line
     assert "this image was not finished" in line
-    # assets: the pages' script; explain: the run's joint parts
-    folders = [p for p in out.iterdir() if p.is_dir() and p.name not in ("assets", "explain")]
+    folders = [p for p in out.iterdir() if p.is_dir() and p.name != "assets"]  # assets: the pages' script
     assert [p.name for p in folders] == ["p0"] and (out / "p0" / "summary.json").is_file()
     assert not [p for p in out.rglob("*part*")]
 
