@@ -259,7 +259,7 @@ class Model:
                 layer = self._last_map()
             feature_layer(self.info, layer, where)
             pixels = to_batch(images, self.info.height, self.info.width, resize or self.info.resize or "stretch",
-                          channels)
+                              channels)
             maps = np.concatenate([p[layer] for p in self._run(pixels, [layer], batch_size)])
             batch = eigencam_batch(maps)
             return CamResult(batch.maps, None, None, None, layer, method, _u8(pixels), batch.notes)

@@ -4,8 +4,8 @@
   hierarchical alternating least squares (HALS, Cichocki & Phan 2009: each part's row in turn gets
   its exact non-negative least-squares step), started from NNDSVDa (Boutsidis & Gallopoulos 2008,
   zeros filled with the mean of `V`), so the result is deterministic. Lee & Seung's multiplicative
-  updates from the same start stopped up to 3.1% above scikit-learn's error on MobileNet's maps,
-  HALS within 0.5% (benchmarks/RESULTS.md).
+  updates from the same start ended up to 3.1% above scikit-learn's error (1.8 to 2.2 times it on a
+  16-channel layer), HALS at most 1.4% above it (benchmarks/RESULTS.md 26).
 - `factorize_maps`: Deep Feature Factorization (Collins et al. 2018) of a layer's maps: the rows of
   `V` are positions (of every image given, so that parts are shared and keep their colour), the
   columns channels. Negative activations (layers before their ReLU) are set to 0, the part a ReLU

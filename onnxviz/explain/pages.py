@@ -24,9 +24,8 @@ from onnxviz.model.info import LayerInfo, ModelInfo
 
 CAM_CLASSES = 3  # maps per image: the top 3 classes (at most render's top_k)
 STRONGEST = 6  # channels listed per part
-# The parts on an image's page take at most this many sweeps (the API's and the run page's converge,
-# up to 200): their errors come within a few percent of converged ones at a fraction of the time
-# (benchmarks/RESULTS.md 23); the error the page shows is the one of the parts it shows.
+# The parts on an image's page take at most this many sweeps (the API's and the run page's up to 200,
+# until they converge): fewer sweeps, a slightly larger error, which the page shows as it is.
 RENDER_SWEEPS = 30
 JOINT_POSITIONS = 49  # the run page's layer has at least 7x7 positions where one has them
 JOINT_VALUES = 32 << 20  # the run's joint factorization holds at most this many activations
