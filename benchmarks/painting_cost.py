@@ -64,10 +64,9 @@ def main() -> None:
     session = open_session(args.model, "cpu", long_run=False)
     info = session.info
     chosen = select_layers(info, [], str(args.model))
-    session.output_names = [layer.name for layer in chosen]
     images, _ = collect_images([args.images])
     pixels = np.stack([resize_image(load_image(p), info.height, info.width) for p in images]).astype(np.float32)
-    outputs = session.run(pixels)
+    outputs = session.run(pixels, [layer.name for layer in chosen])
     n = len(images)
     runs = []
     for _ in range(args.repeats):

@@ -358,8 +358,7 @@ class Model:
 
     def _run(self, pixels: np.ndarray, names: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
         self._run_checks(batch_size)
-        self._session.output_names = names
-        return [self._session.run(pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
+        return [self._session.run(pixels[i:i + batch_size], names) for i in range(0, len(pixels), batch_size)]
 
 
 # ---------------------------------------------------------------- images

@@ -7,11 +7,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 
 from onnxviz.errors import NotOnnxvizFile, OnnxvizError
+
+if TYPE_CHECKING:
+    from onnxviz.compare.bench import BenchResult
 
 app = typer.Typer(
     add_completion=False,
@@ -332,7 +335,7 @@ def diff(
     result = diff_model(model, image, tuple(_csv(providers)) or None, against, tolerance, maps)
     typer.echo(result.table())
     if json_out:
-        write_text(json_out, json.dumps(result.to_dict(), indent=2))
+        write_text(json_out, json.dumps(result.to_dict(), indent=2), param="json_out")
         typer.echo(f"wrote {json_out}")
     if result.maps:
         typer.echo(f"wrote {len(result.maps)} difference grids into {maps}")
@@ -350,15 +353,59 @@ def bench(
     compare_keras: bool = typer.Option(False, help="also time the Keras model with the same outputs (needs the export extra)"),
 ) -> None:
     """Time feature-map extraction per provider and batch size, against the network without them."""
-    from onnxviz.compare.bench import format_table, parse_batch_sizes, parse_providers, run_bench
+    from onnxviz.compare.bench import parse_batch_sizes, parse_providers, run_bench
 
     chosen = parse_providers(providers) if providers else None
     result = run_bench(model, chosen, parse_batch_sizes(batch_sizes), runs=runs, warmup=warmup,
                        compare_keras=compare_keras, progress=Progress())
-    typer.echo(format_table(result))
+    typer.echo(bench_table(result))
     if json_out:
         result.save_json(json_out)
         typer.echo(f"wrote {json_out}")
+
+
+def bench_table(result: BenchResult) -> str:
+    """`bench`'s report: one line per provider and batch size, then skipped providers and notes."""
+    from onnxviz.compare.bench import MB
+
+    lines = [f"{result.model} ({result.source}): {len(result.outputs)} outputs, {result.feature_maps} feature maps, "
+             f"{result.feature_bytes_per_image / MB:.1f} MB of feature maps per image",
+             f"{result.runs} timed runs after {result.warmup} warm-up; medians; "
+             f"ONNX Runtime {result.machine.get('onnxruntime')}, {result.threads} threads "
+             f"on {result.machine.get('cpu')}"]
+    if result.floor_output:
+        lines.append(f"floor: the same network with only '{result.floor_output}' as output, "
+                     f"timed in alternating blocks")
+    keras = any(r.keras_predict or r.keras_function for r in result.rows)
+    header = ["provider", "batch", "median ms", "p90 ms", "img/s", "maps MB/s", "floor ms", "x floor"]
+    if keras:
+        header += ["predict ms", "ORT/predict", "tf.function ms", "ORT/tf.fn"]
+    table = [header]
+    for row in result.rows:
+        used = row.provider if row.used == row.provider else f"{row.provider}->{row.used}"
+        cells = [used, str(row.batch_size), f"{row.full.median_ms:.1f}", f"{row.full.p90_ms:.1f}",
+                 f"{row.full.images_per_s:.1f}", f"{row.feature_mb_per_s:.0f}",
+                 f"{row.floor.median_ms:.1f}" if row.floor else "-",
+                 f"{row.extraction_ratio:.2f}" if row.extraction_ratio else "-"]
+        if keras:
+            cells += [f"{row.keras_predict.median_ms:.1f}" if row.keras_predict else "-",
+                      f"{row.ort_over_keras_predict:.2f}" if row.ort_over_keras_predict else "-",
+                      f"{row.keras_function.median_ms:.1f}" if row.keras_function else "-",
+                      f"{row.ort_over_keras_function:.2f}" if row.ort_over_keras_function else "-"]
+        table.append(cells)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines.append("")
+    for i, r in enumerate(table):
+        lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+    if result.keras:
+        lines.append(f"Keras {result.keras.get('keras')} / TensorFlow {result.keras.get('tensorflow')} "
+                     f"on {result.keras.get('device')}; ORT/Keras < 1 means ONNX Runtime is faster")
+    for skip in result.skipped:
+        where = f"{skip.provider} batch {skip.batch_size}" if skip.batch_size else skip.provider
+        lines.append(f"skipped {where}: {skip.reason}")
+    for note in result.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
 
 
 @app.command()

@@ -12,14 +12,16 @@ from typing import Iterator
 from onnxviz.errors import ModelError, OnnxvizError, OutputError
 
 
-def ensure_dir(path: Path) -> Path:
-    """Create `path` (and parents) or explain why it cannot be written."""
+def ensure_dir(path: Path, param: str = "output") -> Path:
+    """Create `path` (and parents) or explain why it cannot be written; `param` names the
+    argument that gave it."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create output folder '{path}': {exc.strerror}; choose another with -o") from exc
+        raise OutputError(f"cannot create output folder '{path}': {exc.strerror}; choose another "
+                          f"{{{param}}}", params=(param,)) from exc
     if not os.access(path, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder '{path}' is not writable; choose another with -o")
+        raise OutputError(f"output folder '{path}' is not writable; choose another {{{param}}}", params=(param,))
     return path
 
 
@@ -81,7 +83,7 @@ UMASK = _read_umask()
 
 
 @contextlib.contextmanager
-def staged(path: Path, *, folder: bool = False) -> Iterator[Path]:
+def staged(path: Path, *, folder: bool = False, param: str = "output") -> Iterator[Path]:
     """Write under a hidden name, then rename: how every result reaches the disk, so that an
     interrupted or failed write leaves what was there before and nothing half-made.
 
@@ -91,7 +93,8 @@ def staged(path: Path, *, folder: bool = False) -> Iterator[Path]:
     the block ends without error each file is renamed into place, `NAME` last (so that what it
     refers to is there first). `folder=True`: yields the hidden folder, which then takes
     `path`'s place, replacing an earlier folder of that name. On error the hidden folder is
-    removed, with the folders made for it if nothing else went into them.
+    removed, with the folders made for it if nothing else went into them. `param` names the
+    argument that gave `path`, for messages.
     """
     path = Path(path)
     made = []
@@ -99,7 +102,7 @@ def staged(path: Path, *, folder: bool = False) -> Iterator[Path]:
     while not parent.exists() and parent != parent.parent:
         made.append(parent)
         parent = parent.parent
-    ensure_dir(path.parent)
+    ensure_dir(path.parent, param)
     try:
         try:
             stage = Path(tempfile.mkdtemp(prefix=f".{path.name}{PART}", dir=path.parent))
@@ -108,7 +111,7 @@ def staged(path: Path, *, folder: bool = False) -> Iterator[Path]:
         try:
             yield stage if folder else stage / path.name
             if folder:
-                _replace_folder(stage, path)
+                _replace_folder(stage, path, param)
             else:
                 for f in sorted(stage.iterdir(), key=lambda f: f.name == path.name):
                     os.replace(f, path.parent / f.name)
@@ -123,12 +126,12 @@ def staged(path: Path, *, folder: bool = False) -> Iterator[Path]:
         raise
 
 
-def _replace_folder(stage: Path, final: Path) -> None:
+def _replace_folder(stage: Path, final: Path, param: str) -> None:
     """Put the finished `stage` folder at `final`, replacing an earlier folder of that name."""
     os.chmod(stage, 0o777 & ~UMASK)  # mkdtemp makes it 0700; results are ordinary folders
     if final.exists() and not final.is_dir():
         raise OutputError(f"cannot write folder '{final}': a file of that name is in the way; "
-                          f"move it or choose another {{output}}", params=("output",))
+                          f"move it or choose another {{{param}}}", params=(param,))
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}{PART}old")
@@ -146,15 +149,15 @@ def clean_stages(folder: Path) -> None:
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def write_bytes(path: Path, data: bytes) -> Path:
+def write_bytes(path: Path, data: bytes, param: str = "output") -> Path:
     """Write `data` to `path` under a hidden name, then rename it into place."""
-    with staged(path) as tmp:
+    with staged(path, param=param) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
-def write_text(path: Path, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+def write_text(path: Path, text: str, param: str = "output") -> Path:
+    return write_bytes(path, text.encode("utf-8"), param)
 
 
 def safe_name(name: str) -> str:

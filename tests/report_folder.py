@@ -5,7 +5,9 @@ with the arrays themselves: the exact values, the channel statistics, which chan
 """
 from __future__ import annotations
 
+import base64
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -13,6 +15,15 @@ import numpy as np
 
 from onnxviz.report import render_page as report
 from onnxviz.render.store import layer_css
+
+
+def decode_layer_css(text: bytes) -> dict[int, np.ndarray]:
+    """{index: gray uint8 sprite} back from a `maps/*.css` file (`store.layer_css` written by render)."""
+    rule = rb'\.m(\d+) b\{background-image:url\("data:image/png;base64,([A-Za-z0-9+/=]*)"\)\}\n'
+    if not re.fullmatch(rb"(?:" + rule + rb")+", text):
+        raise ValueError("not an onnxviz maps stylesheet")
+    return {int(index): cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_UNCHANGED)
+            for index, b64 in re.findall(rule, text)}
 
 
 def file_name(name: str) -> str:

@@ -552,7 +552,7 @@ def test_without_javascript_each_tile_shows_its_own_channel_from_the_shared_styl
     import cv2
     import json
 
-    from onnxviz.render.store import decode_layer_css
+    from report_folder import decode_layer_css
 
     model = tiny_model_file(tmp_path / "tiny.onnx")
     cv2.imwrite(str(tmp_path / "p.png"), np.random.default_rng(3).integers(0, 256, (30, 40, 3), dtype=np.uint8))

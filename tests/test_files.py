@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from onnxviz import files
+from onnxviz.cli import flag_of
 from onnxviz.errors import OutputError
 from onnxviz.files import clean_stages, ensure_dir, staged, write_bytes
 
@@ -33,8 +34,20 @@ def test_an_interrupted_write_keeps_the_old_file(tmp_path):
 
 def test_a_file_in_the_way_of_a_folder(tmp_path):
     (tmp_path / "f").write_text("x")
-    with pytest.raises(OutputError, match="cannot create output folder .*choose another with -o"):
+    with pytest.raises(OutputError, match="cannot create output folder .*choose another output$") as err:
         ensure_dir(tmp_path / "f" / "sub")
+    assert err.value.spoken(flag_of).endswith("; choose another -o/--output")  # the command line's words
+    with pytest.raises(OutputError, match="cannot create output folder .*choose another json_out$") as err:
+        write_bytes(tmp_path / "f" / "sub" / "r.json", b"{}", param="json_out")
+    assert err.value.spoken(flag_of).endswith("; choose another --json")
+
+
+def test_paths_with_braces_are_messages_not_templates(tmp_path):
+    folder = tmp_path / "{odd}"
+    folder.write_text("x")
+    with pytest.raises(OutputError) as err:
+        ensure_dir(folder / "sub")
+    assert f"'{folder / 'sub'}'" in str(err.value) and f"'{folder / 'sub'}'" in err.value.spoken(flag_of)
 
 
 def _umask() -> int:

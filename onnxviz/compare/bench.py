@@ -6,7 +6,7 @@ feature maps produced per second, and the same network with only its final outpu
 Optionally the Keras source with the same outputs, timed in a separate process
 (TensorFlow and ONNX Runtime in one process fight over threads).
 
-TensorFlow is imported only in that worker process (`python -m onnxviz.compare.bench --keras-worker`).
+TensorFlow is imported only in that worker process (`keras_worker`).
 """
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import importlib.util
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import onnx
 
+from onnxviz.compare.keras_worker import EXPORT_HINT, run_keras_worker
 from onnxviz.errors import ModelError, OnnxvizError, ProviderError
 from onnxviz.files import write_text
 from onnxviz.model.graph import strip_outputs
@@ -33,8 +32,6 @@ from onnxviz.run.session import PROVIDERS, Session, cuda_status, is_allocation_e
 
 DEFAULT_PROVIDERS = tuple(PROVIDERS)  # ("cpu", "cuda"): unavailable ones are skipped, not errors
 MB = 1e6  # megabytes are 10**6 bytes throughout
-_KERAS_MARK = "ONNXVIZ-KERAS-RESULT "
-_EXPORT_HINT = "pip install 'onnxviz[export]'"
 _EXTERNAL_DATA_ABOVE = 1_800_000_000  # protobuf cannot hold 2 GiB; larger floors keep weights beside them
 
 Progress = Callable[[str], None]
@@ -105,8 +102,8 @@ class BenchResult:
         return _rounded(asdict(self))
 
     def save_json(self, path: Path) -> Path:
-        """Write `to_dict()` to `path` atomically (for --json)."""
-        return write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write `to_dict()` to `path` under a hidden name, then rename it into place."""
+        return write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n", param="json_out")
 
 
 def _rounded(value: Any) -> Any:
@@ -211,7 +208,7 @@ def _check_memory(batch_size: int, output_bytes_per_image: int, input_bytes_per_
         raise OnnxvizError(
             f"batch size {batch_size} needs about {need / 1e9:.1f} GB of host memory for its feature maps "
             f"({output_bytes_per_image / MB:.2f} MB per image) but {free / 1e9:.1f} GB is available; "
-            f"use smaller --batch-sizes")
+            f"use smaller {{batch_sizes}}", params=("batch_sizes",))
 
 
 # ---------------------------------------------------------------- timing
@@ -366,13 +363,10 @@ def _bench_one(name: str, session: Session, floor: Session | None, size: int, ru
 
 # ---------------------------------------------------------------- Keras, in another process
 
-def _escape(value: Any) -> str:
-    return str(value).replace("{", "{{").replace("}", "}}")
-
 
 def _check_keras_available(model: Path, info: ModelInfo) -> None:
     if info.keras is None:
-        raise ModelError(f"'{_escape(model)}' does not say how to rebuild its Keras source (it was not exported "
+        raise ModelError(f"'{model}' does not say how to rebuild its Keras source (it was not exported "
                          f"from Keras), so {{compare_keras}} has nothing to compare with", params=("compare_keras",))
     if "path" in info.keras and not Path(info.keras["path"]).exists():
         raise ModelError(f"the Keras source '{info.keras['path']}' recorded in '{model}' is not there; "
@@ -380,7 +374,7 @@ def _check_keras_available(model: Path, info: ModelInfo) -> None:
     if "path" not in info.keras and "application" not in info.keras:
         raise ModelError(f"'{model}' has Keras metadata onnxviz cannot use: {info.keras}; export it again")
     if importlib.util.find_spec("tensorflow") is None:
-        raise OnnxvizError(f"{{compare_keras}} needs TensorFlow, which is not installed: {_EXPORT_HINT}",
+        raise OnnxvizError(f"{{compare_keras}} needs TensorFlow, which is not installed: {EXPORT_HINT}",
                            params=("compare_keras",))
 
 
@@ -404,120 +398,3 @@ def _add_keras(result: BenchResult, info: ModelInfo, model: Path, sizes: list[in
             row.ort_over_keras_function = row.full.median_ms / row.keras_function.median_ms
     result.notes.append("Keras was timed after ONNX Runtime, in its own process, on random batches of the same shape, "
                         "without the preprocessing the ONNX file has folded in (a few elementwise ops)")
-
-
-def run_keras_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run `_keras_worker` in a fresh Python process and return its report."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    done = subprocess.run([sys.executable, "-m", "onnxviz.compare.bench", "--keras-worker"], input=json.dumps(spec),
-                          capture_output=True, text=True, env=env)
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(_KERAS_MARK):
-            report = json.loads(line[len(_KERAS_MARK):])
-            if "error" in report:
-                raise OnnxvizError(report["error"])
-            return report
-    tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
-    raise OnnxvizError(f"the Keras timing process failed (exit {done.returncode}): {tail[0].strip()}")
-
-
-def _keras_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Time the Keras model with the same outputs; runs in its own process, imports TensorFlow."""
-    try:
-        import keras
-        import tensorflow as tf
-    except ImportError as exc:
-        return {"error": f"--compare-keras needs TensorFlow ({exc}): {_EXPORT_HINT}"}
-    from onnxviz.model.info import LayerInfo, ModelInfo, Preprocessing
-    from onnxviz.exporter.sources.keras import rebuild
-
-    # The same rebuild (nested models flattened) as export and diff use; the layers the
-    # file exposes, under their names.
-    info = ModelInfo(input_name="input", height=spec["height"], width=spec["width"],
-                     layers=[LayerInfo(name, "", [], "") for name in spec["layers"]], preprocessing=Preprocessing(),
-                     source=spec.get("source", "the model"), version="", keras=spec["keras"])
-    try:
-        _, model, _, _ = rebuild(info, weights=False)  # timing only: weights do not change the work
-    except OnnxvizError as exc:
-        return {"error": str(exc)}
-    call = tf.function(lambda x: model(x, training=False))
-    rng = np.random.default_rng(0)
-    timings: dict[str, dict[str, list[float]]] = {"predict": {}, "function": {}}
-    for size in spec["batch_sizes"]:
-        batch = rng.uniform(0, 255, (size, spec["height"], spec["width"], 3)).astype(np.float32)
-        tensor = tf.constant(batch)
-        modes = {"predict": lambda: model.predict(batch, batch_size=size, verbose=0),
-                 # .numpy(): ONNX Runtime's outputs are numpy arrays too
-                 "function": lambda: [o.numpy() for o in tf.nest.flatten(call(tensor))]}
-        for mode, fn in modes.items():
-            for _ in range(spec["warmup"]):
-                fn()
-            samples = []
-            for _ in range(spec["runs"]):
-                start = time.perf_counter()
-                fn()
-                samples.append((time.perf_counter() - start) * 1e3)
-            timings[mode][str(size)] = samples
-    gpus = tf.config.list_physical_devices("GPU")
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "device": "GPU" if gpus else "CPU",
-            "timings": timings}
-
-
-# ---------------------------------------------------------------- the table
-
-def format_table(result: BenchResult) -> str:
-    """The terminal report: one line per provider and batch size, then skipped providers and notes."""
-    lines = [f"{result.model} ({result.source}): {len(result.outputs)} outputs, {result.feature_maps} feature maps, "
-             f"{result.feature_bytes_per_image / MB:.1f} MB of feature maps per image",
-             f"{result.runs} timed runs after {result.warmup} warm-up; medians; "
-             f"ONNX Runtime {result.machine.get('onnxruntime')}, {result.threads} threads "
-             f"on {result.machine.get('cpu')}"]
-    if result.floor_output:
-        lines.append(f"floor: the same network with only '{result.floor_output}' as output, "
-                     f"timed in alternating blocks")
-    keras = any(r.keras_predict or r.keras_function for r in result.rows)
-    header = ["provider", "batch", "median ms", "p90 ms", "img/s", "maps MB/s", "floor ms", "x floor"]
-    if keras:
-        header += ["predict ms", "ORT/predict", "tf.function ms", "ORT/tf.fn"]
-    table = [header]
-    for row in result.rows:
-        used = row.provider if row.used == row.provider else f"{row.provider}->{row.used}"
-        cells = [used, str(row.batch_size), f"{row.full.median_ms:.1f}", f"{row.full.p90_ms:.1f}",
-                 f"{row.full.images_per_s:.1f}", f"{row.feature_mb_per_s:.0f}",
-                 f"{row.floor.median_ms:.1f}" if row.floor else "-",
-                 f"{row.extraction_ratio:.2f}" if row.extraction_ratio else "-"]
-        if keras:
-            cells += [f"{row.keras_predict.median_ms:.1f}" if row.keras_predict else "-",
-                      f"{row.ort_over_keras_predict:.2f}" if row.ort_over_keras_predict else "-",
-                      f"{row.keras_function.median_ms:.1f}" if row.keras_function else "-",
-                      f"{row.ort_over_keras_function:.2f}" if row.ort_over_keras_function else "-"]
-        table.append(cells)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines.append("")
-    for i, r in enumerate(table):
-        lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
-    if result.keras:
-        lines.append(f"Keras {result.keras.get('keras')} / TensorFlow {result.keras.get('tensorflow')} "
-                     f"on {result.keras.get('device')}; ORT/Keras < 1 means ONNX Runtime is faster")
-    for skip in result.skipped:
-        where = f"{skip.provider} batch {skip.batch_size}" if skip.batch_size else skip.provider
-        lines.append(f"skipped {where}: {skip.reason}")
-    for note in result.notes:
-        lines.append(f"note: {note}")
-    return "\n".join(lines)
-
-
-def _main(argv: list[str]) -> int:
-    if argv == ["--keras-worker"]:
-        try:
-            report = _keras_worker(json.loads(sys.stdin.read()))
-        except Exception as exc:  # reported to the parent as one line
-            report = {"error": f"the Keras timing failed: {type(exc).__name__}: {' '.join(str(exc).split())}"}
-        print(_KERAS_MARK + json.dumps(report), flush=True)
-        return 0
-    print("usage: onnxviz bench MODEL.onnx (this module's own entry point is for the Keras worker)", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

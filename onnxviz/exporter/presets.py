@@ -43,8 +43,7 @@ def get_preset(name: str) -> Preset:
     key = name.strip().lower()
     if key not in PRESETS:
         listed = "; ".join(f"{n} ({p.about})" for n, p in PRESETS.items())
-        shown = name.replace("{", "{{").replace("}", "}}")
-        raise OptionError(f"{{preprocess}} '{shown}' is not a preset; the presets are: {listed}", params=("preprocess",))
+        raise OptionError(f"{{preprocess}} '{name}' is not a preset; the presets are: {listed}", params=("preprocess",))
     return PRESETS[key]
 
 

@@ -164,7 +164,9 @@ def infer_types(model: ModelProto) -> dict[str, TypeProto]:
     return types
 
 
-def _constants(graph: GraphProto) -> tuple[dict[str, TensorProto], dict[str, NodeProto]]:
+def constants(graph: GraphProto) -> tuple[dict[str, TensorProto], dict[str, NodeProto]]:
+    """The graph's initializers by name, and the node that produces each tensor: what
+    `constant_value` looks values up in."""
     inits = {t.name: t for t in graph.initializer}
     producers = {o: node for node in graph.node for o in node.output if o}
     return inits, producers
@@ -375,7 +377,7 @@ def first_conv_weights(model: ModelProto) -> tuple[str, np.ndarray] | None:
     its weight is computed in some other way.
     """
     graph = model.graph
-    inits, producers = _constants(graph)
+    inits, producers = constants(graph)
     reachable = {v.name for v in image_inputs(graph)}
     for node in graph.node:
         reads = {i for i in node.input if i}
@@ -384,7 +386,7 @@ def first_conv_weights(model: ModelProto) -> tuple[str, np.ndarray] | None:
         if not reads & reachable:
             continue
         if node.op_type == "Conv" and node.domain in ("", "ai.onnx") and node.input[0] in reachable:
-            weight = _constant_value(node.input[1], inits, producers)
+            weight = constant_value(node.input[1], inits, producers)
             if weight is None or weight.ndim != 4:
                 return None
             return (node.name or node.output[0], np.ascontiguousarray(weight, dtype=np.float32))
@@ -392,8 +394,10 @@ def first_conv_weights(model: ModelProto) -> tuple[str, np.ndarray] | None:
     return None
 
 
-def _constant_value(name: str, inits: dict[str, TensorProto], producers: dict[str, NodeProto],
-                    depth: int = 0) -> np.ndarray | None:
+def constant_value(name: str, inits: dict[str, TensorProto], producers: dict[str, NodeProto],
+                   depth: int = 0) -> np.ndarray | None:
+    """Tensor `name`'s value when it is a constant (an initializer, a Constant node, or one seen
+    through Identity, Cast, Transpose or DequantizeLinear of one); None when it is computed."""
     if name in inits:
         return numpy_helper.to_array(inits[name])
     node = producers.get(name)
@@ -409,7 +413,7 @@ def _constant_value(name: str, inits: dict[str, TensorProto], producers: dict[st
             if attr.name == "value_floats":
                 return np.asarray(list(attr.floats), np.float32)
         return None
-    source = _constant_value(node.input[0], inits, producers, depth + 1)
+    source = constant_value(node.input[0], inits, producers, depth + 1)
     if source is None:
         return None
     if op == "Identity":
@@ -420,8 +424,8 @@ def _constant_value(name: str, inits: dict[str, TensorProto], producers: dict[st
         perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
         return np.transpose(source, perm)
     if op == "DequantizeLinear":
-        scale = _constant_value(node.input[1], inits, producers, depth + 1)
-        zero = (_constant_value(node.input[2], inits, producers, depth + 1)
+        scale = constant_value(node.input[1], inits, producers, depth + 1)
+        zero = (constant_value(node.input[2], inits, producers, depth + 1)
                 if len(node.input) > 2 and node.input[2] else None)
         if scale is None:
             return None

@@ -82,7 +82,8 @@ def _fsync_write(fh, data: bytes) -> None:
 
 
 def _no_space(exc: OSError, path: Path) -> OutputError:
-    return OutputError(f"cannot write '{path}': {exc.strerror or exc}; free some space or choose another -o")
+    return OutputError(f"cannot write '{path}': {exc.strerror or exc}; free some space or choose "
+                       f"another {{output}}", params=("output",))
 
 
 def weight_bytes(model) -> int:

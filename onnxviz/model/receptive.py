@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from onnx import ModelProto, NodeProto, helper
 
-from onnxviz.model.graph import _constants, _constant_value, dims_of, image_inputs, infer_types
+from onnxviz.model.graph import constant_value, constants, dims_of, image_inputs, infer_types
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def receptive_fields(model: ModelProto, names: Sequence[str]) -> dict[str, Field
     if dims is None or len(dims) != 4:
         raise ValueError(f"input {inputs[0].name!r} is not a 4-D NHWC image")
     types = infer_types(model)
-    inits, producers = _constants(graph)
+    inits, producers = constants(graph)
     unit = Span(1, 0, 1)
     state: dict[str, _Track | str] = {inputs[0].name: _Track({1: ("h", unit), 2: ("w", unit)}, 4)}
     for node in graph.node:
@@ -171,7 +171,7 @@ def _step(node: NodeProto, state, types, inits, producers) -> _Track | str:
         if not isinstance(track, _Track) or ins[1] is not None:
             return WHOLE
         axis = _attr(node, "axis", 0) % track.rank
-        indices = _constant_value(node.input[1], inits, producers)
+        indices = constant_value(node.input[1], inits, producers)
         if axis in track.axes or indices is None or indices.ndim != 1:
             return WHOLE
         return track
@@ -214,7 +214,7 @@ def _windowed(node: NodeProto, track, types, inits, producers) -> _Track | str:
         if weight in types and dims_of(types[weight]) is not None:
             kernel = dims_of(types[weight])[2:]
         else:
-            value = _constant_value(weight, inits, producers)
+            value = constant_value(weight, inits, producers)
             kernel = list(value.shape[2:]) if value is not None else None
     if not kernel or not all(isinstance(k, int) for k in kernel) or len(kernel) != 2:
         return WHOLE
@@ -250,7 +250,7 @@ def _slice(node: NodeProto, track, others, inits, producers) -> _Track | str:
         return WHOLE
     def value(k):
         if len(node.input) > k and node.input[k]:
-            v = _constant_value(node.input[k], inits, producers)
+            v = constant_value(node.input[k], inits, producers)
             return None if v is None else [int(x) for x in np.asarray(v).ravel()]
         return []
     starts, axes, steps = value(1), value(3), value(4)
@@ -275,13 +275,13 @@ def _pad(node: NodeProto, track, inits, producers) -> _Track | str:
     if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
         return WHOLE  # reflect/edge padding copies border pixels into the pad
     if len(node.input) > 1 and node.input[1]:
-        pads = _constant_value(node.input[1], inits, producers)
+        pads = constant_value(node.input[1], inits, producers)
         if pads is None:
             return WHOLE
         pads = [int(p) for p in np.asarray(pads).ravel()]
     else:
         pads = list(_attr(node, "pads", []) or [])
-    axes_input = _constant_value(node.input[3], inits, producers) if len(node.input) > 3 and node.input[3] else None
+    axes_input = constant_value(node.input[3], inits, producers) if len(node.input) > 3 and node.input[3] else None
     which = ([int(a) % track.rank for a in np.asarray(axes_input).ravel()] if axes_input is not None
              else list(range(track.rank)))
     if len(pads) != 2 * len(which):

@@ -34,10 +34,6 @@ def listing(names: Sequence[str], limit: int = SHOWN) -> str:
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
-def _escape(text: str) -> str:
-    return text.replace("{", "{{").replace("}", "}}")
-
-
 def select(candidates: Iterable[Candidate], include: Sequence[str] = (), exclude: Sequence[str] = (),
            default: Iterable[str] | None = None, *, where: str = "the model",
            params: tuple[str, str] = ("layers", "exclude"), hint: str = "",
@@ -53,7 +49,7 @@ def select(candidates: Iterable[Candidate], include: Sequence[str] = (), exclude
     names = list(listed) if listed is not None else [c.name for c in candidates]
 
     def nothing(param: str, pattern: str) -> LayerSelectionError:
-        text = _escape(f"'{pattern}' matches no layer of {where}; it has {len(names)}: {listing(names)}{hint}")
+        text = f"'{pattern}' matches no layer of {where}; it has {len(names)}: {listing(names)}{hint}"
         return LayerSelectionError("{" + param + "} " + text, params=(param,))
 
     if include:
@@ -71,8 +67,8 @@ def select(candidates: Iterable[Candidate], include: Sequence[str] = (), exclude
             raise nothing(params[1], pattern)
     chosen = [c for c in chosen if not any(c.matches(p) for p in exclude)]
     if not chosen:
-        raise LayerSelectionError("the layer selection leaves nothing of " + _escape(where) + " to use; loosen {"
-                                  + params[0] + "} or {" + params[1] + "}" + _escape(hint), params=params)
+        raise LayerSelectionError("the layer selection leaves nothing of " + where + " to use; loosen {"
+                                  + params[0] + "} or {" + params[1] + "}" + hint, params=params)
     return [c.name for c in chosen]
 
 
@@ -84,7 +80,8 @@ def select_layers(info: ModelInfo, patterns: Sequence[str], where: str, *, every
     `hint` ends a message about a glob that matches nothing (default: run `onnxviz layers`)."""
     layers = info.layers if every_output else info.feature_maps
     if not layers:
-        raise LayerSelectionError(f"'{where}' exposes no 4-D feature maps; export it again with --layers")
+        raise LayerSelectionError(f"'{where}' exposes no 4-D feature maps; export it again with {{layers}}",
+                                  params=("layers",))
     hint = f". Run 'onnxviz layers {where}'" if hint is None else hint
     chosen = set(select([Candidate(layer.name) for layer in layers], patterns, where=where, hint=hint))
     return [layer for layer in layers if layer.name in chosen]

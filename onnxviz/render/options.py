@@ -80,8 +80,9 @@ def check_channels(chosen: list[LayerInfo], options: RenderOptions) -> None:
     for layer in chosen:
         c, h, w = layer.shape[1:]
         if not all(isinstance(d, int) and d > 0 for d in (c, h, w)):
-            raise LayerSelectionError(f"layer '{layer.name}' has no fixed [C, H, W] shape ({layer.shape}); "
-                                      f"export the model again with a fixed --input-size")
+            raise LayerSelectionError(f"layer '{layer.name}' has no fixed [C, H, W] shape "
+                                      f"({layer.shape}); export the model again with a fixed {{input_size}}",
+                                      params=("input_size",))
         if options.channels and options.channels[0] >= c and not h == w == 1:
             start, stop = options.channels
             raise OptionError(f"{{channels}} {start}:{stop} selects nothing in layer '{layer.name}', which has {c} "

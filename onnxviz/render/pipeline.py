@@ -194,7 +194,7 @@ class _Plan:
     failed: list[str]  # images that cannot be read at all (find_images)
     info: ModelInfo
     chosen: list[LayerInfo]
-    keep: list[str]  # outputs asked of ONNX Runtime besides the chosen layers: the predictions
+    outputs: list[str]  # asked of ONNX Runtime: the predictions when shown, and the chosen layers
     run: store.Run
     made_output: bool  # OUT did not exist: a run that renders nothing removes it
     workers: int
@@ -280,8 +280,9 @@ def _plan(model: Path, inputs: list[Path], output: Path, options: RenderOptions)
         for i, layer in ((info.layers.index(layer), layer) for layer in chosen)], model_id=_model_id(model))
     earlier = _earlier_run(output, run, options)
     return _Plan(model, output, options, images, dict(zip(images, _folder_names(found))),
-                 {image.path: image.group for image in found}, failed, info, chosen, keep, run,
-                 not output.exists(), options.workers or default_workers(), earlier)
+                 {image.path: image.group for image in found}, failed, info, chosen,
+                 keep + [layer.name for layer in chosen], run, not output.exists(), options.workers or default_workers(),
+                 earlier)
 
 
 class _Loop:
@@ -297,6 +298,7 @@ class _Loop:
         self.reader: threading.Thread | None = None
         self.session = self.painter = None
         self.explain = None  # explain.pages.RenderExplainer: class activation maps and parts
+        self.outputs: list[str] = []  # asked of ONNX Runtime for each batch
         self.slots = threading.BoundedSemaphore(plan.options.batch_size)  # images drawn at once: one batch's maps
         self.pending: deque[tuple[Path, Future]] = deque()
         self.results: list[ImageResult] = []
@@ -320,13 +322,13 @@ class _Loop:
         # not spin, leaving the CPU to the drawing threads (see runtime.session_options).
         self.session = open_session(plan.model, options.provider, long_run=len(plan.images) > LONG_RUN_FROM_IMAGES,
                                     spinning=False)
-        self.session.output_names = plan.keep + [layer.name for layer in plan.chosen]
+        self.outputs = list(plan.outputs)
         if options.cam or options.parts:
             from onnxviz.explain.pages import ExplainOptions, RenderExplainer
 
             self.explain = RenderExplainer(plan.model, plan.info, self.session.provider, ExplainOptions(
                 options.cam, options.cam_layer, options.parts, options.parts_layers), options.top_k)
-            self.session.output_names += [n for n in self.explain.layers if n not in self.session.output_names]
+            self.outputs += [n for n in self.explain.layers if n not in self.outputs]
         output = ensure_dir(plan.output)
         clean_stages(output)
         self.painter = Painter(plan.model, self.session, plan.chosen, options, output, filters_job, self.stop)
@@ -350,7 +352,7 @@ class _Loop:
             if item.pixels is None:
                 continue
             t = time.perf_counter()
-            outputs = self.session.run(item.pixels)
+            outputs = self.session.run(item.pixels, self.outputs)
             cam = self.explain.batch(item.pixels) if self.explain is not None else None
             infer_s = time.perf_counter() - t
             self.timings.inference += infer_s

@@ -45,12 +45,10 @@ from __future__ import annotations
 
 import base64
 import errno
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from onnxviz.errors import OutputError
@@ -316,15 +314,6 @@ def chunk_maps(drawn: list[tuple[Layer, bytes]], width: int) -> list[Chunk]:
     return chunks
 
 
-def decode_layer_css(text: bytes) -> dict[int, np.ndarray]:
-    """{index: gray uint8 sprite} back from a `maps/*.css` file (tests and tools)."""
-    rule = rb'\.m(\d+) b\{background-image:url\("data:image/png;base64,([A-Za-z0-9+/=]*)"\)\}\n'
-    if not re.fullmatch(rb"(?:" + rule + rb")+", text):
-        raise ValueError("not an onnxviz maps stylesheet")
-    return {int(index): cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_UNCHANGED)
-            for index, b64 in re.findall(rule, text)}
-
-
 # ---------------------------------------------------------------- writing
 
 class ImageWriter:
@@ -358,5 +347,5 @@ def output_error(exc: OSError, path: Path) -> OutputError:
     """A write that failed, as one line; a full disk says so."""
     if exc.errno in _NO_SPACE:
         return OutputError(f"the output disk is full (writing '{path}'); free some space or choose another "
-                           f"folder with -o; this image was not finished")
+                           f"folder with {{output}}; this image was not finished", params=("output",))
     return OutputError(f"cannot write '{path}': {exc.strerror or exc}")

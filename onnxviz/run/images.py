@@ -261,8 +261,7 @@ def check_resize(value: str | int) -> str:
     try:
         number = int(text)
     except ValueError:
-        shown = str(value).replace("{", "{{").replace("}", "}}")
-        raise OptionError(f"{{resize}} '{shown}' is not valid; give {', '.join(RESIZE_MODES)}, or a number N "
+        raise OptionError(f"{{resize}} '{value}' is not valid; give {', '.join(RESIZE_MODES)}, or a number N "
                           f"(the shorter side to N, bilinear, then a centre crop, e.g. 256)", params=("resize",)) from None
     if number < 1:
         raise OptionError(f"{{resize}} {number} is not a positive size; give the shorter side in pixels, e.g. 256",

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -322,11 +322,14 @@ class Session:
     fallback: str | None  # why "auto" runs on CPU, one line; None when not a fallback
     info: ModelInfo = field(repr=False)
     input_name: str
-    output_names: list[str]
+    output_names: list[str]  # what `run` returns by default: `open_session`'s outputs, else every one
     threads: int
+    available: list[str] = field(default_factory=list, repr=False)  # every output of the file
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """The requested outputs for a batch `[N, H, W, 3]` (float32, RGB, 0..255), by name."""
+    def run(self, batch: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """`outputs` (names; default: `output_names`) for a batch `[N, H, W, 3]` (float32, RGB,
+        0..255), by name. ONNX Runtime computes only what they need."""
+        names = self.output_names if outputs is None else _checked_outputs(self.path, self.available, outputs)
         array = np.asarray(batch)
         expected = f"[N, {self.info.height}, {self.info.width}, 3] RGB 0..255"
         if array.ndim != 4 or tuple(array.shape[1:]) != (self.info.height, self.info.width, 3) or array.shape[0] < 1:
@@ -338,7 +341,7 @@ class Session:
         run_options = ort.RunOptions()
         run_options.log_severity_level = LOG_FATAL_ONLY  # failures are raised, with a clearer message
         try:
-            values = self.session.run(self.output_names, {self.input_name: array}, run_options)
+            values = self.session.run(names, {self.input_name: array}, run_options)
         except Exception as exc:
             if is_allocation_error(exc):
                 device = "GPU" if self.provider == "cuda" else "host"
@@ -346,7 +349,7 @@ class Session:
                     f"a batch of {array.shape[0]} does not fit in {device} memory running '{self.path.name}' "
                     f"({_ort_message(exc)}); use a smaller batch size") from exc
             raise
-        return dict(zip(self.output_names, values))
+        return dict(zip(names, values))
 
 
 def _load_error(path: Path, exc: BaseException) -> ModelError:
@@ -406,17 +409,21 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
     if len(inputs) != 1:
         raise ModelError(f"'{path}' has {len(inputs)} inputs; onnxviz files have one image input")
     available = [o.name for o in session.get_outputs()]
-    if outputs is None:
-        names = available
-    else:
-        names = list(dict.fromkeys(outputs))
-        missing = [n for n in names if n not in available]
-        if missing or not names:
-            raise LayerSelectionError(
-                f"output {', '.join(repr(n) for n in missing) or '(none)'} is not in '{path}'; it has "
-                f"{len(available)}: {_shorten(available)}. Run 'onnxviz layers {path}'")
+    names = available if outputs is None else _checked_outputs(path, available, outputs)
     return Session(path=path, session=session, provider=used, fallback=fallback, info=info,
-                   input_name=inputs[0].name, output_names=names, threads=options.intra_op_num_threads)
+                   input_name=inputs[0].name, output_names=names, threads=options.intra_op_num_threads,
+                   available=available)
+
+
+def _checked_outputs(path: Path, available: list[str], outputs: Sequence[str]) -> list[str]:
+    """`outputs` without repeats, each one an output of the file."""
+    names = list(dict.fromkeys(outputs))
+    missing = [n for n in names if n not in available]
+    if missing or not names:
+        raise LayerSelectionError(
+            f"output {', '.join(repr(n) for n in missing) or '(none)'} is not in '{path}'; it has "
+            f"{len(available)}: {_shorten(available)}. Run 'onnxviz layers {path}'")
+    return names
 
 
 def run_model(model: bytes | str, feeds: dict[str, np.ndarray], *, what: str = "the model",

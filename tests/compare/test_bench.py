@@ -13,6 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxviz.cli import bench_table, flag_of
 from onnxviz.compare import bench
 
 from onnxviz.run import session as runtime
@@ -79,7 +80,7 @@ def test_bench_gives_sane_numbers_and_json(model_path):
     assert {"median_ms", "p90_ms", "images_per_s", "samples_ms"} <= set(data["rows"][0]["full"])
     assert data["machine"]["onnxruntime"] and data["machine"]["ort_threads"] >= 1
     assert any("batch 4" in m for m in messages)
-    table = bench.format_table(result)
+    table = bench_table(result)
     assert "floor: the same network with only 'predictions' as output, timed in alternating blocks" in table
     assert table.count("\ncpu ") == 2
 
@@ -88,7 +89,7 @@ def test_bench_gives_sane_numbers_and_json(model_path):
 def test_unavailable_provider_is_skipped_with_its_reason_unless_named(model_path):
     result = bench.run_bench(model_path, None, [1], runs=2, warmup=0)
     assert [(s.provider, s.reason) for s in result.skipped] == [("cuda", runtime.cuda_status()[1])]
-    assert f"skipped cuda: {runtime.cuda_status()[1]}" in bench.format_table(result)
+    assert f"skipped cuda: {runtime.cuda_status()[1]}" in bench_table(result)
     with pytest.raises(ProviderError) as err:
         bench.run_bench(model_path, ["cpu", "cuda"], [1], runs=2, warmup=0)
     assert str(err.value) == f"provider 'cuda' was asked for but cannot run here: {runtime.cuda_status()[1]}"
@@ -141,8 +142,9 @@ def test_batch_too_large_for_memory_fails_before_timing(model_path, monkeypatch)
     monkeypatch.setattr(bench, "available_memory", lambda: 50_000_000)
     with pytest.raises(OnnxvizError) as err:
         bench.run_bench(model_path, ["cpu"], [1, 20_000])
-    assert str(err.value) == ("batch size 20000 needs about 0.5 GB of host memory for its feature maps "
-                              "(0.01 MB per image) but 0.1 GB is available; use smaller --batch-sizes")
+    assert err.value.spoken(flag_of) == ("batch size 20000 needs about 0.5 GB of host memory for its feature maps "
+                                         "(0.01 MB per image) but 0.1 GB is available; use smaller --batch-sizes")
+    assert str(err.value).endswith("; use smaller batch_sizes")  # the library names its parameter
 
 
 def test_model_without_intermediate_outputs_is_benched_with_a_note(tmp_path):
@@ -196,7 +198,7 @@ def test_compare_keras_times_the_keras_model_in_another_process(tmp_path):
         assert row.keras_predict.median_ms > 0 and row.keras_function.median_ms > 0
         assert row.ort_over_keras_predict == pytest.approx(row.full.median_ms / row.keras_predict.median_ms)
         assert row.ort_over_keras_function == pytest.approx(row.full.median_ms / row.keras_function.median_ms)
-    assert "ORT/predict" in bench.format_table(result)
+    assert "ORT/predict" in bench_table(result)
 
 
 def test_runtime_and_bench_do_not_import_tensorflow(tmp_path):
@@ -205,11 +207,12 @@ def test_runtime_and_bench_do_not_import_tensorflow(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         import numpy as np
+        from onnxviz.cli import bench_table
         from onnxviz.compare import bench
         from onnxviz.run import session as runtime
         session = runtime.open_session({str(path)!r}, "auto")
         session.run(np.zeros((1, 16, 16, 3), np.float32))
-        bench.format_table(bench.run_bench({str(path)!r}, None, [1], runs=1, warmup=0))
+        bench_table(bench.run_bench({str(path)!r}, None, [1], runs=1, warmup=0))
         heavy = sorted(m for m in ("tensorflow", "keras", "tf2onnx") if m in sys.modules)
         assert not heavy, heavy
         print("ok")
@@ -217,3 +220,13 @@ def test_runtime_and_bench_do_not_import_tensorflow(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_the_keras_worker_answers_on_one_marked_line_even_when_its_input_is_bad():
+    done = subprocess.run([sys.executable, "-m", "onnxviz.compare.keras_worker"], input="not json",
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    from onnxviz.compare.keras_worker import MARK
+
+    report = json.loads(done.stdout.strip().splitlines()[-1][len(MARK):])
+    assert report["error"].startswith("the Keras timing failed: JSONDecodeError: ")

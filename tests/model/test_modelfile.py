@@ -114,8 +114,9 @@ def test_save_model_leaves_the_old_pair_when_the_disk_fails(tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(modelfile, "_fsync_write", fail)
-    with pytest.raises(Exception, match=r"cannot write '.*m\.onnx': No space left on device; free some space"):
+    with pytest.raises(Exception, match=r"cannot write '.*m\.onnx': No space left on device; free some space") as err:
         save_model(tiny_model(), path, external=True)
+    assert str(err.value).endswith("choose another output") and err.value.spoken(lambda p: "-o").endswith("another -o")
     assert (path.read_bytes(), data_path(path).read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from onnxviz.cli import app
-from onnxviz.render.store import decode_layer_css
+from report_folder import decode_layer_css
 from tiny_models import FC, SIZE, numpy_conv, tiny_model, write_image
 
 runner = CliRunner()
@@ -267,7 +267,7 @@ def test_a_full_disk_stops_with_a_clear_message_and_leaves_no_half_made_folder(t
     assert result.exit_code == 1
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: the output disk is full (writing '") and "free some space" in line
-    assert "this image was not finished" in line
+    assert "this image was not finished" in line and "choose another folder with -o/--output;" in line
     folders = [p for p in out.iterdir() if p.is_dir() and p.name != "assets"]  # assets: the pages' script
     assert [p.name for p in folders] == ["p0"] and (out / "p0" / "summary.json").is_file()
     assert not [p for p in out.rglob("*part*")]

@@ -5,6 +5,7 @@ import pytest
 
 from onnxviz.render import store
 from onnxviz.picture.encoding import encode_png
+from report_folder import decode_layer_css
 
 
 def test_names_are_zero_padded_with_inclusive_ranges():
@@ -19,10 +20,10 @@ def test_layer_css_round_trips_the_exact_pixels():
     image = np.random.default_rng(0).integers(0, 256, (30, 50), dtype=np.uint8)
     text = store.layer_css(7, encode_png(image))
     assert text.startswith(b'.m7 b{background-image:url("data:image/png;base64,iVBORw0KGgo')  # the PNG signature
-    assert list(store.decode_layer_css(text)) == [7]
-    assert np.array_equal(store.decode_layer_css(text)[7], image)
+    assert list(decode_layer_css(text)) == [7]
+    assert np.array_equal(decode_layer_css(text)[7], image)
     with pytest.raises(ValueError, match="not an onnxviz maps stylesheet"):
-        store.decode_layer_css(text + b"body{color:red}\n")
+        decode_layer_css(text + b"body{color:red}\n")
 
 
 def test_consecutive_layers_share_a_stylesheet_up_to_the_limit(monkeypatch):

@@ -152,6 +152,20 @@ def test_requested_outputs_only(model_path):
     np.testing.assert_allclose(got["pool1"], numpy_reference(batch())["pool1"], rtol=1e-5, atol=1e-4)
 
 
+def test_each_run_can_ask_for_its_own_outputs_without_changing_the_session(model_path):
+    session = runtime.open_session(model_path, "cpu")
+    got = session.run(batch(), ["predictions", "conv1", "predictions"])
+    assert list(got) == ["predictions", "conv1"]
+    np.testing.assert_allclose(got["conv1"], numpy_reference(batch())["conv1"], rtol=1e-5, atol=1e-4)
+    assert session.output_names == ["conv1", "pool1", "predictions"] and list(session.run(batch())) == session.output_names
+    narrow = runtime.open_session(model_path, "cpu", outputs=["pool1"])
+    assert list(narrow.run(batch(), ["conv1"])) == ["conv1"]  # any output of the file, not only those opened
+    with pytest.raises(LayerSelectionError) as err:
+        session.run(batch(), ["conv9"])
+    assert str(err.value) == (f"output 'conv9' is not in '{model_path}'; it has 3: conv1, pool1, predictions. "
+                              f"Run 'onnxviz layers {model_path}'")
+
+
 def test_unknown_output_lists_the_ones_there(model_path):
     with pytest.raises(LayerSelectionError) as err:
         runtime.open_session(model_path, "cpu", outputs=["conv9"])
