@@ -119,26 +119,23 @@ class Explainer:
 
     def default_layer(self) -> str:
         """The last feature map larger than 1x1 that the class logits depend on."""
+        from onnxviz.explain.gradient import logit_sources
+
         candidates = [layer for layer in self.info.feature_maps
                       if all(isinstance(d, int) for d in layer.shape[2:]) and layer.shape[2] * layer.shape[3] > 1]
         logits = self.logits
+        feeding = logit_sources(self._model(), logits)  # a walk over the graph, no shape inference
         for layer in reversed(candidates):
-            try:
-                self._graph(layer.name, 1, False, check_only=True)
+            if layer.name in feeding:
                 return layer.name
-            except HeadError as exc:
-                if not exc.unrelated:
-                    raise
         raise HeadError(f"no feature map of '{self.path.name}' feeds its class logits ('{logits}'); "
                         f"use the class-agnostic map (method='eigencam') with a layer")
 
-    def _graph(self, layer: str, k: int, chosen: bool, check_only: bool = False):
+    def _graph(self, layer: str, k: int, chosen: bool):
         from onnxviz.explain.gradient import CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT, add_gradcam
         from onnxviz.model.graph import strip_outputs
 
         model = add_gradcam(self._model(), layer, self.logits, k, chosen=chosen)
-        if check_only:
-            return model
         keep = [CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT] + ([self.info.prediction_output] if self.info.prediction_output else [])
         return strip_outputs(model, keep)
 

@@ -367,6 +367,20 @@ def _data_outputs(node: NodeProto) -> list[str]:
     return [o for o in node.output if o]
 
 
+def logit_sources(model: ModelProto, logits: str) -> set[str]:
+    """Every tensor the logits depend on through data inputs (not shapes), and the tensors an exposed
+    layer copies them from (a Transpose or Identity of one of them): the layers Grad-CAM can start at."""
+    nodes = list(model.graph.node)
+    ancestors = {logits}
+    for n in reversed(nodes):
+        if any(o in ancestors for o in _data_outputs(n)):
+            ancestors.update(n.input[i] for i in _data_inputs(n))
+    for n in nodes:  # in graph order, so a chain of copies is followed
+        if n.op_type in ("Transpose", "Identity") and n.input and n.input[0] in ancestors:
+            ancestors.update(o for o in n.output if o)
+    return ancestors
+
+
 def add_gradcam(model: ModelProto, layer: str, logits: str, k: int, *, chosen: bool = False,
                 keep_outputs: bool = True) -> ModelProto:
     """`model` with Grad-CAM outputs for `layer` (a 4-D NCHW tensor): `CAM_OUTPUT` `[N, k, h, w]`
