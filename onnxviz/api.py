@@ -44,7 +44,10 @@ def export(source: Any, output: str | Path | None = None, *, progress: Callable[
     if unknown:
         raise OptionError(f"export has no option {', '.join(map(repr, unknown))}; its options are "
                           f"{', '.join(known)}")
-    return run(source, output, ExportOptions(**options), progress=progress or notebook_progress())
+    from onnxviz.render.probe import check_renders
+
+    return run(source, output, ExportOptions(**options), progress=progress or notebook_progress(),
+               verify=check_renders)
 
 
 def demo_model() -> Path:

@@ -82,7 +82,9 @@ def export(
     model: str = typer.Argument(..., help="keras.applications name (vgg16, resnet50, mobilenet, ...), a .keras/.h5 file, or an .onnx file"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write (default models/<name>.onnx)"),
     weights: Optional[str] = typer.Option(None, help="applications: imagenet (default) or none; a weights file for applications and Keras files"),
-    input_size: Optional[int] = typer.Option(None, help="input height and width, where the model allows it"),
+    input_size: Optional[str] = typer.Option(None, help="input size, N (square) or HxW (e.g. 48x192), where the model "
+                                             "allows it; default: the model's fixed size, or the size its metadata "
+                                             "states (Ultralytics' imgsz)"),
     alpha: Optional[float] = typer.Option(None, help="applications: width multiplier of MobileNet models"),
     top: bool = typer.Option(True, "--top/--no-top", help="applications: keep the classifier (--no-top: convolutional part only)"),
     layers: List[str] = typer.Option([], "--layers", help="layers to expose (glob, repeatable), e.g. 'block*_conv*'"),
@@ -123,7 +125,9 @@ def export(
         external_data=external_data)
     if tolerance is not None:
         options.tolerance = tolerance
-    result = run_export(model, output, options, progress=Progress())
+    from onnxviz.render.probe import check_renders
+
+    result = run_export(model, output, options, progress=Progress(), verify=check_renders)
     for note in result.notes:
         _err(f"note: {note}")
     groups: dict[str, list] = {}
@@ -131,13 +135,17 @@ def export(
         groups.setdefault(layer_group(d.name), []).append(d)
     for group, diffs in groups.items():
         worst = max(d.relative for d in diffs)
-        typer.echo(f"  {group:<24} {len(diffs):3d} outputs  max relative error {worst:.1e}")
+        noise = max(d.noise for d in diffs)
+        typer.echo(f"  {group:<24} {len(diffs):3d} outputs  max relative error {worst:.1e} (rounding moves them "
+                   f"{noise:.1e})")
     info = result.info
     typer.echo(f"preprocessing {result.preprocessing_reason}")
     typer.echo(
         f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB) in {result.seconds:.0f}s: "
         f"{len(info.layers)} outputs match {result.reference} (max relative error {result.max_relative:.1e}, "
-        f"tolerance {result.tolerance:g}); input RGB 0..255 {info.height}x{info.width}, "
+        f"tolerance {result.tolerance:g}); input RGB 0..255 {info.height}x{info.width}"
+        f"{f' ({result.size_reason})' if result.size_reason else ''}"
+        f"{', gray for its one channel' if info.preprocessing.gray else ''}, "
         f"{len(info.feature_maps)} feature maps"
     )
 

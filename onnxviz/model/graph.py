@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, helper, numpy_helper
 
-from onnxviz.model.info import Preprocessing
+from onnxviz.model.info import GRAY, Preprocessing
 
 PREFIX = "onnxviz_"
 LAYOUTS = ("NCHW", "NHWC")
@@ -177,7 +177,8 @@ def constants(graph: GraphProto) -> tuple[dict[str, TensorProto], dict[str, Node
 def prepend_preprocessing(model: ModelProto, prep: Preprocessing, network_layout: str) -> ModelProto:
     """Make the model take RGB 0..255 float32 NHWC `[N, H, W, 3]` under its input's name.
 
-    Adds, as needed: Gather (RGB -> BGR on the last axis), Mul by `scale / std`, Add of
+    Adds, as needed: Gather (RGB -> BGR on the last axis) or, for a one-channel network
+    (`prep.gray`), a MatMul by the gray weights (`info.GRAY`), Mul by `scale / std`, Add of
     `-mean / std`, and a Transpose to NCHW for an NCHW network; they feed what the
     network read before. With `prep.is_identity` and an NHWC network no node is added.
     The batch dimension becomes symbolic "N"; height and width stay as declared.
@@ -195,23 +196,26 @@ def prepend_preprocessing(model: ModelProto, prep: Preprocessing, network_layout
     if net_in.type.tensor_type.elem_type != TensorProto.FLOAT or dims is None or len(dims) != 4:
         raise ValueError(f"input {net_in.name!r} must be a float32 tensor of rank 4")
     channels = dims[1] if layout == "NCHW" else dims[3]
-    if isinstance(channels, int) and channels != 3:
-        raise ValueError(f"input {net_in.name!r} has {channels} channels in {layout} layout, not 3")
+    want = 1 if prep.gray else 3
+    if isinstance(channels, int) and channels != want:
+        raise ValueError(f"input {net_in.name!r} has {channels} channels in {layout} layout, not {want}")
     height, width = (dims[2], dims[3]) if layout == "NCHW" else (dims[1], dims[2])
     name = net_in.name
     new_input = helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", height, width, 3])
     new_input.doc_string = "RGB pixels 0..255, NHWC"
 
     scale = np.asarray(prep.scale, np.float64)
-    mean = np.broadcast_to(np.asarray(prep.mean, np.float64), (3,))
-    std = np.broadcast_to(np.asarray(prep.std, np.float64), (3,))
+    mean = np.broadcast_to(np.asarray(prep.mean, np.float64), (3,))[:want]
+    std = np.broadcast_to(np.asarray(prep.std, np.float64), (3,))[:want]
     if np.any(std == 0):
         raise ValueError(f"std must not be 0: {prep.std}")
     mul = (scale / std).astype(np.float32)
     add = (-mean / std).astype(np.float32)
 
     steps: list[tuple[str, list[np.ndarray], dict]] = []  # op, constant inputs, attributes
-    if prep.bgr:
+    if prep.gray:
+        steps.append(("MatMul", [np.asarray(GRAY, np.float32).reshape(3, 1)], {}))
+    elif prep.bgr:
         steps.append(("Gather", [np.array([2, 1, 0], np.int64)], {"axis": 3}))
     if np.any(mul != 1):
         steps.append(("Mul", [mul], {}))

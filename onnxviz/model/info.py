@@ -6,7 +6,8 @@ Every file written by `onnxviz export` takes RGB pixels 0..255, float32, NHWC
 - `onnxviz.version`: the onnxviz version that wrote the file (its presence marks the file)
 - `onnxviz.source`: what it was made from (`keras.applications.VGG16`, a path)
 - `onnxviz.input`: `{"name", "height", "width", "layout": "NHWC", "color": "RGB", "range": [0, 255]}`
-- `onnxviz.preprocessing`: how pixels were turned into the network's input (folded in)
+- `onnxviz.preprocessing`: how pixels were turned into the network's input (folded in);
+  `"gray": true` for one-channel networks, fed the gray of the RGB pixels first
 - `onnxviz.resize`: how photos are brought to the input size, when the source says
   (`{"mode": "shorter", "size": 256, "crop": "center"}`: torchvision's Resize + CenterCrop)
 - `onnxviz.layer.000`, `onnxviz.layer.001`, ...: the exposed outputs in network order, one
@@ -50,20 +51,35 @@ class LayerInfo:
         return self.layout == "NCHW" and len(self.shape) == 4
 
 
+# Gray from RGB as ITU-R BT.601 luma, the weights PIL's convert("L") and OpenCV's cvtColor use.
+GRAY = (0.299, 0.587, 0.114)
+
+
 @dataclass
 class Preprocessing:
-    """`y = (x[..., order] * scale - mean) / std`, x being RGB 0..255; `bgr` reverses the channels."""
+    """`y = (x[..., order] * scale - mean) / std`, x being RGB 0..255; `bgr` reverses the channels.
+
+    With `gray` (one-channel networks) x is first the gray of the RGB pixels (`gray_of`), one
+    channel, and the first mean and std apply to it."""
 
     mode: str = "none"  # caffe | tf | torch | none | custom
     scale: float = 1.0
     mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     bgr: bool = False
+    gray: bool = False
 
     @property
     def is_identity(self) -> bool:
-        return (not self.bgr and self.scale == 1.0 and all(m == 0 for m in self.mean)
+        return (not self.bgr and not self.gray and self.scale == 1.0 and all(m == 0 for m in self.mean)
                 and all(s == 1 for s in self.std))
+
+
+def gray_of(rgb: Any) -> Any:
+    """`[..., 3]` RGB -> `[..., 1]` gray, in float32 (numpy)."""
+    import numpy as np
+
+    return np.asarray(rgb, np.float32) @ np.asarray(GRAY, np.float32).reshape(3, 1)
 
 
 # Keras' `preprocess_input` modes, as the parameters above.

@@ -92,7 +92,8 @@ def test_a_failed_check_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_source, "_reference", off_by_one)
     out = tmp_path / "new" / "out.onnx"
     with pytest.raises(ValidationError, match=r"^2 of 2 outputs differ from ONNX Runtime running the source model "
-                                              r"beyond relative 0.0001: r \(.*\), scores \(.*\); nothing was written$"):
+                                              r"beyond relative 0.0001 and beyond 4x what rounding moves them by: "
+                                              r"r \(.*; rounding moves it .*\), scores \(.*\); nothing was written$"):
         onnxviz.export(src, out)
     assert not (tmp_path / "new").exists()
 

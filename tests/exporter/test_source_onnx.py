@@ -302,7 +302,10 @@ def test_a_model_without_4d_feature_maps(tmp_path):
 
 @pytest.mark.parametrize("shape,elem,layout,message", [
     ([1, 3, 8, 3], TensorProto.FLOAT, None, r"cannot tell whether input 'x' \[1, 3, 8, 3\] .* give layout nchw or nhwc"),
-    ([1, 1, 8, 8], TensorProto.FLOAT, None, r"\[1, 1, 8, 8\], with no axis of 3 channels"),
+    ([1, 4, 8, 8], TensorProto.FLOAT, None, r"is \[1, 4, 8, 8\]: 4 channels; onnxviz feeds RGB images to 3-channel "
+                                            r"inputs and their gray conversion to 1-channel inputs, not 4 channels$"),
+    ([1, 2, "h", "w"], TensorProto.FLOAT, None, r"is \[1, 2, h, w\]: 2 channels;"),
+    (["n", "h", "w", 4], TensorProto.FLOAT, None, r"is \[n, h, w, 4\]: 4 channels;"),
     ([1, 3, 8, 8], TensorProto.FLOAT16, None, r"input 'x' of .* is float16\[1, 3, 8, 8\]; onnxviz needs a float32"),
     ([1, 3, 8, 8], TensorProto.FLOAT, "nhwc", r"in NHWC layout that is 8 channels"),
     ([1, 3, 8, 8], TensorProto.FLOAT, "chw", r"layout 'chw' is not one of nchw, nhwc"),

@@ -10,6 +10,7 @@ source means adding a module here and a line to `adapters()`; the pipeline stays
 - `keras_files.py`: loading Keras files, Keras 2 era `.h5` files included
 - `keras_apps.py`: the `keras.applications` table, and recognising one inside a model
 - `onnx.py`: ONNX files and `onnx.ModelProto` objects
+- `tflite.py`: `.tflite` files (float and int8), converted with tf2onnx, checked against TFLite's interpreter
 """
 from __future__ import annotations
 
@@ -24,15 +25,16 @@ def adapters() -> list[type[Adapter]]:
     first that claims it reads it; a keras.applications name claims any other name)."""
     from onnxviz.exporter.sources.keras import KerasApplication, KerasFile, KerasModel
     from onnxviz.exporter.sources.onnx import OnnxFile, OnnxProto
+    from onnxviz.exporter.sources.tflite import TfliteFile
 
-    return [OnnxFile, OnnxProto, KerasFile, KerasModel, KerasApplication]
+    return [OnnxFile, OnnxProto, TfliteFile, KerasFile, KerasModel, KerasApplication]
 
 
 def open_source(source: Any) -> Adapter:
-    """The adapter for a name, a path, a `keras.Model` or an `onnx.ModelProto`."""
+    """The adapter for a name, a path, a `keras.Model` or an `onnx.ModelProto`: the first that claims it."""
     for adapter in adapters():
         if adapter.claims(source):
             return adapter.open(source)
     kind = type(source)
-    raise OptionError(f"{{source}} must be a keras.applications name, a .keras/.h5/.onnx path, a keras.Model or "
-                      f"an onnx.ModelProto; got a {kind.__module__}.{kind.__name__}", params=("source",))
+    raise OptionError(f"{{source}} must be a keras.applications name, a .keras/.h5/.onnx path, a .tflite path, a "
+                      f"keras.Model or an onnx.ModelProto; got a {kind.__module__}.{kind.__name__}", params=("source",))

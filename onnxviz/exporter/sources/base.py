@@ -32,7 +32,7 @@ class ExportOptions:
     given to a source it does not apply to is an error, never ignored."""
 
     weights: str | None = None  # "imagenet" | "none" | a weights file
-    input_size: int | tuple[int, int] | None = None  # N (square) or (height, width)
+    input_size: int | str | tuple[int, int] | None = None  # N (square), (height, width) or "HxW"
     alpha: float | None = None  # MobileNets' width multiplier
     include_top: bool = True  # keras.applications: keep the classifier
     layers: list[str] = field(default_factory=list)  # globs
@@ -88,6 +88,10 @@ class Built:
     notes: list[str] = field(default_factory=list)  # what a user should know about this export
     timings: dict[str, float] = field(default_factory=dict)
     resize: str | None = None  # how photos are resized for the file (images.resize_image), when the source says
+    size_reason: str = ""  # where height x width came from, in words: "fixed in the model's input", ...
+    # Per output, the smallest step the source's own tensor takes (a quantized tensor's scale):
+    # the file may differ from the source by that much wherever the two round differently.
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 class Adapter(ABC):
@@ -133,13 +137,47 @@ class Adapter(ABC):
         input_size_pair(options.input_size)
 
 
-def input_size_pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    """`input_size` as (height, width): N is N x N; None stays None."""
+def input_size_pair(size: int | str | Sequence[int] | None) -> tuple[int, int] | None:
+    """`input_size` as (height, width): N is N x N, "HxW" or (H, W) is H x W; None stays None."""
     if size is None:
         return None
+    if isinstance(size, str):
+        import re
+
+        match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", size)
+        if match is None:
+            shown = size.replace("{", "{{").replace("}", "}}")
+            raise OptionError(f"{{input_size}} takes N or HxW (e.g. 224 or 48x192), got '{shown}'",
+                              params=("input_size",))
+        size = (int(match.group(1)), int(match.group(2) or match.group(1)))
     sizes = list(size) if isinstance(size, (tuple, list)) else [size]
     if not (len(sizes) in (1, 2) and all(
             isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in sizes)):
-        raise OptionError(f"{{input_size}} must be a positive number of pixels (or height, width), got {size!r}",
-                          params=("input_size",))
+        shown = "x".join(map(str, sizes)) if all(isinstance(v, (int, np.integer)) for v in sizes) else repr(size)
+        raise OptionError(f"{{input_size}} {shown} is not a size: height and width are whole numbers of pixels, at "
+                          f"least 1; give N or HxW (e.g. 224 or 48x192)", params=("input_size",))
     return (int(sizes[0]), int(sizes[-1]))
+
+
+GRAY_REASON = "its one channel gets the gray of the RGB pixels first (0.299 R + 0.587 G + 0.114 B)"
+
+
+def for_one_channel(prep: Preprocessing, where: str) -> Preprocessing:
+    """The preprocessing of a one-channel network: its gray computed from RGB first, then one mean
+    and one std. Refused where it asks for channel order or differs per channel."""
+    from dataclasses import replace
+
+    if prep.bgr:
+        raise OptionError(f"{where} takes one channel, computed as the gray of the RGB pixels: a BGR channel order "
+                          f"does not apply to it; leave out {{bgr}} (and presets that swap channels, such as caffe)",
+                          params=("bgr",))
+    if len(set(prep.mean)) > 1 or len(set(prep.std)) > 1:
+        raise OptionError(f"{where} takes one channel: give one {{mean}} and one {{std}}, not one per colour "
+                          f"(got mean {prep.mean}, std {prep.std}{f', preset {prep.mode}' if prep.mode != 'custom' else ''})",
+                          params=("mean", "std"))
+    return replace(prep, gray=True)
+
+
+def size_text(height: int, width: int) -> str:
+    """224 for a square, 48x192 otherwise: how `input_size` is written on the command line."""
+    return str(height) if height == width else f"{height}x{width}"

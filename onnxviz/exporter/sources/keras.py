@@ -24,9 +24,10 @@ import numpy as np
 
 from onnxviz.run.tensordiff import diff_tensor
 from onnxviz.errors import ModelError, OnnxvizError, OptionError, ValidationError
-from onnxviz.model.info import KERAS_MODES, LayerInfo, Preprocessing
+from onnxviz.model.info import KERAS_MODES, LayerInfo, Preprocessing, gray_of
 from onnxviz.model.selection import Candidate, select
-from onnxviz.exporter.sources.base import EVERY_SOURCE, Adapter, Built, ExportOptions, Progress
+from onnxviz.exporter.sources.base import (
+    EVERY_SOURCE, GRAY_REASON, Adapter, Built, ExportOptions, Progress, for_one_channel, input_size_pair, size_text)
 from onnxviz.exporter.sources.keras_apps import APPLICATIONS, Application, recognise, resolve_application
 from onnxviz.exporter.sources.keras_files import SUFFIXES, LoadedModel, check_keras_file, load_model_file
 
@@ -107,8 +108,9 @@ def build_application(app: Application, opts: ExportOptions):
     if not opts.include_top:
         kwargs["include_top"] = False
     if opts.input_size is not None or not opts.include_top:
-        size = opts.input_size or app.size  # without the classifier Keras would leave the size open
-        kwargs["input_shape"] = (size, size, 3)
+        # without the classifier Keras would leave the size open
+        height, width = input_size_pair(opts.input_size) or (app.size, app.size)
+        kwargs["input_shape"] = (height, width, 3)
     if opts.alpha is not None:
         if not app.alpha:
             with_alpha = sorted(n for n, a in APPLICATIONS.items() if a.alpha)
@@ -223,7 +225,8 @@ def _input_name(model) -> str:
     return name.split(":")[0] or "input"
 
 
-def _model_input_shape(model, opts: ExportOptions) -> tuple[int, int, int]:
+def _model_input_shape(model, opts: ExportOptions) -> tuple[tuple[int, int, int], str]:
+    """(height, width, channels) of the model's input, and where the size came from."""
     inputs = getattr(model, "inputs", None)
     if not inputs:
         raise ModelError("the model has no defined input; save it with an Input layer (keras.Input(shape=(H, W, 3)))")
@@ -233,16 +236,26 @@ def _model_input_shape(model, opts: ExportOptions) -> tuple[int, int, int]:
     if len(shape) != 4:
         raise ModelError(f"the model input has shape {shape}; onnxviz needs images [N, H, W, 3]")
     _, h, w, c = shape
-    if c != 3:
-        raise ModelError(f"the model input has {c} channels; onnxviz takes RGB images (3 channels, channels-last)")
+    if c not in (1, 3):
+        raise ModelError(f"the model input has {c} channels; onnxviz takes RGB images (3 channels, channels-last) "
+                         f"and one-channel (grayscale) models")
+    asked = input_size_pair(opts.input_size)
     if h is None or w is None:
-        if opts.input_size is None:
-            raise OptionError("the model takes images of any size; give one with {input_size}", params=("input_size",))
-        h = w = opts.input_size
-    elif opts.input_size is not None and (h, w) != (opts.input_size, opts.input_size):
-        raise OptionError(f"the model's input is fixed at {h}x{w}; leave out {{input_size}} or give {h}",
-                          params=("input_size",))
-    return int(h), int(w), 3
+        if asked is None:
+            raise OptionError("the model takes images of any size; give one with {input_size} (N or HxW)",
+                              params=("input_size",))
+        for have, want, what in ((h, asked[0], "height"), (w, asked[1], "width")):
+            if have is not None and have != want:
+                raise OptionError(f"the model's input {what} is fixed at {have}; give {{input_size}} with {what} "
+                                  f"{have}", params=("input_size",))
+        h, w = asked
+        reason = "as given"
+    elif asked is not None and (h, w) != asked:
+        raise OptionError(f"the model's input is fixed at {h}x{w}; leave out {{input_size}} or give "
+                          f"{size_text(h, w)}", params=("input_size",))
+    else:
+        reason = "as given" if asked is not None else "fixed in the model's input"
+    return (int(h), int(w), int(c)), reason
 
 
 _CONVOLUTIONS = frozenset({"Conv2D", "DepthwiseConv2D", "SeparableConv2D"})
@@ -497,7 +510,10 @@ def _build(keras_model: Any, loaded: LoadedModel, prep: Preprocessing, reason: s
     from onnxviz.model.graph import rename_tensors
 
     tf, keras = _import_keras()
-    shape = _model_input_shape(keras_model, opts)
+    shape, size_reason = _model_input_shape(keras_model, opts)
+    if shape[2] == 1:
+        prep = for_one_channel(prep, source)
+        reason += f"; {GRAY_REASON}"
     inp, finals, traced = flatten_model(keras_model, shape)
     final_names = [t.name for t in traced if any(t.tensor is f for f in finals)]
     chosen = choose_traced(traced, final_names, opts.layers, opts.exclude, opts.skip_fused)
@@ -539,7 +555,7 @@ def _build(keras_model: Any, loaded: LoadedModel, prep: Preprocessing, reason: s
         prediction_is_probability=prediction[2] if prediction else True,
         classes=prediction[1] if prediction else None, labels=labels,
         keras=None if record.get("in_memory") else record, notes=notes,
-        timings={"build": build_s, "convert": convert_s},
+        timings={"build": build_s, "convert": convert_s}, size_reason=size_reason,
     )
 
 
@@ -558,7 +574,7 @@ def _prediction_layer(keras_model, traced, final_names, chosen) -> tuple[str, in
 
 def _keras_reference(keras, loaded: LoadedModel, flat, finals, chosen, four_d, prep: Preprocessing, record, probes):
     """Keras' own answer: Keras' own preprocess_input, then the model, per exposed layer."""
-    x = _keras_preprocess(keras, prep, record, probes.copy())
+    x = _keras_preprocess(keras, prep, record, gray_of(probes) if prep.gray else probes.copy())
     outs = flat.predict(x, batch_size=len(x), verbose=0)
     outs = outs if isinstance(outs, list) else [outs]
     ref = {t.name: (np.transpose(o, (0, 3, 1, 2)) if is4 else o) for t, o, is4 in zip(chosen, outs, four_d)}
@@ -625,7 +641,7 @@ def rebuild(info: Any, weights: bool = True) -> Any:
         loaded = load_model_file(path, keras)
         if weights and record.get("weights"):
             _load_weights(loaded.model, record["weights"], str(path))
-    inp, finals, traced = flatten_model(loaded.model, (info.height, info.width, 3))
+    inp, finals, traced = flatten_model(loaded.model, (info.height, info.width, 1 if info.preprocessing.gray else 3))
     by_name = {t.name: t for t in traced}
     missing = [layer.name for layer in info.layers if layer.name not in by_name]
     if missing:

@@ -8,9 +8,9 @@ TensorFlow is never imported.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 import onnx
@@ -32,11 +32,12 @@ from onnxviz.model.graph import (
     used_names,
 )
 from onnxviz.exporter.sources.onnx_batch import fixed_batch_of_one, free_batch
-from onnxviz.model.info import LayerInfo, Preprocessing
+from onnxviz.model.info import LayerInfo, Preprocessing, gray_of
 from onnxviz.exporter.sources.torch_names import apply_module_names, with_identity
 from onnxviz.exporter.presets import choose_preprocessing, choose_resize
 from onnxviz.model.selection import Candidate, select
-from onnxviz.exporter.sources.base import EVERY_SOURCE, Adapter, Built, ExportOptions, Progress
+from onnxviz.exporter.sources.base import (
+    EVERY_SOURCE, GRAY_REASON, Adapter, Built, ExportOptions, Progress, for_one_channel)
 
 MAX_BYTES = onnx.checker.MAXIMUM_PROTOBUF  # one protobuf file: 2 GiB
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
@@ -98,6 +99,9 @@ class OnnxInspection:
     prediction_output: str | None
     classes: int | None
     prediction_is_probability: bool
+    channels: int = 3  # the network input's: 3 (RGB) or 1 (gray)
+    size_reason: str = ""  # where height x width came from, in words
+    unlike_image: list[str] = field(default_factory=list)  # 4-D tensors left out of the default: not image-like
 
 
 # ---------------------------------------------------------------- public API
@@ -171,8 +175,18 @@ class OnnxProto(OnnxSource):
         return _build(self.model, where, options, say)
 
 
-def _build(model: ModelProto, where: str, opts: ExportOptions, say: Progress) -> Built:
-    """Pick the maps, give each an NCHW output; the source in ONNX Runtime is the reference."""
+# (prepared model, preprocessing, exposure plan, exposed names) -> RGB 0..255 batch -> each exposed tensor
+ReferenceFor = Callable[["_Prepared", Preprocessing, "dict[str, _Exposure]", "list[str]"],
+                        Callable[[np.ndarray], "dict[str, np.ndarray]"]]
+
+
+def _build(model: ModelProto, where: str, opts: ExportOptions, say: Progress, *,
+           tensors: Collection[str] | None = None, reference_for: ReferenceFor | None = None,
+           reference_name: str = "ONNX Runtime running the source model") -> Built:
+    """Pick the maps, give each an NCHW output; the source in ONNX Runtime is the reference.
+
+    A source converted to ONNX (TFLite) names the `tensors` it has (only those can be exposed:
+    others have no value in the source to check them against) and its own `reference_for`."""
     preset = choose_preprocessing(opts.preprocess, mean=opts.mean, std=opts.std, scale=opts.scale, bgr=opts.bgr)
     prep = preset or make_preprocessing(mean=opts.mean, std=opts.std, scale=opts.scale, bgr=opts.bgr)
     choose_resize(opts.preprocess, opts.resize, 224, 224)  # a bad value fails before any work
@@ -186,8 +200,11 @@ def _build(model: ModelProto, where: str, opts: ExportOptions, say: Progress) ->
         model, freed = free_batch(model)
         if freed:
             say(f"the model was exported for batch 1: {freed} reshape(s) made to keep any batch")
-    prepared = _prepare(model, where, opts.layout, opts.input_size, require_size=True)
+    prepared = _prepare(model, where, opts.layout, opts.input_size, require_size=True, tensors=tensors)
     insp = prepared.inspection
+    if insp.channels == 1:
+        prep = for_one_channel(prep, where)
+        reason += f"; {GRAY_REASON}"
     chosen = _select(prepared, opts.layers, opts.exclude, opts.op_types, where)
     exposed = _network_order(prepared, chosen + [o for o in insp.outputs if o not in chosen])
     say(f"exposing {len(exposed)} outputs ({sum(1 for n in exposed if n in prepared.maps)} feature maps); "
@@ -196,16 +213,21 @@ def _build(model: ModelProto, where: str, opts: ExportOptions, say: Progress) ->
     built = _expose(prepared.model, plan)
     _check(built, f"the exported model for {where}", "this is a bug in onnxviz; please report it")
 
+    def run_source(rgb: np.ndarray) -> dict[str, np.ndarray]:
+        return _reference(prepared, prep, plan, exposed, rgb, where)
+
+    run = reference_for(prepared, prep, plan, exposed) if reference_for is not None else run_source
+
     def reference(rgb: np.ndarray) -> dict[str, np.ndarray]:
         if one_by_one:
-            parts = [_reference(prepared, prep, plan, exposed, rgb[i:i + 1], where) for i in range(len(rgb))]
+            parts = [run(rgb[i:i + 1]) for i in range(len(rgb))]
             return {name: np.concatenate([p[name] for p in parts]) for name in exposed}
-        return _reference(prepared, prep, plan, exposed, rgb, where)
+        return run(rgb)
 
     return Built(
         model=built, input_name=insp.input_name, height=int(insp.height), width=int(insp.width),  # type: ignore[arg-type]
         layout=insp.layout, layers=[with_identity(plan[name].info, identities) for name in exposed], preprocessing=prep,
-        preprocessing_reason=reason, source=where, reference_name="ONNX Runtime running the source model",
+        preprocessing_reason=reason, source=where, reference_name=reference_name,
         reference=reference, prediction_output=insp.prediction_output,
         prediction_is_probability=insp.prediction_is_probability if insp.prediction_output else False,
         classes=insp.classes,
@@ -213,9 +235,17 @@ def _build(model: ModelProto, where: str, opts: ExportOptions, say: Progress) ->
                if insp.layout_inferred else []) + ([f"module names: {note}"] if note else [])
         + (["its 1000 classes have no names: if they are ImageNet's (torchvision's classifiers), give the labels "
             "'imagenet' (--labels imagenet) for the names shipped with onnxviz"]
-           if insp.classes == 1000 and opts.labels is None else []),
+           if insp.classes == 1000 and opts.labels is None else [])
+        + ([f"left out of the default selection, not laid out like the image: {_listed(insp.unlike_image, prepared)}"
+             f"; name them in the layers to show them anyway"] if insp.unlike_image and not opts.layers else []),
         resize=choose_resize(opts.preprocess, opts.resize, int(insp.height), int(insp.width)),  # type: ignore[arg-type]
+        size_reason=insp.size_reason,
     )
+
+
+def _listed(names: list[str], prepared: _Prepared) -> str:
+    shown = [f"{n} {[d for d in prepared.maps[n].shape[1:]]}" for n in names[:SHOWN]]
+    return ", ".join(shown) + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
 def make_preprocessing(*, mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
@@ -260,6 +290,7 @@ class _Prepared:
     producer: dict[str, tuple[int, NodeProto]]
     layouts: dict[str, str]
     maps: dict[str, OnnxLayer]  # every 4-D feature map by tensor name
+    tensors: Collection[str] | None = None  # the only tensors that may be exposed (a converted source's own)
 
 
 @dataclass
@@ -270,7 +301,7 @@ class _Exposure:
 
 
 def _prepare(model: ModelProto, where: str, layout: str | None, input_size: int | tuple[int, int] | None,
-             require_size: bool) -> _Prepared:
+             require_size: bool, tensors: Collection[str] | None = None) -> _Prepared:
     inputs = image_inputs(model.graph)
     if len(inputs) != 1:
         listed = ", ".join(f"'{v.name}' {_type_str(v.type)}" for v in inputs)
@@ -281,7 +312,12 @@ def _prepare(model: ModelProto, where: str, layout: str | None, input_size: int 
         raise ModelError(f"input '{inp.name}' of {where} is {_type_str(inp.type)}; onnxviz needs a float32 image "
                          f"input of rank 4 ([N, C, H, W] or [N, H, W, C])")
     net_layout, inferred = _layout(inp.name, dims, layout, where)
-    height, width = _size(inp.name, dims, net_layout, input_size, where, require_size)
+    channels = int(dims[1] if net_layout == "NCHW" else dims[3])  # type: ignore[arg-type]
+    stated = _stated_size(model)
+    height, width = _size(inp.name, dims, net_layout, input_size, where, require_size, stated)
+    size_reason = ("as given" if input_size is not None else "fixed in the model's input"
+                   if height is not None and None not in _fixed_size(dims, net_layout) else
+                   f"from the model's metadata imgsz {list(stated)}" if stated is not None else "")
     opset = next((e.version for e in model.opset_import if e.domain in ("", "ai.onnx")), 0)
     if opset < 7:
         raise ModelError(f"{where} uses ONNX opset {opset}; onnxviz needs opset 7 or later: convert it with "
@@ -291,9 +327,9 @@ def _prepare(model: ModelProto, where: str, layout: str | None, input_size: int 
         return value if value is not None else old
 
     if net_layout == "NCHW":
-        shape = ["N", 3, dim(height, dims[2]), dim(width, dims[3])]
+        shape = ["N", channels, dim(height, dims[2]), dim(width, dims[3])]
     else:
-        shape = ["N", dim(height, dims[1]), dim(width, dims[2]), 3]
+        shape = ["N", dim(height, dims[1]), dim(width, dims[2]), channels]
     fixed = set_input_shape(model, inp.name, shape)
     types = infer_types(fixed)
     graph = fixed.graph
@@ -303,6 +339,9 @@ def _prepare(model: ModelProto, where: str, layout: str | None, input_size: int 
         for name in dict.fromkeys(i for i in node.input if i):
             consumers.setdefault(name, []).append(node)
     outputs = [v.name for v in graph.output]
+    if require_size:  # every tensor export may expose gets its static shape, measured where inference stops
+        _measure_shapes(fixed, types, inp.name, shape, net_layout, outputs, where,
+                        always=None in _fixed_size(dims, net_layout))
     layouts = _layouts(graph, types, inp.name, net_layout)
 
     prediction, classes = _prediction(outputs[0], types)
@@ -316,15 +355,25 @@ def _prepare(model: ModelProto, where: str, layout: str | None, input_size: int 
             d = _dims(name, types)
             if not name or name == prediction or d is None or len(d) != 4 or _elem(name, types) not in FLOAT_TYPES:
                 continue
+            if tensors is not None and name not in tensors:
+                continue
             lay = layouts.get(name, net_layout)
             maps[name] = OnnxLayer(name, node.name, node.op_type, _nchw(d, lay), lay, False)
-    for node in graph.node:
-        if node.op_type not in FEATURE_OPS or node.domain not in ("", "ai.onnx") or node.output[0] not in maps:
-            continue
-        end = _chain_end(node.output[0], consumers, set(outputs), constants, maps)
+    unlike: list[str] = []  # 4-D tensors laid out unlike the image: left out of the default selection
+    if tensors is not None:  # a converted source's own tensors are its layers' outputs, activations included
+        ends = list(maps)
+    else:
+        ends = [_chain_end(node.output[0], consumers, set(outputs), constants, maps) for node in graph.node
+                if node.op_type in FEATURE_OPS and node.domain in ("", "ai.onnx") and node.output[0] in maps]
+    for end in ends:
         _, _, h, w = maps[end].shape
-        if not (h == 1 and w == 1):  # a global pool's [N, C, 1, 1] is a vector, not a map
-            maps[end].default = True
+        if h == 1 and w == 1:  # a global pool's [N, C, 1, 1] is a vector, not a map
+            continue
+        if height is not None and width is not None and not _image_like(h, w, height, width):
+            if end not in unlike:
+                unlike.append(end)
+            continue
+        maps[end].default = True
     if not maps:
         raise ModelError(f"{where} has no 4-D feature maps (no node makes a float tensor of rank 4); "
                          f"onnxviz shows the feature maps of convolutional networks")
@@ -333,37 +382,126 @@ def _prepare(model: ModelProto, where: str, layout: str | None, input_size: int 
         height=height if height is not None else _int_or_none(dims[2] if net_layout == "NCHW" else dims[1]),
         width=width if width is not None else _int_or_none(dims[3] if net_layout == "NCHW" else dims[2]),
         layers=list(maps.values()), outputs=outputs, prediction_output=prediction, classes=classes,
-        prediction_is_probability=probability,
+        prediction_is_probability=probability, channels=channels, size_reason=size_reason,
+        unlike_image=[n for n in unlike if not maps[n].default],
     )
-    return _Prepared(fixed, inspection, types, producer, layouts, maps)
+    return _Prepared(fixed, inspection, types, producer, layouts, maps, tensors)
+
+
+def _image_like(h: int | None, w: int | None, height: int, width: int) -> bool:
+    """Whether a [C, h, w] tensor is laid out like the image: a map no more than twice the input's
+    size on each side (a detection head's [1, 4, 2100] boxes per anchor is not)."""
+    return h is not None and w is not None and h <= 2 * height and w <= 2 * width
+
+
+def _stated_size(model: ModelProto) -> tuple[int, int] | None:
+    """The input size a model's metadata states (Ultralytics writes `imgsz: [320, 320]`)."""
+    import re
+
+    for prop in model.metadata_props:
+        if prop.key.lower() in ("imgsz", "img_size", "input_size", "image_size"):
+            numbers = [int(n) for n in re.findall(r"\d+", prop.value)]
+            if len(numbers) in (1, 2) and all(n > 0 for n in numbers):
+                return numbers[0], numbers[-1]
+    return None
+
+
+def _fixed_size(dims: list, layout: str) -> tuple[int | None, int | None]:
+    h, w = (dims[2], dims[3]) if layout == "NCHW" else (dims[1], dims[2])
+    return (h if isinstance(h, int) else None, w if isinstance(w, int) else None)
+
+
+def _measure_shapes(model: ModelProto, types: dict[str, TypeProto], input_name: str, shape: list, layout: str,
+                    outputs: list[str], where: str, always: bool) -> None:
+    """Static shapes for the 4-D float tensors and the outputs whose size shape inference leaves
+    open (a Reshape to a computed shape), measured by running the model once at its fixed size;
+    `types` is updated in place. With `always` (a size the graph leaves open) the model runs even
+    when nothing is open: a size it cannot run at is refused, naming one it can."""
+    from onnxviz.run.session import run_model
+
+    open_dims = [name for name, tp in types.items()
+                 if (name in outputs or (len(dims_of(tp) or ()) == 4 and _elem(name, types) in FLOAT_TYPES))
+                 and name != input_name and dims_of(tp) is not None
+                 and not all(isinstance(d, int) for d in (dims_of(tp) or [])[1:])]
+    height, width = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    if not open_dims and not always:
+        return
+    try:
+        values = run_model(_serialize(expose_outputs(model, list(dict.fromkeys(open_dims + outputs))), where),
+                           {input_name: np.zeros([1 if d == "N" else d for d in shape], np.float32)},
+                           what=f"{where} at {height}x{width}")
+    except ModelError as exc:
+        fits = _size_that_runs(model, input_name, shape, layout, where)
+        hint = f"; it runs at {fits[0]}x{fits[1]}, the next size up that is a multiple of {fits[2]}" if fits else ""
+        raise OptionError(f"{where} does not run at {{input_size}} {height}x{width}{hint}: {exc}",
+                          params=("input_size",)) from exc
+    for name in open_dims:
+        measured = values[name].shape
+        elem = types[name].tensor_type.elem_type
+        old = dims_of(types[name]) or []
+        types[name] = helper.make_tensor_type_proto(elem, [old[0] if old else "N", *measured[1:]])
+
+
+def _size_that_runs(model: ModelProto, input_name: str, shape: list, layout: str,
+                    where: str) -> tuple[int, int, int] | None:
+    """The nearest larger size that is a multiple of 8, 16, 32 or 64 at which the model runs, if any."""
+    from onnxviz.run.session import run_model
+
+    nchw = layout == "NCHW"
+    h, w = (shape[2], shape[3]) if nchw else (shape[1], shape[2])
+    if not (isinstance(h, int) and isinstance(w, int)):
+        return None
+    for step in (8, 16, 32, 64):
+        h2, w2 = -(-h // step) * step, -(-w // step) * step
+        if (h2, w2) == (h, w):
+            continue
+        trial = list(shape)
+        if nchw:
+            trial[2], trial[3] = h2, w2
+        else:
+            trial[1], trial[2] = h2, w2
+        sized = set_input_shape(model, input_name, trial)
+        try:
+            run_model(_serialize(sized, where), {input_name: np.zeros([1 if d == "N" else d for d in trial],
+                                                                      np.float32)}, what=where)
+        except ModelError:
+            continue
+        return h2, w2, step
+    return None
 
 
 def _layout(name: str, dims: list, layout: str | None, where: str) -> tuple[str, bool]:
+    """The input's layout: as given, else inferred from which axis holds 1 or 3 channels."""
     shape = _shape_str(dims)
     if layout is not None:
         chosen = layout.upper()
         if chosen not in LAYOUTS:
             raise OptionError(f"{{layout}} '{layout}' is not one of nchw, nhwc", params=("layout",))
         channels = dims[1] if chosen == "NCHW" else dims[3]
-        if isinstance(channels, int) and channels != 3:
+        if isinstance(channels, int) and channels not in (1, 3):
             raise OptionError(f"input '{name}' of {where} is {shape}: in {chosen} layout that is {channels} channels, "
-                             f"and onnxviz feeds RGB images (3 channels); check {{layout}}", params=("layout",))
+                              f"and onnxviz feeds RGB images (3 channels) or their gray (1 channel); check {{layout}}",
+                              params=("layout",))
+        if not isinstance(channels, int):
+            raise ModelError(f"input '{name}' of {where} is {shape}: in {chosen} layout its channels are not fixed; "
+                             f"onnxviz feeds 3-channel (RGB) or 1-channel (gray) inputs")
         return chosen, False
     c1, c3 = dims[1], dims[3]
-    if c1 == 3 and c3 != 3:
+    takes = (1, 3)
+    if c1 in takes and c3 not in takes:
         return "NCHW", True
-    if c3 == 3 and c1 != 3:
+    if c3 in takes and c1 not in takes:
         return "NHWC", True
-    if isinstance(c1, int) and isinstance(c3, int) and c1 != 3 and c3 != 3:
-        raise ModelError(f"input '{name}' of {where} is {shape}, with no axis of 3 channels; "
-                         f"onnxviz feeds RGB images to [N, 3, H, W] or [N, H, W, 3] inputs")
+    if c1 not in takes and c3 not in takes and (isinstance(c1, int) or isinstance(c3, int)):
+        count = c1 if isinstance(c1, int) and not (isinstance(c3, int) and c3 < c1) else c3
+        raise ModelError(f"input '{name}' of {where} is {shape}: {count} channels; onnxviz feeds RGB images to "
+                         f"3-channel inputs and their gray conversion to 1-channel inputs, not {count} channels")
     raise OptionError(f"cannot tell whether input '{name}' {shape} of {where} is NCHW or NHWC; "
                       f"give {{layout}} nchw or nhwc", params=("layout",))
 
 
 def _size(name: str, dims: list, layout: str, input_size: int | tuple[int, int] | None, where: str,
-          require: bool) -> tuple[int | None, int | None]:
-    h, w = (dims[2], dims[3]) if layout == "NCHW" else (dims[1], dims[2])
+          require: bool, stated: tuple[int, int] | None = None) -> tuple[int | None, int | None]:
     want: tuple[int, int] | None = None
     if input_size is not None:
         pair = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
@@ -371,16 +509,20 @@ def _size(name: str, dims: list, layout: str, input_size: int | tuple[int, int] 
             raise OptionError(f"{{input_size}} {input_size!r} is not a positive size; give e.g. 224 or (224, 224)",
                               params=("input_size",))
         want = (int(pair[0]), int(pair[1]))
-    fixed = (h if isinstance(h, int) else None, w if isinstance(w, int) else None)
+    fixed = _fixed_size(dims, layout)
     if want is None:
+        if None in fixed and stated is not None and all(f is None or f == s for f, s in zip(fixed, stated)):
+            return stated
         if None in fixed and require:
             raise OptionError(f"input '{name}' of {where} has a dynamic height or width ({_shape_str(dims)}); "
-                              f"give {{input_size}} (e.g. 224) to fix it", params=("input_size",))
+                              f"give {{input_size}} (e.g. 224 or 48x192) to fix it", params=("input_size",))
         return fixed
-    for have, asked in zip(fixed, want):
+    for have, asked, what in zip(fixed, want, ("height", "width")):
         if have is not None and have != asked:
-            raise OptionError(f"input '{name}' of {where} has a fixed size {_shape_str(dims)}; {{input_size}} "
-                              f"{want[0]}x{want[1]} does not fit it: leave it out", params=("input_size",))
+            takes = (f"it takes {fixed[0]}x{fixed[1]} only" if None not in fixed
+                     else f"its {what} is fixed at {have}")
+            raise OptionError(f"input '{name}' of {where} has a fixed size {_shape_str(dims)}: {{input_size}} "
+                              f"{want[0]}x{want[1]} does not fit it ({takes}); leave it out", params=("input_size",))
     return want
 
 
@@ -471,7 +613,8 @@ def _select(prepared: _Prepared, layers: list[str] | None, exclude: list[str] | 
             op_types: list[str] | None, where: str) -> list[str]:
     graph = prepared.model.graph
     maps = prepared.maps
-    candidates = [Candidate(o, (node.name,)) for node in graph.node for o in node.output if o]
+    candidates = [Candidate(o, (node.name,)) for node in graph.node for o in node.output
+                  if o and (prepared.tensors is None or o in prepared.tensors)]
     hint = f". Run 'onnxviz layers {where}' to see them all"
     default = list(maps) if op_types else [name for name, layer in maps.items() if layer.default]
     chosen = select(candidates, layers or (), (), default, where=where, hint=hint, listed=list(maps))
@@ -547,8 +690,11 @@ def _reference(prepared: _Prepared, prep: Preprocessing, plan: dict[str, _Exposu
     from onnxviz.run.session import run_model
 
     insp = prepared.inspection
-    x = rgb[..., ::-1] if prep.bgr else rgb
-    x = ((x * np.float32(prep.scale) - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32))
+    if prep.gray:
+        x = (gray_of(rgb) * np.float32(prep.scale) - np.float32(prep.mean[0])) / np.float32(prep.std[0])
+    else:
+        x = rgb[..., ::-1] if prep.bgr else rgb
+        x = ((x * np.float32(prep.scale) - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32))
     x = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if insp.layout == "NCHW" else x, dtype=np.float32)
     source = expose_outputs(prepared.model, exposed)
     want = run_model(_serialize(source, where), {insp.input_name: x}, what=f"the source model {where}")
