@@ -73,8 +73,13 @@ class TfliteFile(Adapter):
         proto, names = _name_after_tflite(proto, tensors)
         convert_s = time.perf_counter() - step
 
+        # Per tensor, what the file may differ by: one quantization step, or as much as TFLite's own
+        # kernels differ from its reference kernels on the same images (hybrid int8-weight kernels
+        # quantize activations on the fly, and differ from float arithmetic by that much).
+        steps = {name: t.step for name, t in tensors.items() if t.step}
+
         def reference_for(prepared, prep: Preprocessing, plan, exposed) -> Callable[[np.ndarray], dict]:
-            return _interpreter_reference(path, prepared.inspection.input_name, prep, plan, exposed, tensors)
+            return _interpreter_reference(path, prep, plan, exposed, tensors, steps)
 
         # TFLite models are NHWC, and the converter keeps their input so
         built = _build(proto, str(path), replace(options, layout="nhwc"), say, tensors=names,
@@ -82,8 +87,7 @@ class TfliteFile(Adapter):
         for layer in built.layers:  # the TFLite operator that made each tensor
             if layer.name in tensors:
                 layer.cls = tensors[layer.name].op
-        built.steps = {layer.name: tensors[layer.name].step for layer in built.layers
-                       if layer.name in tensors and tensors[layer.name].step}
+        built.steps = steps  # filled in further by each reference run
         built.timings["convert"] = convert_s
         return built
 
@@ -104,15 +108,17 @@ class _Tensor:
         return raw.astype(np.float32)
 
 
-def _interpreter(path: Path):
+def _interpreter(path: Path, reference_kernels: bool = False):
     from onnxviz.exporter.sources.keras import _import_keras
 
     tf, _ = _import_keras()
     import warnings
 
+    kind = tf.lite.experimental.OpResolverType
     with warnings.catch_warnings():  # tf.lite.Interpreter warns of its move to another package
         warnings.simplefilter("ignore")
-        return tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+        return tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+                                   experimental_op_resolver_type=kind.BUILTIN_REF if reference_kernels else kind.AUTO)
 
 
 def _tflite_tensors(path: Path) -> dict[str, _Tensor]:
@@ -207,12 +213,16 @@ def _name_after_tflite(model: ModelProto, tensors: dict[str, _Tensor]) -> tuple[
     return rename_tensors(model, {parked[old]: new for old, new in renames.items()}), holds
 
 
-def _interpreter_reference(path: Path, input_name: str, prep: Preprocessing, plan: dict, exposed: list[str],
-                           tensors: dict[str, _Tensor]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+def _interpreter_reference(path: Path, prep: Preprocessing, plan: dict, exposed: list[str],
+                           tensors: dict[str, _Tensor],
+                           steps: dict[str, float]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """RGB 0..255 batch -> every exposed tensor as TensorFlow's TFLite interpreter computes it
-    (preprocessing done in numpy, one image at a time, quantized tensors dequantized)."""
+    (preprocessing done in numpy, one image at a time, quantized tensors dequantized). Each run
+    also raises `steps[name]` to how far TFLite's reference kernels differ from it."""
     interpreter = _interpreter(path)
     interpreter.allocate_tensors()
+    plain = _interpreter(path, reference_kernels=True)
+    plain.allocate_tensors()
     (feed,) = interpreter.get_input_details()
     missing = [name for name in exposed if name not in tensors]
     if missing:
@@ -228,10 +238,14 @@ def _interpreter_reference(path: Path, input_name: str, prep: Preprocessing, pla
             x = x.transpose(0, 3, 1, 2)  # an NCHW input (rare in TFLite)
         out: dict[str, list[np.ndarray]] = {name: [] for name in exposed}
         for image in x:
-            interpreter.set_tensor(feed["index"], np.ascontiguousarray(image[None], dtype=feed["dtype"]))
-            interpreter.invoke()
+            for runner in (interpreter, plain):
+                runner.set_tensor(feed["index"], np.ascontiguousarray(image[None], dtype=feed["dtype"]))
+                runner.invoke()
             for name in exposed:
-                out[name].append(tensors[name].value(interpreter.get_tensor(tensors[name].index)))
+                value = tensors[name].value(interpreter.get_tensor(tensors[name].index))
+                other = tensors[name].value(plain.get_tensor(tensors[name].index))
+                steps[name] = max(steps.get(name, 0.0), float(np.abs(value.astype(np.float64) - other).max()))
+                out[name].append(value)
         values = {}
         for name in exposed:
             value = np.concatenate(out[name])
