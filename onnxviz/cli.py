@@ -79,7 +79,7 @@ def _numbers(value: Optional[str]) -> Optional[List[str]]:
 @app.command()
 @handles_errors
 def export(
-    model: str = typer.Argument(..., help="keras.applications name (vgg16, resnet50, mobilenet, ...), a .keras/.h5 file, or an .onnx file"),
+    model: str = typer.Argument(..., help="keras.applications name (vgg16, resnet50, mobilenet, ...), a .keras/.h5 file, an .onnx file or a .tflite file"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write (default models/<name>.onnx)"),
     weights: Optional[str] = typer.Option(None, help="applications: imagenet (default) or none; a weights file for applications and Keras files"),
     input_size: Optional[str] = typer.Option(None, help="input size, N (square) or HxW (e.g. 48x192), where the model "
@@ -102,10 +102,12 @@ def export(
     tolerance: Optional[float] = typer.Option(None, help="largest error allowed, relative to each layer's range "
                                               "(default 1e-4)"),
     op_types: Optional[str] = typer.Option(None, help="ONNX models: expose outputs of these op types, e.g. Conv,Relu,MaxPool,Concat"),
-    mean: Optional[str] = typer.Option(None, help="ONNX models: mean to subtract (after --scale), 1 or 3 numbers"),
-    std: Optional[str] = typer.Option(None, help="ONNX models: std to divide by, 1 or 3 numbers"),
-    scale: Optional[str] = typer.Option(None, help="ONNX models: factor applied to 0..255 pixels first, e.g. 1/255"),
-    bgr: bool = typer.Option(False, help="ONNX models: the network takes BGR"),
+    mean: Optional[str] = typer.Option(None, help="ONNX and TFLite models: mean to subtract (after --scale), 1 or 3 "
+                                       "numbers (1 for one-channel models, which get the gray of the pixels)"),
+    std: Optional[str] = typer.Option(None, help="ONNX and TFLite models: std to divide by, 1 or 3 numbers"),
+    scale: Optional[str] = typer.Option(None, help="ONNX and TFLite models: factor applied to 0..255 pixels first, "
+                                        "e.g. 1/255"),
+    bgr: bool = typer.Option(False, help="ONNX and TFLite models: the network takes BGR"),
     layout: Optional[str] = typer.Option(None, help="ONNX models: input layout nchw or nhwc (inferred when clear)"),
     labels: Optional[str] = typer.Option(None, help="class names: imagenet (the 1000 ImageNet classes, shipped), or a "
                                          "file with one per line or 'index,name'"),

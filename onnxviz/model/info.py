@@ -134,7 +134,7 @@ class ModelInfo:
                 "name": self.input_name, "height": self.height, "width": self.width,
                 "layout": "NHWC", "color": "RGB", "range": [0, 255], "dtype": "float32",
             }),
-            PREFIX + "preprocessing": _json(asdict(self.preprocessing)),
+            PREFIX + "preprocessing": _json(_preprocessing(self.preprocessing)),
             PREFIX + "predictions": _json({
                 "output": self.prediction_output, "probabilities": self.prediction_is_probability,
             }),
@@ -198,6 +198,14 @@ class ModelInfo:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{where} has damaged onnxviz metadata ({exc}); export it again") from exc
+
+
+def _preprocessing(prep: Preprocessing) -> dict[str, Any]:
+    """Its fields; `gray` only when set, so that files of RGB networks read as before."""
+    fields_ = asdict(prep)
+    if not fields_["gray"]:
+        del fields_["gray"]
+    return fields_
 
 
 def _json(value: Any) -> str:

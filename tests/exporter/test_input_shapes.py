@@ -247,3 +247,23 @@ def test_export_refuses_what_render_would_refuse_and_writes_nothing(tmp_path, mo
     with pytest.raises(OnnxvizError, match="^render says no$"):
         onnxviz.export(src, out, input_size=32)
     assert not (tmp_path / "new").exists()
+
+
+def test_every_command_and_the_api_take_a_non_square_file(tmp_path):
+    import cv2
+
+    src = tmp_path / "det.onnx"
+    onnx.save(detector(), src)
+    out = onnxviz.export(src, tmp_path / "wide.onnx", input_size="32x64").path
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(photos / f"p{i}.png"), np.random.default_rng(i).integers(0, 255, (90, 70, 3), dtype=np.uint8))
+    model = onnxviz.load(out)
+    maps = model.activations(photos / "p0.png")
+    assert maps["backbone.act"].shape == (1, 8, 16, 32)
+    for args in (["diff", str(out), str(photos / "p0.png"), "--providers", "cpu,cpu"],
+                 ["bench", str(out), "--providers", "cpu", "--batch-sizes", "1", "--runs", "2", "--warmup", "1"],
+                 ["atlas", str(out), str(photos), "-o", str(tmp_path / "atlas"), "--top", "2"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
