@@ -3,6 +3,7 @@ TensorFlow's converter, exported through tf2onnx, every map checked by the test 
 TFLite interpreter on its own; custom operators and files that are not TFLite refused."""
 from __future__ import annotations
 
+import importlib.util
 import warnings
 
 import numpy as np
@@ -14,8 +15,18 @@ import onnxviz
 from onnxviz.cli import app
 from onnxviz.errors import OnnxvizError
 
-tf = pytest.importorskip("tensorflow")
 runner = CliRunner()
+# TensorFlow is imported by the tests that use it, not when the module is collected: other tests
+# check that what they run never imports it.
+needs_tensorflow = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                      reason="TensorFlow is not installed (pip install 'onnxviz[export]')")
+pytestmark = needs_tensorflow
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
 
 
 def _keras_model(channels: int):
@@ -34,6 +45,7 @@ def _keras_model(channels: int):
 def tflite_files(tmp_path_factory):
     """float.tflite, int8.tflite (full integer, float input and output), gray.tflite (one channel)."""
     folder = tmp_path_factory.mktemp("tflite")
+    tf = _tf()
     keras = pytest.importorskip("keras")
     keras.utils.set_random_seed(0)
     files = {}
@@ -51,6 +63,7 @@ def tflite_files(tmp_path_factory):
 
 def interpreter_values(path, x):
     """Every op output of the TFLite model for NHWC input `x` (one image), dequantized, by name."""
+    tf = _tf()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         interpreter = tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
@@ -125,6 +138,8 @@ def test_a_file_that_is_not_tflite_is_refused_and_nothing_written(tmp_path):
 
 
 def test_custom_operators_are_refused_with_their_names(tmp_path):
+    tf = _tf()
+
     @tf.autograph.experimental.do_not_convert
     def forward(x):
         return tf.math.erfinv(tf.tanh(tf.nn.relu(x)) * 0.5)
