@@ -119,8 +119,8 @@ def test_tflite_takes_the_pixel_options_and_refuses_the_keras_ones(tmp_path, tfl
     result = runner.invoke(app, ["export", str(tflite_files["float"]), "--weights", "none", "-o",
                                  str(tmp_path / "o.onnx")])
     assert result.exit_code == 1 and result.stderr.strip().startswith(
-        "error: --weights does not apply to a TFLite model; a TFLite model takes --bgr, --exclude, --input-size, "
-        "--labels, --layers, --mean, --op-types, --preprocess, --resize, --scale, --std, --tolerance")
+        "error: --weights does not apply to a TFLite model; a TFLite model takes --bgr, --exclude, --external-data, "
+        "--input-size, --labels, --layers, --mean, --op-types, --preprocess, --resize, --scale, --std, --tolerance")
     fixed = runner.invoke(app, ["export", str(tflite_files["float"]), "--input-size", "32", "-o",
                                 str(tmp_path / "o.onnx")])
     assert fixed.exit_code == 1 and "does not fit it (it takes 16x16 only)" in fixed.stderr

@@ -138,7 +138,7 @@ def build_application(app: Application, opts: ExportOptions):
                 app.constructor, str(app.size))
             hint = (f"; with ImageNet weights and the classifier, {app.constructor} takes the sizes it has weights "
                     f"for: {sizes}; without the classifier ({{include_top}}) it takes other sizes, above its minimum")
-        raise OptionError(f"{app.constructor} cannot be built with {{input_size}} {opts.input_size}: "
+        raise OptionError(f"{app.constructor} cannot be built with {{input_size}} {size_text(height, width)}: "
                           f"{str(exc).splitlines()[0]}{hint}" if opts.input_size is not None else
                           f"{app.constructor} cannot be built that way: {str(exc).splitlines()[0]}",
                           params=("input_size", "include_top") if opts.input_size is not None else ()) from exc
