@@ -79,6 +79,7 @@ class Explainer:
         self._light = None
         self._spans: dict = {}
         self._sessions: dict[tuple[str, int, bool], object] = {}
+        self._heads: dict[tuple[str, int], object] = {}  # (layer, k): (session, fed tensor, its axes) or None
         self._logits: str | None = None
         self._classes: int | None = None
 
@@ -161,30 +162,116 @@ class Explainer:
                                                threads=self.threads, long_run=False, model_bytes=data)
         return self._sessions[key]
 
+    def head_session(self, layer: str, k: int):
+        """The Grad-CAM graph cut at `layer`: fed the layer's activations that the caller's own run
+        already computed, ONNX Runtime runs the head and its gradient, not the network a second time.
+        (session, fed tensor, axes from NCHW to it), or None when the head reads more of the network
+        than the layer (a skip connection around it): then `gradcam` runs the whole graph."""
+        key = (layer, k)
+        if key not in self._heads:
+            from onnx import helper
+
+            from onnxviz.explain.gradient import CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT
+            from onnxviz.model.protoscan import join
+            from onnxviz.run.session import open_session
+
+            model = self._graph(layer, k, False)
+            graph = model.graph
+            producers = {o: n for n in graph.node for o in n.output if o}
+            feedable = {layer: None}  # the exposed NCHW copy of an NHWC tensor: the head may read either
+            made = producers.get(layer)
+            if made is not None and made.op_type == "Transpose" and made.input[0]:
+                perm = next((list(a.ints) for a in made.attribute if a.name == "perm"), None)
+                if perm:
+                    feedable[made.input[0]] = [perm.index(i) for i in range(len(perm))]
+            constant = {t.name for t in graph.initializer}
+            fed: set[str] = set()
+            kept: set[int] = set()
+            index = {id(n): i for i, n in enumerate(graph.node)}
+            todo = [o.name for o in graph.output]
+            seen: set[str] = set()
+            cut = True
+            while todo and cut:
+                name = todo.pop()
+                if not name or name in seen:
+                    continue
+                seen.add(name)
+                if name in feedable:
+                    fed.add(name)
+                    continue
+                if name in constant:
+                    continue
+                node = producers.get(name)
+                if node is None or any(a.type in (5, 10) for a in node.attribute):  # a graph input, a subgraph
+                    cut = False
+                    break
+                kept.add(index[id(node)])
+                todo.extend(node.input)
+            if not cut or len(fed) != 1:
+                self._heads[key] = None
+                return None
+            feed = fed.pop()
+            nodes = [n for i, n in enumerate(graph.node) if i in kept]
+            used = {i for n in nodes for i in n.input}
+            inits = [t for t in graph.initializer if t.name in used]
+            del graph.node[:]
+            graph.node.extend(nodes)
+            del graph.initializer[:]
+            graph.initializer.extend(inits)
+            del graph.input[:]
+            graph.input.append(helper.make_tensor_value_info(feed, 1, None))  # float32
+            keep = {CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT, self.info.prediction_output}
+            outputs = [o for o in graph.output if o.name in keep]
+            del graph.output[:]
+            graph.output.extend(outputs)
+            spans = {name: span for name, span in self._spans.items() if name in used}
+            session = open_session(Path(f"{self.path.name} (Grad-CAM of {layer}, its head)"), self.provider,
+                                   threads=self.threads, long_run=False, model_bytes=join(model, self.path, spans))
+            self._heads[key] = (session, feed, feedable[feed])
+        return self._heads[key]
+
+    def gradcam_of_maps(self, maps: np.ndarray, layer: str, k: int, start: int = 0) -> CamBatch | None:
+        """Grad-CAM of the top `k` classes from `layer`'s activations `[n, C, h, w]` (NCHW, as the file
+        exposes them), through `head_session`; None when the head cannot be cut there."""
+        head = self.head_session(layer, k)
+        if head is None:
+            return None
+        session, feed, axes = head
+        values = np.asarray(maps, np.float32)
+        if axes is not None:
+            values = np.ascontiguousarray(values.transpose(axes))
+        return self._cam_batch(session.session.run(self._cam_names(), {feed: values}), len(maps), start)
+
+    def _cam_names(self) -> list[str]:
+        from onnxviz.explain.gradient import CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT
+
+        return [CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT] + ([self.info.prediction_output]
+                                                          if self.info.prediction_output else [])
+
+    def _cam_batch(self, values: list, n: int, start: int) -> CamBatch:
+        maps, picked, peak = values[0], values[1], values[2]
+        scores = None
+        if len(values) > 3:
+            flat = values[3].reshape(n, -1)
+            scores = np.take_along_axis(flat, picked, axis=1)
+        notes = [f"image {start + i}: the layer's activations are all zero, so its map is zero"
+                 for i in np.flatnonzero(peak == 0)]
+        return CamBatch(maps, picked, scores, notes)
+
     # ------------------------------------------------------------ running
 
     def gradcam(self, pixels: np.ndarray, layer: str, k: int, classes: np.ndarray | None = None,
                 start: int = 0) -> CamBatch:
         """Grad-CAM of a batch `[n, H, W, 3]` at `layer` for its top `k` classes, or for `classes` `[n, K]`;
         `start`: the first image's number in notes."""
-        from onnxviz.explain.gradient import CAM_OUTPUT, CLASSES_INPUT, CLASSES_OUTPUT, PEAK_OUTPUT
+        from onnxviz.explain.gradient import CLASSES_INPUT
 
         chosen = classes is not None
         session = self.session(layer, int(classes.shape[1]) if chosen else k, chosen)
         feeds = {session.input_name: np.asarray(pixels, np.float32)}
         if chosen:
             feeds[CLASSES_INPUT] = classes
-        names = [CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT] + ([self.info.prediction_output]
-                                                              if self.info.prediction_output else [])
-        values = session.session.run(names, feeds)
-        maps, picked, peak = values[0], values[1], values[2]
-        scores = None
-        if len(values) > 3:
-            flat = values[3].reshape(len(pixels), -1)
-            scores = np.take_along_axis(flat, picked, axis=1)
-        notes = [f"image {start + i}: the layer's activations are all zero, so its map is zero"
-                 for i in np.flatnonzero(peak == 0)]
-        return CamBatch(maps, picked, scores, notes)
+        return self._cam_batch(session.session.run(self._cam_names(), feeds), len(pixels), start)
 
 
 def eigencam_batch(maps: np.ndarray) -> CamBatch:

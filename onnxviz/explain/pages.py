@@ -109,10 +109,16 @@ class RenderExplainer:
 
     # ------------------------------------------------------------ per batch and per image
 
-    def batch(self, pixels: np.ndarray) -> CamBatch | None:
-        """The Grad-CAM of a batch's top classes (None without class activation maps)."""
+    def batch(self, pixels: np.ndarray, outputs: dict[str, np.ndarray]) -> CamBatch | None:
+        """The Grad-CAM of a batch's top classes (None without class activation maps): from the layer's
+        activations in `outputs` (the render's own run) through the head alone where the head can be cut
+        there, else by running the whole graph with its gradient on `pixels`."""
         if self.cam_layer is None:
             return None
+        if self.cam_layer in outputs:
+            cam = self.explainer.gradcam_of_maps(outputs[self.cam_layer], self.cam_layer, self.k)
+            if cam is not None:
+                return cam
         return self.explainer.gradcam(pixels, self.cam_layer, self.k)
 
     def image(self, write: Callable[[str, bytes], str], rgb: np.ndarray, cam: CamBatch | None, n: int,

@@ -328,7 +328,8 @@ class _Loop:
 
             self.explain = RenderExplainer(plan.model, plan.info, self.session.provider, ExplainOptions(
                 options.cam, options.cam_layer, options.parts, options.parts_layers), options.top_k)
-            self.outputs += [n for n in self.explain.layers if n not in self.outputs]
+            extra = self.explain.layers + ([self.explain.cam_layer] if self.explain.cam_layer else [])
+            self.outputs += [n for n in dict.fromkeys(extra) if n not in self.outputs]
         output = ensure_dir(plan.output)
         clean_stages(output)
         self.painter = Painter(plan.model, self.session, plan.chosen, options, output, filters_job, self.stop)
@@ -353,7 +354,7 @@ class _Loop:
                 continue
             t = time.perf_counter()
             outputs = self.session.run(item.pixels, self.outputs)
-            cam = self.explain.batch(item.pixels) if self.explain is not None else None
+            cam = self.explain.batch(item.pixels, outputs) if self.explain is not None else None
             infer_s = time.perf_counter() - t
             self.timings.inference += infer_s
             share = store.StageTimes(read=item.read_s / len(item.paths), inference=infer_s / len(item.paths))
