@@ -143,24 +143,28 @@ class Explainer:
     def session(self, layer: str, k: int, chosen: bool):
         key = (layer, k, chosen)
         if key not in self._sessions:
-            from onnx import TensorProto
-            from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
-
-            from onnxviz.model.protoscan import join
             from onnxviz.run.session import open_session
 
-            graph = self._graph(layer, k, chosen)
-            spans = dict(self._spans)
-            for tensor in graph.graph.initializer:  # weights in the data file: into the bytes ORT gets
-                if uses_external_data(tensor):
-                    load_external_data_for_tensor(tensor, str(self.path.parent))
-                    tensor.data_location = TensorProto.DEFAULT
-                    del tensor.external_data[:]
-                    spans.pop(tensor.name, None)
-            data = join(graph, self.path, spans)
             self._sessions[key] = open_session(Path(f"{self.path.name} (Grad-CAM of {layer})"), self.provider,
-                                               threads=self.threads, long_run=False, model_bytes=data)
+                                               threads=self.threads, long_run=False,
+                                               model_bytes=self._bytes(self._graph(layer, k, chosen)))
         return self._sessions[key]
+
+    def _bytes(self, graph) -> bytes:
+        """`graph` (made from the light model) serialized whole, weights included, for ONNX Runtime."""
+        from onnx import TensorProto
+        from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+        from onnxviz.model.protoscan import join
+
+        spans = dict(self._spans)
+        for tensor in graph.graph.initializer:  # weights in the data file: into the bytes ORT gets
+            if uses_external_data(tensor):
+                load_external_data_for_tensor(tensor, str(self.path.parent))
+                tensor.data_location = TensorProto.DEFAULT
+                del tensor.external_data[:]
+                spans.pop(tensor.name, None)
+        return join(graph, self.path, spans)
 
     def head_session(self, layer: str, k: int):
         """The Grad-CAM graph cut at `layer`: fed the layer's activations that the caller's own run
@@ -172,18 +176,27 @@ class Explainer:
             from onnx import helper
 
             from onnxviz.explain.gradient import CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT
-            from onnxviz.model.protoscan import join
             from onnxviz.run.session import open_session
 
             model = self._graph(layer, k, False)
             graph = model.graph
             producers = {o: n for n in graph.node for o in n.output if o}
-            feedable = {layer: None}  # the exposed NCHW copy of an NHWC tensor: the head may read either
-            made = producers.get(layer)
-            if made is not None and made.op_type == "Transpose" and made.input[0]:
-                perm = next((list(a.ints) for a in made.attribute if a.name == "perm"), None)
-                if perm:
-                    feedable[made.input[0]] = [perm.index(i) for i in range(len(perm))]
+            # The layer's values may come through Transposes (an exposed NCHW copy of the NHWC tensor a
+            # Keras head reads, or of the NCHW tensor an exporter transposed): feed the first tensor of
+            # that chain, holding the same values, so that whatever the head reads of it (its shape
+            # included) comes from the fed tensor, and the graph remakes the copies.
+            feed, axes = layer, [0, 1, 2, 3]
+            while True:
+                made = producers.get(feed)
+                if made is None or made.op_type not in ("Transpose", "Identity") or not made.input[0]:
+                    break
+                if made.op_type == "Transpose":
+                    perm = next((list(a.ints) for a in made.attribute if a.name == "perm"), None)
+                    if not perm or len(perm) != 4:
+                        break
+                    axes = [axes[perm.index(i)] for i in range(4)]
+                feed = made.input[0]
+            feedable = {feed: None if axes == [0, 1, 2, 3] else axes}
             constant = {t.name for t in graph.initializer}
             fed: set[str] = set()
             kept: set[int] = set()
@@ -224,9 +237,8 @@ class Explainer:
             outputs = [o for o in graph.output if o.name in keep]
             del graph.output[:]
             graph.output.extend(outputs)
-            spans = {name: span for name, span in self._spans.items() if name in used}
             session = open_session(Path(f"{self.path.name} (Grad-CAM of {layer}, its head)"), self.provider,
-                                   threads=self.threads, long_run=False, model_bytes=join(model, self.path, spans))
+                                   threads=self.threads, long_run=False, model_bytes=self._bytes(model))
             self._heads[key] = (session, feed, feedable[feed])
         return self._heads[key]
 
