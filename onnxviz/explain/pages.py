@@ -24,6 +24,9 @@ from onnxviz.model.info import LayerInfo, ModelInfo
 
 CAM_CLASSES = 3  # maps per image: the top 3 classes (at most render's top_k)
 STRONGEST = 6  # channels listed per part
+# Render's default parts layers leave out the stages of more positions than this (VGG16's 224 x 224 and
+# 112 x 112: 300 s of factorization for 100 photos, benchmarks/RESULTS.md 26.1); --parts-layers chooses any.
+PARTS_MAX_POSITIONS = 56 * 56
 # The parts on an image's page take at most this many sweeps (the API's and the run page's up to 200,
 # until they converge): fewer sweeps, a slightly larger error, which the page shows as it is.
 RENDER_SWEEPS = 30
@@ -76,15 +79,18 @@ class RenderExplainer:
             try:
                 self.k = min(self.k, self.explainer.classes)
                 self.cam_layer = options.cam_layer or self.explainer.default_layer()
-                self.explainer.session(self.cam_layer, self.k, False)  # a head it cannot differentiate fails here
+                # a head it cannot differentiate fails here; the head alone where it can be cut at the layer
+                if self.explainer.head_session(self.cam_layer, self.k) is None:
+                    self.explainer.session(self.cam_layer, self.k, False)
             except HeadError as exc:
                 self.cam_layer, self.cam_note = None, f"no class activation maps: {exc}"
         self.parts_layers: list[LayerInfo] = []
         if options.parts:
             if options.parts_layers:
                 chosen = select_layers(info, options.parts_layers, where)
-            else:
-                chosen = default_layers(info)
+            else:  # one layer per stage, from the first of at most 56 x 56 positions on
+                chosen = [layer for layer in default_layers(info) if not isinstance(layer.shape[2], int)
+                          or not isinstance(layer.shape[3], int) or layer.shape[2] * layer.shape[3] <= PARTS_MAX_POSITIONS]
             # a layer of fewer channels or positions than parts is factorized into as many as it has (at least 2)
             self.parts_layers = [layer for layer in chosen if isinstance(layer.shape[2], int)
                                  and min(layer.shape[2] * layer.shape[3], int(layer.shape[1])) >= 2]
