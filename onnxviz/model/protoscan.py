@@ -12,6 +12,7 @@ has nodes, the external-data entries) from the wire format alone, without import
 """
 from __future__ import annotations
 
+import contextlib
 import mmap
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
@@ -100,34 +101,41 @@ def _entry(buf, start: int, end: int) -> tuple[str, str]:
     return key, value
 
 
-def outline(path: Path) -> Outline:
-    """The metadata, node and opset counts and external-data entries of the ONNX file `path`,
-    from the wire format (raises ValueError, or OSError, for a file that is not one)."""
-    found = Outline()
+@contextlib.contextmanager
+def _mapped(path: Path):
+    """The bytes of the file `path`, memory-mapped (ValueError for an empty file)."""
     with open(path, "rb") as fh:
         if fh.seek(0, 2) == 0:
             raise ValueError("empty file")
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            for field, _, start, stop in _fields(buf, 0, len(buf)):
-                if field == _MODEL_METADATA:
-                    key, value = _entry(buf, start, stop)
-                    found.props[key] = value
-                elif field == _MODEL_OPSET_IMPORT:
-                    found.opsets += 1
-                elif field == _MODEL_GRAPH:
-                    for f, _, s, e in _fields(buf, start, stop):
-                        if f == _GRAPH_NODE:
-                            found.nodes += 1
-                        elif f == _GRAPH_INITIALIZER:
-                            entries, location = {}, 0
-                            for tf, _, ts, te in _fields(buf, s, e):
-                                if tf == _TENSOR_EXTERNAL_DATA:
-                                    key, value = _entry(buf, ts, te)
-                                    entries[key] = value
-                                elif tf == _TENSOR_DATA_LOCATION:
-                                    location = _varint(buf, ts)[0]
-                            if location == _EXTERNAL:
-                                found.external.append(entries)
+            yield buf
+
+
+def outline(path: Path) -> Outline:
+    """The metadata, node and opset counts and external-data entries of the ONNX file `path`,
+    from the wire format (raises ValueError, or OSError, for a file that is not one)."""
+    found = Outline()
+    with _mapped(path) as buf:
+        for field, _, start, stop in _fields(buf, 0, len(buf)):
+            if field == _MODEL_METADATA:
+                key, value = _entry(buf, start, stop)
+                found.props[key] = value
+            elif field == _MODEL_OPSET_IMPORT:
+                found.opsets += 1
+            elif field == _MODEL_GRAPH:
+                for f, _, s, e in _fields(buf, start, stop):
+                    if f == _GRAPH_NODE:
+                        found.nodes += 1
+                    elif f == _GRAPH_INITIALIZER:
+                        entries, location = {}, 0
+                        for tf, _, ts, te in _fields(buf, s, e):
+                            if tf == _TENSOR_EXTERNAL_DATA:
+                                key, value = _entry(buf, ts, te)
+                                entries[key] = value
+                            elif tf == _TENSOR_DATA_LOCATION:
+                                location = _varint(buf, ts)[0]
+                        if location == _EXTERNAL:
+                            found.external.append(entries)
     return found
 
 
@@ -330,23 +338,20 @@ def scan_graph(path: Path) -> GraphScan:
     from the wire format without importing `onnx` (raises ValueError or OSError for a file that
     is not one). No tensor's values are read."""
     found = GraphScan()
-    with open(path, "rb") as fh:
-        if fh.seek(0, 2) == 0:
-            raise ValueError("empty file")
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            for field, _, start, stop in _fields(buf, 0, len(buf)):
-                if field == _MODEL_METADATA:
-                    key, value = _entry(buf, start, stop)
-                    found.props[key] = value
-                elif field == _MODEL_GRAPH:
-                    for f, _, s, e in _fields(buf, start, stop):
-                        if f == _GRAPH_NODE:
-                            found.nodes.append(_node(buf, s, e))
-                        elif f == _GRAPH_INITIALIZER:
-                            tensor = _tensor(buf, s, e)
-                            found.initializers[tensor.name] = tensor
-                        elif f == _GRAPH_INPUT:
-                            found.inputs += [_text(buf, vs, ve) for vf, _, vs, ve in _fields(buf, s, e) if vf == 1]
+    with _mapped(path) as buf:
+        for field, _, start, stop in _fields(buf, 0, len(buf)):
+            if field == _MODEL_METADATA:
+                key, value = _entry(buf, start, stop)
+                found.props[key] = value
+            elif field == _MODEL_GRAPH:
+                for f, _, s, e in _fields(buf, start, stop):
+                    if f == _GRAPH_NODE:
+                        found.nodes.append(_node(buf, s, e))
+                    elif f == _GRAPH_INITIALIZER:
+                        tensor = _tensor(buf, s, e)
+                        found.initializers[tensor.name] = tensor
+                    elif f == _GRAPH_INPUT:
+                        found.inputs += [_text(buf, vs, ve) for vf, _, vs, ve in _fields(buf, s, e) if vf == 1]
     return found
 
 
