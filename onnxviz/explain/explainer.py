@@ -71,8 +71,13 @@ def check_classes(classes: object, n_images: int, n_classes: int) -> np.ndarray:
 class Explainer:
     """Grad-CAM graphs of one onnxviz file, opened on `provider` when first asked for."""
 
-    def __init__(self, path: Path, info: ModelInfo, provider: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, path: Path, info: ModelInfo, provider: str = "auto", threads: int | None = None, *,
+                 long_run: bool = False, spinning: bool | None = None) -> None:
+        """`long_run`, `spinning`: as for `session.open_session`; a render of many batches opens its
+        Grad-CAM head for a long run (VGG16's: 1.7 s more to open, then 0.08-0.12 s a batch of 4 instead
+        of 0.20-0.24 s, its 400 MB classifier weights repacked once)."""
         self.path = Path(path)
+        self.long_run, self.spinning = long_run, spinning
         self.info = info
         self.provider = provider
         self.threads = threads
@@ -143,28 +148,20 @@ class Explainer:
     def session(self, layer: str, k: int, chosen: bool):
         key = (layer, k, chosen)
         if key not in self._sessions:
-            from onnxviz.run.session import open_session
-
-            self._sessions[key] = open_session(Path(f"{self.path.name} (Grad-CAM of {layer})"), self.provider,
-                                               threads=self.threads, long_run=False,
-                                               model_bytes=self._bytes(self._graph(layer, k, chosen)))
+            self._sessions[key] = self._open(f"Grad-CAM of {layer}", self._graph(layer, k, chosen))
         return self._sessions[key]
 
-    def _bytes(self, graph) -> bytes:
-        """`graph` (made from the light model) serialized whole, weights included, for ONNX Runtime."""
-        from onnx import TensorProto
-        from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
-
+    def _open(self, name: str, graph):
+        """An ORT session on `graph` (made from the light model): its inline weights joined back from the
+        file, its external data references kept, for ORT to read from the file's folder as it does for the
+        file itself (VGG16's head: 2.2 s to open instead of 9 s copying 553 MB of weights into the bytes)."""
         from onnxviz.model.protoscan import join
+        from onnxviz.run.session import open_session
 
-        spans = dict(self._spans)
-        for tensor in graph.graph.initializer:  # weights in the data file: into the bytes ORT gets
-            if uses_external_data(tensor):
-                load_external_data_for_tensor(tensor, str(self.path.parent))
-                tensor.data_location = TensorProto.DEFAULT
-                del tensor.external_data[:]
-                spans.pop(tensor.name, None)
-        return join(graph, self.path, spans)
+        spinning = {} if self.spinning is None else {"spinning": self.spinning}
+        return open_session(Path(f"{self.path.name} ({name})"), self.provider, threads=self.threads,
+                            long_run=self.long_run, model_bytes=join(graph, self.path, self._spans),
+                            data_folder=self.path.parent, **spinning)
 
     def head_session(self, layer: str, k: int):
         """The Grad-CAM graph cut at `layer`: fed the layer's activations that the caller's own run
@@ -176,7 +173,6 @@ class Explainer:
             from onnx import helper
 
             from onnxviz.explain.gradient import CAM_OUTPUT, CLASSES_OUTPUT, PEAK_OUTPUT
-            from onnxviz.run.session import open_session
 
             model = self._graph(layer, k, False)
             graph = model.graph
@@ -237,8 +233,7 @@ class Explainer:
             outputs = [o for o in graph.output if o.name in keep]
             del graph.output[:]
             graph.output.extend(outputs)
-            session = open_session(Path(f"{self.path.name} (Grad-CAM of {layer}, its head)"), self.provider,
-                                   threads=self.threads, long_run=False, model_bytes=self._bytes(model))
+            session = self._open(f"Grad-CAM of {layer}, its head", model)
             self._heads[key] = (session, feed, feedable[feed])
         return self._heads[key]
 

@@ -27,9 +27,10 @@ STRONGEST = 6  # channels listed per part
 # Render's default parts layers leave out the stages of more positions than this (VGG16's 224 x 224 and
 # 112 x 112: 300 s of factorization for 100 photos, benchmarks/RESULTS.md 26.1); --parts-layers chooses any.
 PARTS_MAX_POSITIONS = 56 * 56
-# The parts on an image's page take at most this many sweeps (the API's and the run page's up to 200,
-# until they converge): fewer sweeps, a slightly larger error, which the page shows as it is.
-RENDER_SWEEPS = 30
+# The parts on an image's page take this many accelerated sweeps of 3 passes (the API's and the run
+# page's up to 200 plain ones, until they converge): within 1.9% of the converged error on VGG16's and
+# ResNet50's default layers (benchmarks/RESULTS.md 28), which the page shows as it is.
+RENDER_SWEEPS, RENDER_PASSES = 10, 3
 JOINT_POSITIONS = 49  # the run page's layer has at least 7x7 positions where one has them
 JOINT_VALUES = 32 << 20  # the run's joint factorization holds at most this many activations
 FOLDER = "explain"
@@ -63,7 +64,7 @@ class RenderExplainer:
     """The explanations of one render run."""
 
     def __init__(self, model: Path, info: ModelInfo, provider: str, options: ExplainOptions, top_k: int,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, long_run: bool = False) -> None:
         from onnxviz.model.selection import default_layers, select_layers
 
         options.check()
@@ -72,7 +73,8 @@ class RenderExplainer:
         self.cam_layer: str | None = None
         self.cam_note: str | None = None
         self.k = max(1, min(CAM_CLASSES, top_k or CAM_CLASSES))
-        self.explainer = Explainer(model, info, provider, threads)
+        # the head runs beside render's drawing threads: its ORT threads do not spin either
+        self.explainer = Explainer(model, info, provider, threads, long_run=long_run, spinning=False)
         if options.cam_layer is not None:
             feature_layer(info, options.cam_layer, where, "cam_layer")
         if options.cam:
@@ -98,6 +100,7 @@ class RenderExplainer:
         self.joint: list[np.ndarray] = []  # the joint layer's maps of every image so far, in order
         self.joint_images: list[tuple[str, np.ndarray]] = []  # (folder, pixels) for its pictures
         self.lock = threading.Lock()
+        self.scale = _png(heat_scale())  # the colour scale's picture, beside every image's maps
 
     @property
     def layers(self) -> list[str]:
@@ -138,7 +141,7 @@ class RenderExplainer:
             entry["cam"] = {"note": self.cam_note}
         parts = []
         for layer in self.parts_layers:
-            found = factorize_maps(maps[layer.name][None], self._parts(layer), RENDER_SWEEPS)
+            found = factorize_maps(maps[layer.name][None], self._parts(layer), RENDER_SWEEPS, RENDER_PASSES)
             tops = found.maps.max(axis=(0, 2, 3))
             file = write(f"{FOLDER}/layer-{layer_index[layer.name]}.jpg", _jpeg(parts_overlay(rgb, found.maps[0], tops)))
             parts.append(self._parts_entry(layer, layer_index[layer.name], found, file, atlas))
@@ -160,7 +163,7 @@ class RenderExplainer:
                          "score": float(cam.scores[n, j]) if cam.scores is not None else None,
                          "max": float(m.max()), "file": file})
         entry = {"layer": self.cam_layer, "shape": list(cam.maps.shape[2:]), "method": "Grad-CAM", "maps": maps,
-                 "scale": write(f"{FOLDER}/scale.png", _png(heat_scale()))}
+                 "scale": write(f"{FOLDER}/scale.png", self.scale)}
         if not cam.maps[n].any():
             entry["note"] = ("every map is zero: the layer is zero for this image, or no position of it raises these "
                              "classes' logits")

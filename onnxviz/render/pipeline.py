@@ -320,14 +320,14 @@ class _Loop:
         self.reader.start()  # and the first batch is decoded meanwhile
         # Repacked weights and layout transforms pay back only over many batches; ORT's threads do
         # not spin, leaving the CPU to the drawing threads (see runtime.session_options).
-        self.session = open_session(plan.model, options.provider, long_run=len(plan.images) > LONG_RUN_FROM_IMAGES,
-                                    spinning=False)
+        long_run = len(plan.images) > LONG_RUN_FROM_IMAGES
+        self.session = open_session(plan.model, options.provider, long_run=long_run, spinning=False)
         self.outputs = list(plan.outputs)
         if options.cam or options.parts:
             from onnxviz.explain.pages import ExplainOptions, RenderExplainer
 
             self.explain = RenderExplainer(plan.model, plan.info, self.session.provider, ExplainOptions(
-                options.cam, options.cam_layer, options.parts, options.parts_layers), options.top_k)
+                options.cam, options.cam_layer, options.parts, options.parts_layers), options.top_k, long_run=long_run)
             extra = self.explain.layers + ([self.explain.cam_layer] if self.explain.cam_layer else [])
             self.outputs += [n for n in dict.fromkeys(extra) if n not in self.outputs]
         output = ensure_dir(plan.output)

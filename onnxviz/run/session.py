@@ -360,7 +360,8 @@ def _load_error(path: Path, exc: BaseException) -> ModelError:
 
 def open_session(path: Path, provider: str = "auto", *, threads: int | None = None,
                  outputs: list[str] | None = None, long_run: bool = True, optimize: bool = True,
-                 model_bytes: bytes | None = None, spinning: bool = ALLOW_SPINNING) -> Session:
+                 model_bytes: bytes | None = None, data_folder: Path | None = None,
+                 spinning: bool = ALLOW_SPINNING) -> Session:
     """Open an onnxviz file on `provider` ("auto" | "cpu" | "cuda").
 
     `long_run`, `spinning`: see `session_options` (long_run False for runs of a few batches).
@@ -370,7 +371,9 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
     `threads` is ORT's intra-op thread count (default: the physical cores available).
     A missing or truncated external-data file is named before ORT reads anything.
     `model_bytes`: a complete serialized model held in memory (weights included) to open
-    instead of a file; `path` then only names it in messages.
+    instead of a file; `path` then only names it in messages. `data_folder`: where the weights
+    that `model_bytes` keeps as external data references are (ORT reads them from there as it
+    would beside a file, instead of a copy of them in the bytes).
     """
     from onnxviz.files import existing_file
     from onnxviz.model.modelfile import check_model_file
@@ -382,6 +385,8 @@ def open_session(path: Path, provider: str = "auto", *, threads: int | None = No
     options = session_options(threads, long_run, spinning, cuda=PROVIDERS["cuda"] in providers)
     if not optimize:  # ONNX Runtime's graph rewrites (fusions) off: a reference for `diff`
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if model_bytes is not None and data_folder is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(data_folder))
     try:
         source = str(path) if model_bytes is None else model_bytes
         session = ort.InferenceSession(source, sess_options=options, providers=providers)
