@@ -24,13 +24,16 @@ from onnxviz.model.info import LayerInfo, ModelInfo
 
 CAM_CLASSES = 3  # maps per image: the top 3 classes (at most render's top_k)
 STRONGEST = 6  # channels listed per part
-# Render's default parts layers leave out the stages of more positions than this (VGG16's 224 x 224 and
-# 112 x 112: 300 s of factorization for 100 photos, benchmarks/RESULTS.md 26.1); --parts-layers chooses any.
-PARTS_MAX_POSITIONS = 56 * 56
+# Render's default parts layers leave out the stages of more positions than this: the early stages' parts
+# are edges and textures, and their factorization cost the most (VGG16's 224 x 224 and 112 x 112: 300 s for
+# 100 photos, benchmarks/RESULTS.md 26.1; its 56 x 56 block3_conv3 or ResNet50's conv2, 40% of the rest,
+# RESULTS 28); --parts-layers chooses any.
+PARTS_MAX_POSITIONS = 28 * 28
 # The parts on an image's page take this many accelerated sweeps of 3 passes (the API's and the run
 # page's up to 200 plain ones, until they converge): within 1.9% of the converged error on VGG16's and
 # ResNet50's default layers (benchmarks/RESULTS.md 28), which the page shows as it is.
 RENDER_SWEEPS, RENDER_PASSES = 10, 3
+JOINT_SWEEPS = 30  # of RENDER_PASSES: ResNet50's conv5 over 100 images, 0.99 s for the error of 200 plain ones (2.37 s)
 JOINT_POSITIONS = 49  # the run page's layer has at least 7x7 positions where one has them
 JOINT_VALUES = 32 << 20  # the run's joint factorization holds at most this many activations
 FOLDER = "explain"
@@ -90,7 +93,7 @@ class RenderExplainer:
         if options.parts:
             if options.parts_layers:
                 chosen = select_layers(info, options.parts_layers, where)
-            else:  # one layer per stage, from the first of at most 56 x 56 positions on
+            else:  # one layer per stage, from the first of at most 28 x 28 positions on
                 chosen = [layer for layer in default_layers(info) if not isinstance(layer.shape[2], int)
                           or not isinstance(layer.shape[3], int) or layer.shape[2] * layer.shape[3] <= PARTS_MAX_POSITIONS]
             # a layer of fewer channels or positions than parts is factorized into as many as it has (at least 2)
@@ -199,7 +202,7 @@ class RenderExplainer:
         if len(kept) * per_image > JOINT_VALUES:
             kept = kept[:max(1, JOINT_VALUES // per_image)]
         maps = np.stack([self.joint[k] for k in kept])
-        found = factorize_maps(maps, self._parts(layer))
+        found = factorize_maps(maps, self._parts(layer), JOINT_SWEEPS, RENDER_PASSES)
         tops = found.maps.max(axis=(0, 2, 3))
         images = []
         for i, k in enumerate(kept):

@@ -321,13 +321,21 @@ class _Loop:
         # Repacked weights and layout transforms pay back only over many batches; ORT's threads do
         # not spin, leaving the CPU to the drawing threads (see runtime.session_options).
         long_run = len(plan.images) > LONG_RUN_FROM_IMAGES
-        self.session = open_session(plan.model, options.provider, long_run=long_run, spinning=False)
-        self.outputs = list(plan.outputs)
-        if options.cam or options.parts:
+        explain_job = None
+        if options.cam or options.parts:  # its graphs are built while ORT builds the session (1.5 s for VGG16's)
             from onnxviz.explain.pages import ExplainOptions, RenderExplainer
 
-            self.explain = RenderExplainer(plan.model, plan.info, self.session.provider, ExplainOptions(
+            explain_job = self.pool.submit(RenderExplainer, plan.model, plan.info, options.provider, ExplainOptions(
                 options.cam, options.cam_layer, options.parts, options.parts_layers), options.top_k, long_run=long_run)
+        try:
+            self.session = open_session(plan.model, options.provider, long_run=long_run, spinning=False)
+        except BaseException:
+            if explain_job is not None:
+                explain_job.cancel()
+            raise
+        self.explain = explain_job.result() if explain_job is not None else None
+        self.outputs = list(plan.outputs)
+        if self.explain is not None:
             extra = self.explain.layers + ([self.explain.cam_layer] if self.explain.cam_layer else [])
             self.outputs += [n for n in dict.fromkeys(extra) if n not in self.outputs]
         output = ensure_dir(plan.output)
