@@ -103,14 +103,17 @@ def nndsvda(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _hals(x: np.ndarray, numerator: np.ndarray, gram: np.ndarray) -> None:
     """One sweep of hierarchical alternating least squares over the rows of `x` [k, m] (in place, rows
-    contiguous): row j minimises ||V - W H||_F with the others fixed, clipped at 0."""
-    for j in range(x.shape[0]):
-        if gram[j, j] <= EPS:
-            continue
-        row = numerator[j] - gram[j] @ x
-        row *= 1.0 / gram[j, j]
-        row += x[j]
-        np.maximum(row, EPS, out=x[j])
+    contiguous): row j minimises ||V - W H||_F with the others fixed, clipped at 0. With the rows of
+    the Gram matrix and of the numerator divided by its diagonal, row j's step is
+    `x_j + (a_j - g_j x) / g_jj = a_j / g_jj - (g_j / g_jj - e_j) x`."""
+    diagonal = np.diagonal(gram).copy()
+    live = diagonal > EPS  # a part that is zero everywhere keeps its row
+    scale = 1.0 / np.where(live, diagonal, 1.0)
+    a = numerator * scale[:, None].astype(numerator.dtype)
+    g = (gram * scale[:, None]).astype(x.dtype)
+    g[np.arange(len(g)), np.arange(len(g))] -= 1
+    for j in np.flatnonzero(live):
+        np.maximum(a[j] - g[j] @ x, EPS, out=x[j])
 
 
 def nmf(v: np.ndarray, k: int, max_iter: int = MAX_ITER, tol: float = TOL,

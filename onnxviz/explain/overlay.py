@@ -9,7 +9,7 @@ import numpy as np
 PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
                     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]], np.uint8)
 HEAT = cv2.COLORMAP_TURBO
-ALPHA = 0.5
+ALPHA = 0.7  # the heat colour's opacity at a map's peak; it fades into the photo towards 0
 
 
 def upsample(maps: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -33,12 +33,16 @@ def heat_scale(width: int = 256, height: int = 12) -> np.ndarray:
 
 
 def heat_overlay(rgb: np.ndarray, cam: np.ndarray, top: float | None = None) -> np.ndarray:
-    """`cam` `[h, w]` (>= 0) over the photo, scaled to its own maximum (or `top`): RGB uint8."""
+    """`cam` `[h, w]` (>= 0) over the photo, scaled to its own maximum (or `top`): RGB uint8. The heat
+    colour is as opaque as the map is high (ALPHA at the peak), so the photo shows where it is low."""
     height, width = rgb.shape[:2]
     top = float(np.max(cam)) if top is None else float(top)
-    values = upsample(cam, height, width) / top if top > 0 else np.zeros((height, width), np.float32)
+    low = np.asarray(cam, np.float32) * np.float32(1 / top if top > 0 else 0)  # scaled, then upsampled: the same
+    values = np.clip(cv2.resize(low, (width, height), interpolation=cv2.INTER_LINEAR), 0, 1)
     heat = heat_colors(values).astype(np.float32)
-    return np.clip((1 - ALPHA) * rgb.astype(np.float32) + ALPHA * heat, 0, 255).astype(np.uint8)
+    photo = rgb.astype(np.float32)
+    alpha = (values * np.float32(ALPHA))[..., None]
+    return np.clip(photo + alpha * (heat - photo), 0, 255).astype(np.uint8)
 
 
 def parts_overlay(rgb: np.ndarray, maps: np.ndarray, tops: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from onnxviz.errors import OptionError
 from onnxviz.explain.errors import HeadError
 from onnxviz.explain.explainer import CamBatch, Explainer, feature_layer
-from onnxviz.explain.factorize import factorize_maps, strongest
+from onnxviz.explain.factorize import MAX_ITER, factorize_maps, strongest
 from onnxviz.explain.overlay import PALETTE, heat_overlay, heat_scale, parts_overlay
 from onnxviz.model.info import LayerInfo, ModelInfo
 
@@ -29,11 +29,20 @@ STRONGEST = 6  # channels listed per part
 # 100 photos, benchmarks/RESULTS.md 26.1; its 56 x 56 block3_conv3 or ResNet50's conv2, 40% of the rest,
 # RESULTS 28); --parts-layers chooses any.
 PARTS_MAX_POSITIONS = 28 * 28
-# The parts on an image's page take this many accelerated sweeps of 3 passes (the API's and the run
-# page's up to 200 plain ones, until they converge): within 1.9% of the converged error on VGG16's and
-# ResNet50's default layers (benchmarks/RESULTS.md 28), which the page shows as it is.
-RENDER_SWEEPS, RENDER_PASSES = 10, 3
-JOINT_SWEEPS = 30  # of RENDER_PASSES: ResNet50's conv5 over 100 images, 0.99 s for the error of 200 plain ones (2.37 s)
+# The parts on an image's page get a budget of work: sweeps of 3 accelerated passes, as many as make
+# RENDER_WORK values x sweeps (a 28 x 28 x 512 layer: 10), between RENDER_SWEEPS and MAX_ITER, or fewer
+# once they converge. The API's and the run page's run until they converge. On VGG16's and ResNet50's
+# default layers the image's error ends within 1.9% of the converged one (benchmarks/RESULTS.md 28); the
+# page shows the error it reached.
+RENDER_SWEEPS, RENDER_PASSES, RENDER_WORK = 10, 3, 28 * 28 * 512 * 10
+
+
+def render_sweeps(positions: int, channels: int) -> int:
+    """The sweeps an image's parts of a layer of `positions` x `channels` get."""
+    return int(min(MAX_ITER, max(RENDER_SWEEPS, RENDER_WORK // max(1, positions * channels))))
+
+
+JOINT_SWEEPS = 20  # of RENDER_PASSES: ResNet50's conv5 over 100 images, 0.8 s for 1.002x the error of 200 plain ones (2.4 s)
 JOINT_POSITIONS = 49  # the run page's layer has at least 7x7 positions where one has them
 JOINT_VALUES = 32 << 20  # the run's joint factorization holds at most this many activations
 FOLDER = "explain"
@@ -93,9 +102,11 @@ class RenderExplainer:
         if options.parts:
             if options.parts_layers:
                 chosen = select_layers(info, options.parts_layers, where)
-            else:  # one layer per stage, from the first of at most 28 x 28 positions on
-                chosen = [layer for layer in default_layers(info) if not isinstance(layer.shape[2], int)
+            else:  # one layer per stage, from the first of at most 28 x 28 positions on (else the deepest)
+                stages = default_layers(info)
+                chosen = [layer for layer in stages if not isinstance(layer.shape[2], int)
                           or not isinstance(layer.shape[3], int) or layer.shape[2] * layer.shape[3] <= PARTS_MAX_POSITIONS]
+                chosen = chosen or stages[-1:]
             # a layer of fewer channels or positions than parts is factorized into as many as it has (at least 2)
             self.parts_layers = [layer for layer in chosen if isinstance(layer.shape[2], int)
                                  and min(layer.shape[2] * layer.shape[3], int(layer.shape[1])) >= 2]
@@ -144,7 +155,8 @@ class RenderExplainer:
             entry["cam"] = {"note": self.cam_note}
         parts = []
         for layer in self.parts_layers:
-            found = factorize_maps(maps[layer.name][None], self._parts(layer), RENDER_SWEEPS, RENDER_PASSES)
+            c, h, w = layer.shape[1:]
+            found = factorize_maps(maps[layer.name][None], self._parts(layer), render_sweeps(h * w, c), RENDER_PASSES)
             tops = found.maps.max(axis=(0, 2, 3))
             file = write(f"{FOLDER}/layer-{layer_index[layer.name]}.jpg", _jpeg(parts_overlay(rgb, found.maps[0], tops)))
             parts.append(self._parts_entry(layer, layer_index[layer.name], found, file, atlas))

@@ -19,25 +19,28 @@ def _src(path: str) -> str:
     return _esc(quote(path))
 
 
-def _channels(part: dict[str, Any], layer: dict[str, Any], digits: int, run: bool) -> str:
+def _channels(part: dict[str, Any], layer: dict[str, Any], digits: int, run: bool, shown: set) -> str:
+    """A part's channels, each a link to the page's view of it where the page shows the layer."""
     links = []
     atlas = part.get("atlas") or [None] * len(part["channels"])
     for c, atlas_link in zip(part["channels"], atlas):
-        if run:  # the run page's compare view shows a channel in every image
-            links.append(f"<a href='#compare={layer['index']}:{c}'>{c}</a>")
-            continue
-        link = (f"<a href='#layer-{str(layer['index']).zfill(digits)}' data-open='{layer['index']}:{c}' "
-                f"title='open channel {c} of {_esc(layer['layer'])}'>{c}</a>")
+        if layer["index"] not in shown:  # a layer render factorized but does not draw (--layers): no view
+            link = str(c)
+        elif run:  # the run page's compare view shows a channel in every image
+            link = f"<a href='#compare={layer['index']}:{c}'>{c}</a>"
+        else:
+            link = (f"<a href='#layer-{str(layer['index']).zfill(digits)}' data-open='{layer['index']}:{c}' "
+                    f"title='open channel {c} of {_esc(layer['layer'])}'>{c}</a>")
         if atlas_link:
             link += f"<a class=atlas href='{_esc(atlas_link)}' title='what channel {c} responds to'>&#8599;</a>"
         links.append(link)
     return ", ".join(links)
 
 
-def _legend(layer: dict[str, Any], digits: int, run: bool = False) -> str:
+def _legend(layer: dict[str, Any], digits: int, shown: set, run: bool = False) -> str:
     items = "".join(
         f"<li><i class=swatch style='background:{_esc(p['colour'])}'></i>part {j + 1} "
-        f"<small>({p['share'] * 100:.0f}% of the layer)</small>: channels {_channels(p, layer, digits, run)}</li>"
+        f"<small>({p['share'] * 100:.0f}% of the layer)</small>: channels {_channels(p, layer, digits, run, shown)}</li>"
         for j, p in enumerate(layer["parts"]))
     notes = [f"error {layer['error'] * 100:.0f}% (relative, Frobenius)"]
     if layer.get("clipped"):
@@ -60,7 +63,7 @@ def cam_section(cam: dict[str, Any]) -> str:
     return (f"<h3>Where it looks for its top classes <small>{_esc(cam['method'])} at {_esc(cam['layer'])} "
             f"({h}&times;{w})</small></h3><div class=cams>{figures}</div>"
             f"<p class=cam-scale><span>0</span><img src='{_src(cam['scale'])}' width=200 height=10 alt=''>"
-            f"<span>each map's peak</span></p>{note}")
+            f"<span>each map's peak</span> <small>(the colour fades into the photo where the map is low)</small></p>{note}")
 
 
 def image_section(summary: dict[str, Any], digits: int) -> str:
@@ -69,11 +72,12 @@ def image_section(summary: dict[str, Any], digits: int) -> str:
     if not explain:
         return ""
     parts = ""
+    shown = {entry["index"] for entry in summary.get("layers", [])}
     for layer in explain.get("parts", []):
         parts += (f"<div class=parts><figure><img src='{_src(layer['file'])}' width={SHOWN} "
                   f"alt='parts of {_esc(layer['layer'])}'><figcaption>{_esc(layer['layer'])} "
                   f"<small>{'&times;'.join(map(str, layer['shape']))}</small></figcaption></figure>"
-                  f"{_legend(layer, digits)}</div>")
+                  f"{_legend(layer, digits, shown)}</div>")
     if parts:
         parts = ("<h3>What layers see as parts <small>non-negative factorization of positions &times; "
                  "channels; click a channel to open it</small></h3>" + parts)
@@ -91,4 +95,5 @@ def run_section(run: dict[str, Any]) -> str:
         for image in joint["images"])
     return (f"<section class=explain id=explain><h2>Parts of {_esc(joint['layer'])} over the last render's images "
             f"<small>one factorization for all of them: a colour is the same part everywhere</small></h2>"
-            f"<div class=joint>{figures}</div>{_legend(joint, 3, run=True)}</section>")
+            f"<div class=joint>{figures}</div>{_legend(joint, 3, {l['index'] for l in run.get('layers', [])}, run=True)}"
+            f"</section>")

@@ -111,3 +111,41 @@ def test_eigen_cam_is_the_first_principal_component_signed_by_the_activations():
     assert np.corrcoef(found.ravel(), maps.sum(axis=0).ravel())[0, 1] > 0
     flipped, _ = eigen_cam(maps[::-1].copy())  # the sign follows the activations, not the SVD's whim
     assert np.corrcoef(flipped.ravel(), maps.sum(axis=0).ravel())[0, 1] > 0
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (40, 300), (2000, 128), (120, 700)])
+def test_top_singular_equals_the_full_svd(shape):
+    """The initialisation's SVD (from the Gram matrix of a short side, else randomized) finds the
+    leading singular triplets the full SVD finds."""
+    from onnxviz.explain.factorize import top_singular
+
+    rng = np.random.default_rng(1)
+    n, m = shape
+    v = (rng.gamma(1.0, 1.0, (n, 8)) * np.linspace(3, 0.5, 8)) @ rng.gamma(1.0, 1.0, (8, m)) + rng.random((n, m)) * 0.1
+    v = v.astype(np.float32)
+    u, s, vt = top_singular(v, 5)
+    u_ref, s_ref, vt_ref = np.linalg.svd(v.astype(np.float64), full_matrices=False)
+    np.testing.assert_allclose(s, s_ref[:5], rtol=1e-4)
+    for j in range(5):  # each singular vector, up to its sign
+        assert abs(float(np.dot(u[:, j], u_ref[:, j]))) == pytest.approx(1, abs=1e-3)
+        assert abs(float(np.dot(vt[j], vt_ref[j]))) == pytest.approx(1, abs=1e-3)
+
+
+def test_render_budget_of_sweeps_comes_near_the_converged_error(mobilenet_onnx, shared_data):
+    """An image's parts on its render page: the budget of accelerated sweeps ends within 3% of the
+    error of plain sweeps run until they converge, on MobileNet's default parts layers, real photos."""
+    from onnxviz.explain.pages import RENDER_PASSES, render_sweeps
+
+    path, _ = mobilenet_onnx
+    model = onnxviz.load(path, provider="cpu")
+    images = [shared_data / "images" / name for name in ("coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg")]
+    acts = model.activations(images, ["conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"])
+    for name, maps in acts.items():
+        c, h, w = maps.shape[1:]
+        for i in range(len(maps)):
+            quick = factorize_maps(maps[i:i + 1], 5, render_sweeps(h * w, c), RENDER_PASSES)
+            assert quick.error <= 1.03 * factorize_maps(maps[i:i + 1], 5).error, (name, i)
+            approx = np.einsum("nkhw,kc->nchw", quick.maps, quick.channels)
+            kept = np.maximum(maps[i:i + 1], 0)
+            assert quick.error == pytest.approx(np.linalg.norm(approx - kept) / np.linalg.norm(kept), rel=1e-3)
+    assert render_sweeps(28 * 28, 512) == 10 and render_sweeps(4 * 4, 256) == 200

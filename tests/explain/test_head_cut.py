@@ -54,3 +54,26 @@ def test_a_real_keras_export_gives_the_same_maps_from_its_head_alone():
     assert len(session.session.get_inputs()) == 1
     assert np.array_equal(cut.classes, whole.classes)
     np.testing.assert_allclose(cut.maps, whole.maps, rtol=1e-4, atol=1e-5 * whole.maps.max())
+
+
+@pytest.mark.parametrize("head", ["pool"])  # its classifier's weights (6 KB) go to the data file
+def test_weights_in_a_data_file_are_read_from_the_files_folder(tmp_path, head):
+    """A file whose weights lie in NAME.onnx.data: the Grad-CAM graphs keep the references and ONNX
+    Runtime reads the weights from the file's folder; the same maps as the single file's."""
+    from onnxviz.model.modelfile import save_model
+
+    single, pair = tmp_path / "one" / "net.onnx", tmp_path / "two" / "net.onnx"
+    single.parent.mkdir()
+    pair.parent.mkdir()
+    save_model(tiny_classifier(head, size=16), single, external=False)
+    save_model(tiny_classifier(head, size=16), pair, external=True)
+    assert (pair.parent / "net.onnx.data").stat().st_size > 0 and not (single.parent / "net.onnx.data").exists()
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3)).astype(np.float32)
+    _, cut_one, whole_one = _both(single, "relu", pixels)
+    _, cut_two, whole_two = _both(pair, "relu", pixels)
+    for got, want in ((cut_two, cut_one), (whole_two, whole_one)):
+        assert np.array_equal(got.classes, want.classes)
+        np.testing.assert_array_equal(got.maps, want.maps)
+    (pair.parent / "net.onnx.data").rename(pair.parent / "elsewhere")  # the references are really followed
+    with pytest.raises(Exception):
+        _both(pair, "relu", pixels)

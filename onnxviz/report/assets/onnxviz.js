@@ -633,12 +633,21 @@
       return "linear-gradient(to right," + stops.join(",") + ")";
     }
 
-    // ../index.html#compare=<layer index>:<channel>, as the image pages link here
-    var want = /compare=(\d+):(\d+)/.exec(decodeURIComponent(location.hash));
-    if (want) {
-      run.layers.forEach(function (l, i) { if (l.index === +want[1]) select.value = i; });
+    // ../index.html#compare=<layer index>:<channel>, as the image pages and the parts' legend link here;
+    // a layer the run does not show leaves the view as it is
+    function fromHash() {
+      var want = /compare=(\d+):(\d+)/.exec(decodeURIComponent(location.hash));
+      var found = -1;
+      if (want) run.layers.forEach(function (l, i) { if (l.index === +want[1]) found = i; });
+      if (found < 0 || +want[2] >= run.layers[found].shape[0]) return false;
+      select.value = found;
       chInput.value = want[2];
+      return true;
     }
+    fromHash();
+    window.addEventListener("hashchange", function () {
+      if (fromHash()) { page = 0; draw(); section.scrollIntoView(); }
+    });
     document.addEventListener("keydown", function (e) {
       var t = e.target.tagName;
       if (t === "INPUT" || t === "SELECT" || e.ctrlKey || e.metaKey || e.altKey) return;
