@@ -45,121 +45,139 @@ def one_blas_thread():
 MAX_ITER = 200
 TOL = 1e-4  # stop when 10 sweeps improve the relative error by less than this
 EPS = 1e-12
-OVERSAMPLE, POWER_ITERATIONS = 10, 2  # the randomized SVD of the initialisation
+OVERSAMPLE, POWER_ITERATIONS = 10, 1  # the randomized SVD of the initialisation (more: the same errors, RESULTS 28)
 GRAM_SIDE = 64  # up to this many rows or columns, the SVD from the Gram matrix's eigenvectors
 
 
 def top_singular(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The `k` leading singular triplets `(u [n, k], s [k], vt [k, m])` of `v`, deterministic: from the
-    eigenvectors of the Gram matrix of its shorter side when that side is short (ResNet50's 49 x 2048
-    conv5: 0.5 ms), else by a randomized SVD with a fixed seed (Halko, Martinsson & Tropp 2011, as
-    scikit-learn's NNDSVD; VGG16's 3136 x 256 block3_conv3: 8 ms, against 117 ms for the full SVD)."""
-    n, m = v.shape
+    """The `k` leading singular triplets `(u [..., n, k], s [..., k], vt [..., k, m])` of each matrix
+    of `v` [..., n, m], deterministic: from the eigenvectors of the Gram matrix of its shorter side
+    when that side is short (ResNet50's 49 x 2048 conv5: 0.5 ms), else by a randomized SVD with a fixed
+    seed (Halko, Martinsson & Tropp 2011, as scikit-learn's NNDSVD; VGG16's 3136 x 256 block3_conv3:
+    8 ms, against 117 ms for the full SVD). Each matrix's triplets depend on it alone."""
+    n, m = v.shape[-2:]
     if min(n, m) <= GRAM_SIDE:
         a = v.astype(np.float64)
+        at = np.swapaxes(a, -1, -2)
         wide = n <= m
-        values, vectors = np.linalg.eigh(a @ a.T if wide else a.T @ a)
-        order = np.argsort(values)[::-1][:k]
-        s = np.sqrt(np.maximum(values[order], 0))
+        values, vectors = np.linalg.eigh(a @ at if wide else at @ a)
+        order = np.argsort(values, axis=-1)[..., ::-1][..., :k]
+        s = np.sqrt(np.maximum(np.take_along_axis(values, order, -1), 0))
         safe = np.where(s > 0, s, 1.0)
+        top = np.take_along_axis(vectors, order[..., None, :], -1)  # [..., side, k]
         if wide:
-            u = vectors[:, order]
-            return u, s, (u.T @ a) / safe[:, None]
-        vt = vectors[:, order].T
-        return (a @ vt.T) / safe, s, vt
+            return top, s, (np.swapaxes(top, -1, -2) @ a) / safe[..., :, None]
+        return (a @ top) / safe[..., None, :], s, np.swapaxes(top, -1, -2)
+    vt_ = np.swapaxes(v, -1, -2)
     q = v @ np.random.default_rng(0).standard_normal((m, k + OVERSAMPLE)).astype(v.dtype)
     for _ in range(POWER_ITERATIONS):  # subspace iteration, re-orthonormalised each way
-        q = v @ np.linalg.qr(v.T @ np.linalg.qr(q)[0])[0]
+        q = v @ np.linalg.qr(vt_ @ np.linalg.qr(q)[0])[0]
     q = np.linalg.qr(q)[0]
-    ub, s, vt = np.linalg.svd(q.T @ v, full_matrices=False)
-    return (q @ ub)[:, :k], s[:k], vt[:k]
+    ub, s, vt = np.linalg.svd(np.swapaxes(q, -1, -2) @ v, full_matrices=False)
+    return (q @ ub)[..., :k], s[..., :k], vt[..., :k, :]
 
 
 def nndsvda(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """NNDSVD initialisation of `v` [n, m] with `k` parts, zeros replaced by the mean of `v`."""
+    """NNDSVD initialisation of each matrix of `v` [..., n, m] with `k` parts: `(W^T [..., k, n],
+    H [..., k, m])`, zeros replaced by the mean of the matrix."""
     u, s, vt = top_singular(v, k)
-    w = np.zeros((v.shape[0], k), v.dtype)
-    h = np.zeros((k, v.shape[1]), v.dtype)
-    w[:, 0] = np.sqrt(s[0]) * np.abs(u[:, 0])
-    h[0] = np.sqrt(s[0]) * np.abs(vt[0])
+    w = np.zeros(v.shape[:-2] + (k, v.shape[-2]), v.dtype)  # W's columns as rows
+    h = np.zeros(v.shape[:-2] + (k, v.shape[-1]), v.dtype)
+    w[..., 0, :] = np.sqrt(s[..., :1]) * np.abs(u[..., :, 0])
+    h[..., 0, :] = np.sqrt(s[..., :1]) * np.abs(vt[..., 0, :])
     for j in range(1, k):
-        x, y = u[:, j], vt[j]
+        x, y = u[..., :, j], vt[..., j, :]
         xp, xn = np.maximum(x, 0), np.maximum(-x, 0)
         yp, yn = np.maximum(y, 0), np.maximum(-y, 0)
-        xpn, ypn, xnn, ynn = (float(np.linalg.norm(a)) for a in (xp, yp, xn, yn))
-        mp, mn = xpn * ypn, xnn * ynn
-        if mp > mn:
-            uu, vv, sigma = xp / max(xpn, EPS), yp / max(ypn, EPS), mp
-        else:
-            uu, vv, sigma = xn / max(xnn, EPS), yn / max(ynn, EPS), mn
-        lbd = np.sqrt(s[j] * sigma)
-        w[:, j] = lbd * uu
-        h[j] = lbd * vv
-    mean = v.mean()
-    w[w < EPS] = mean
-    h[h < EPS] = mean
+        xpn, ypn, xnn, ynn = (np.linalg.norm(a, axis=-1, keepdims=True) for a in (xp, yp, xn, yn))
+        positive = xpn * ypn > xnn * ynn  # the side of the singular pair with more weight
+        uu = np.where(positive, xp / np.maximum(xpn, EPS), xn / np.maximum(xnn, EPS))
+        vv = np.where(positive, yp / np.maximum(ypn, EPS), yn / np.maximum(ynn, EPS))
+        lbd = np.sqrt(s[..., j:j + 1] * np.where(positive, xpn * ypn, xnn * ynn))
+        w[..., j, :] = lbd * uu
+        h[..., j, :] = lbd * vv
+    mean = v.mean(axis=(-2, -1), keepdims=True)
+    w = np.where(w < EPS, mean, w).astype(v.dtype)
+    h = np.where(h < EPS, mean, h).astype(v.dtype)
     return w, h
 
 
 def _hals(x: np.ndarray, numerator: np.ndarray, gram: np.ndarray) -> None:
-    """One sweep of hierarchical alternating least squares over the rows of `x` [k, m] (in place, rows
-    contiguous): row j minimises ||V - W H||_F with the others fixed, clipped at 0. With the rows of
-    the Gram matrix and of the numerator divided by its diagonal, row j's step is
-    `x_j + (a_j - g_j x) / g_jj = a_j / g_jj - (g_j / g_jj - e_j) x`."""
-    diagonal = np.diagonal(gram).copy()
-    live = diagonal > EPS  # a part that is zero everywhere keeps its row
-    scale = 1.0 / np.where(live, diagonal, 1.0)
-    a = numerator * scale[:, None].astype(numerator.dtype)
-    g = (gram * scale[:, None]).astype(x.dtype)
-    g[np.arange(len(g)), np.arange(len(g))] -= 1
-    for j in np.flatnonzero(live):
-        np.maximum(a[j] - g[j] @ x, EPS, out=x[j])
+    """One sweep of hierarchical alternating least squares over the rows of each `x` [B, k, m] (in
+    place): row j minimises ||V - W H||_F with the others fixed, clipped at 0. With the rows of the
+    Gram matrix [B, k, k] and of the numerator divided by its diagonal, row j's step is
+    `x_j + (a_j - g_j x) / g_jj = a_j / g_jj - (g_j / g_jj - e_j) x`; a part whose diagonal is 0 (zero
+    everywhere) keeps its row."""
+    k = x.shape[1]
+    diagonal = np.diagonal(gram, axis1=1, axis2=2)
+    live = diagonal > EPS
+    scale = (1.0 / np.where(live, diagonal, 1.0))[:, :, None]
+    a = (numerator * scale).astype(x.dtype)
+    g = (gram * scale).astype(x.dtype)
+    g[:, np.arange(k), np.arange(k)] -= 1
+    for j in range(k):
+        step = np.maximum(a[:, j:j + 1] - g[:, j:j + 1] @ x, EPS)  # [B, 1, m]
+        x[:, j:j + 1] = np.where(live[:, j, None, None], step, x[:, j:j + 1])
 
 
 def nmf(v: np.ndarray, k: int, max_iter: int = MAX_ITER, tol: float = TOL,
         inner: int = 1) -> tuple[np.ndarray, np.ndarray, float]:
     """`(W [n, k], H [k, m], relative error ||V - WH||_F / ||V||_F)` for a non-negative `v` [n, m],
     in float32 (activations are), at most `max_iter` sweeps of `inner` passes over each factor."""
+    wt, h, error = nmf_each(np.asarray(v)[None], k, max_iter, tol, inner)
+    return wt[0].T, h[0], float(error[0])
+
+
+def nmf_each(v: np.ndarray, k: int, max_iter: int = MAX_ITER, tol: float = TOL,
+             inner: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`nmf` of each matrix of `v` [B, n, m] on its own, in one pass of numpy calls over all of them (a
+    render's batch: its Python overhead, most of a small layer's cost, paid once):
+    `(W^T [B, k, n], H [B, k, m], errors [B])`. Stops when no matrix's error improves by `tol` over
+    10 sweeps."""
     v = np.ascontiguousarray(v, np.float32)
     with one_blas_thread():
         return _nmf(v, k, max_iter, tol, inner)
 
 
-def _nmf(v: np.ndarray, k: int, max_iter: int, tol: float, inner: int) -> tuple[np.ndarray, np.ndarray, float]:
+def _nmf(v: np.ndarray, k: int, max_iter: int, tol: float, inner: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """HALS; with `inner` > 1 accelerated (Gillis & Glineur 2012): each sweep makes the two products
     with V, the costly part, once, and passes `inner` times over each factor with them (k x k and
     k x m work). For a small budget of sweeps: on VGG16's and ResNet50's default layers, 10 sweeps of 3
     end within 1.9% of the error of 200 plain ones, in about half the time of 30 plain ones. Run to
     convergence, plain HALS stays nearer scikit-learn's minimum (MobileNet's 64 x 256 conv_pw_13:
     1.0000x its error, against 1.0201x with 2 or 3 passes): the default."""
-    norm = float(np.linalg.norm(v))
-    if norm == 0:
-        return np.zeros((v.shape[0], k), np.float32), np.zeros((k, v.shape[1]), np.float32), 0.0
-    w, h = nndsvda(v, k)
-    wt = np.ascontiguousarray(w.T)  # W's columns as rows: each HALS step reads and writes one contiguous row
+    b, n, m = v.shape
+    norms = np.linalg.norm(v, axis=(1, 2)).astype(np.float64)
+    zero = norms == 0
+    wt, h = nndsvda(v, k)
+    vt = np.swapaxes(v, 1, 2)
     previous = None
     for it in range(max_iter):
-        wtv, wtw = wt @ v, wt @ wt.T
-        for _ in range(inner):
-            _hals(h, wtv, wtw)  # H's rows, one at a time, each the exact least-squares step
-        hvt, hht = h @ v.T, h @ h.T
-        for _ in range(inner):
-            _hals(wt, hvt, hht)
+        _hals_all(h, wt @ v, wt @ np.swapaxes(wt, 1, 2), inner)  # H's rows, each the exact least-squares step
+        _hals_all(wt, h @ vt, h @ np.swapaxes(h, 1, 2), inner)
         if it % 10 == 9 and it + 1 < max_iter:
-            error = _relative_error(v, wt.T, h, norm)
-            if previous is not None and previous - error < tol:
+            error = _relative_error(v, wt, h, norms)
+            if previous is not None and np.all(previous - error < tol):
                 break
             previous = error
-    return wt.T, h, _relative_error(v, wt.T, h, norm)
+    wt[zero], h[zero] = 0, 0
+    return wt, h, np.where(zero, 0.0, _relative_error(v, wt, h, norms))
 
 
-def _relative_error(v: np.ndarray, w: np.ndarray, h: np.ndarray, norm: float) -> float:
-    """||V - WH||_F / ||V||_F without forming V - WH: ||V||^2 - 2 tr(H^T W^T V) + tr(W^T W H H^T),
-    the small products summed in float64."""
-    wtv = (w.T @ v).astype(np.float64)
-    wh = h.astype(np.float64)
-    squared = norm * norm - 2 * float(np.sum(wtv * wh)) + float(np.sum((w.T.astype(np.float64) @ w) * (wh @ wh.T)))
-    return float(np.sqrt(max(squared, 0.0))) / norm
+def _hals_all(x: np.ndarray, numerator: np.ndarray, gram: np.ndarray, passes: int) -> None:
+    for _ in range(passes):
+        _hals(x, numerator, gram)
+
+
+def _relative_error(v: np.ndarray, wt: np.ndarray, h: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """||V - WH||_F / ||V||_F of each matrix without forming V - WH: ||V||^2 - 2 tr(H^T W^T V) +
+    tr(W^T W H H^T), the small products summed in float64."""
+    wtv = (wt @ v).astype(np.float64)
+    hd = h.astype(np.float64)
+    wd = wt.astype(np.float64)
+    squared = (norms ** 2 - 2 * np.sum(wtv * hd, axis=(1, 2))
+               + np.sum((wd @ np.swapaxes(wd, 1, 2)) * (hd @ np.swapaxes(hd, 1, 2)), axis=(1, 2)))
+    return np.sqrt(np.maximum(squared, 0.0)) / np.where(norms > 0, norms, 1.0)
 
 
 @dataclass
@@ -187,32 +205,61 @@ def check_parts(parts: object) -> int:
     return int(parts)
 
 
-def factorize_maps(maps: np.ndarray, parts: int, max_iter: int = MAX_ITER, inner: int = 1) -> Parts:
-    """NMF of `maps` [N, C, h, w] over the positions of every image at once (at most `max_iter` sweeps
-    of `inner` passes, see `nmf`)."""
+def _matrix(maps: np.ndarray, parts: int) -> tuple[np.ndarray, float]:
+    """`maps` [N, C, h, w] as positions x channels with negative values set to 0, and the share of
+    the squared activations that removed."""
+    c = maps.shape[1]
+    v = maps.transpose(0, 2, 3, 1).reshape(-1, c)
+    clipped = 0.0
+    if v.min() < 0:  # a layer before its ReLU
+        negative = np.minimum(v, 0).ravel()
+        total = float(np.dot(v.ravel().astype(np.float64), v.ravel()))
+        clipped = float(np.dot(negative.astype(np.float64), negative)) / total
+    if parts > min(v.shape):
+        raise OptionError(f"{{parts}} is {parts} but the layer has {v.shape[0]} positions and {c} channels; "
+                          f"ask for at most {min(v.shape)} parts", params=("parts",))
+    return (np.maximum(v, 0) if clipped else np.ascontiguousarray(v)), clipped
+
+
+def _parts(wt: np.ndarray, hm: np.ndarray, error: float, clipped: float, shape: tuple) -> Parts:
+    """The factors of one matrix as `Parts`: each part's channel weights peak at 1 (its map carries the
+    scale), parts ordered by their share of the layer."""
+    n, c, h, w = shape
+    k = hm.shape[0]
+    if not hm.any() and not wt.any():
+        return Parts(np.zeros((n, k, h, w), np.float32), np.zeros((k, c), np.float32), 0.0, clipped, True)
+    peak = hm.max(axis=1, keepdims=True)
+    peak[peak <= 0] = 1.0
+    hm, wt = hm / peak, wt * peak
+    order = np.argsort(-wt.sum(axis=1), kind="stable")
+    wt, hm = wt[order], hm[order]
+    out_maps = wt.reshape(k, n, h, w).transpose(1, 0, 2, 3)
+    return Parts(np.ascontiguousarray(out_maps, np.float32), hm.astype(np.float32), float(error), clipped, False)
+
+
+def _checked(maps: np.ndarray, parts: int) -> tuple[np.ndarray, int]:
     parts = check_parts(parts)
     a = np.asarray(maps, np.float32)
     if a.ndim != 4:
         raise OptionError(f"{{maps}} must be [N, C, H, W] feature maps, got shape {list(a.shape)}", params=("maps",))
-    n, c, h, w = a.shape
-    v = a.transpose(0, 2, 3, 1).reshape(-1, c)
-    total = float(np.square(v, dtype=np.float64).sum())
-    negative = np.minimum(v, 0)
-    clipped = float(np.square(negative, dtype=np.float64).sum()) / total if total > 0 else 0.0
-    v = np.maximum(v, 0)
-    if parts > min(v.shape):
-        raise OptionError(f"{{parts}} is {parts} but the layer has {v.shape[0]} positions and {c} channels; "
-                          f"ask for at most {min(v.shape)} parts", params=("parts",))
-    if not v.any():
-        return Parts(np.zeros((n, parts, h, w), np.float32), np.zeros((parts, c), np.float32), 0.0, clipped, True)
-    wm, hm, error = nmf(v, parts, max_iter, inner=inner)
-    peak = hm.max(axis=1, keepdims=True)
-    peak[peak <= 0] = 1.0
-    hm, wm = hm / peak, wm * peak.T  # each part's channel weights peak at 1; its map carries the scale
-    order = np.argsort(-wm.sum(axis=0), kind="stable")
-    wm, hm = wm[:, order], hm[order]
-    out_maps = wm.reshape(n, h, w, parts).transpose(0, 3, 1, 2)
-    return Parts(np.ascontiguousarray(out_maps, np.float32), hm.astype(np.float32), error, clipped, False)
+    return a, parts
+
+
+def factorize_maps(maps: np.ndarray, parts: int, max_iter: int = MAX_ITER, inner: int = 1) -> Parts:
+    """NMF of `maps` [N, C, h, w] over the positions of every image at once (at most `max_iter` sweeps
+    of `inner` passes, see `nmf`)."""
+    a, parts = _checked(maps, parts)
+    v, clipped = _matrix(a, parts)
+    wt, hm, error = nmf_each(v[None], parts, max_iter, inner=inner)
+    return _parts(wt[0], hm[0], error[0], clipped, a.shape)
+
+
+def factorize_each(maps: np.ndarray, parts: int, max_iter: int = MAX_ITER, inner: int = 1) -> list[Parts]:
+    """`factorize_maps` of each image of `maps` [N, C, h, w] on its own (a render's batch), in one pass."""
+    a, parts = _checked(maps, parts)
+    matrices = [_matrix(a[i:i + 1], parts) for i in range(len(a))]
+    wt, hm, errors = nmf_each(np.stack([v for v, _ in matrices]), parts, max_iter, inner=inner)
+    return [_parts(wt[i], hm[i], errors[i], clipped, a[i:i + 1].shape) for i, (_, clipped) in enumerate(matrices)]
 
 
 def eigen_cam(maps: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -18,7 +18,7 @@ import numpy as np
 from onnxviz.errors import OptionError
 from onnxviz.explain.errors import HeadError
 from onnxviz.explain.explainer import CamBatch, Explainer, feature_layer
-from onnxviz.explain.factorize import MAX_ITER, factorize_maps, strongest
+from onnxviz.explain.factorize import MAX_ITER, Parts, factorize_each, factorize_maps, strongest
 from onnxviz.explain.overlay import PALETTE, heat_overlay, heat_scale, parts_overlay
 from onnxviz.model.info import LayerInfo, ModelInfo
 
@@ -29,12 +29,12 @@ STRONGEST = 6  # channels listed per part
 # 100 photos, benchmarks/RESULTS.md 26.1; its 56 x 56 block3_conv3 or ResNet50's conv2, 40% of the rest,
 # RESULTS 28); --parts-layers chooses any.
 PARTS_MAX_POSITIONS = 28 * 28
-# The parts on an image's page get a budget of work: sweeps of 3 accelerated passes, as many as make
-# RENDER_WORK values x sweeps (a 28 x 28 x 512 layer: 10), between RENDER_SWEEPS and MAX_ITER, or fewer
-# once they converge. The API's and the run page's run until they converge. On VGG16's and ResNet50's
-# default layers the image's error ends within 1.9% of the converged one (benchmarks/RESULTS.md 28); the
-# page shows the error it reached.
-RENDER_SWEEPS, RENDER_PASSES, RENDER_WORK = 10, 3, 28 * 28 * 512 * 10
+# The parts on an image's page get a budget: RENDER_SWEEPS sweeps of 3 accelerated passes, more for a layer
+# of fewer than RENDER_WORK / RENDER_SWEEPS activations (a sweep of a small layer costs little), at most
+# MAX_ITER, fewer once they converge. The API's and the run page's run until they converge. On VGG16's
+# and ResNet50's default layers the image's error ends within 1.9% of the converged one, on MobileNet's
+# within 3% (benchmarks/RESULTS.md 28); the page shows the error it reached.
+RENDER_SWEEPS, RENDER_PASSES, RENDER_WORK = 10, 3, 10 * 2 ** 16
 
 
 def render_sweeps(positions: int, channels: int) -> int:
@@ -132,31 +132,30 @@ class RenderExplainer:
 
     # ------------------------------------------------------------ per batch and per image
 
-    def batch(self, pixels: np.ndarray, outputs: dict[str, np.ndarray]) -> CamBatch | None:
-        """The Grad-CAM of a batch's top classes (None without class activation maps): from the layer's
-        activations in `outputs` (the render's own run) through the head alone where the head can be cut
-        there, else by running the whole graph with its gradient on `pixels`."""
-        if self.cam_layer is None:
-            return None
-        if self.cam_layer in outputs:
-            cam = self.explainer.gradcam_of_maps(outputs[self.cam_layer], self.cam_layer, self.k)
-            if cam is not None:
-                return cam
-        return self.explainer.gradcam(pixels, self.cam_layer, self.k)
+    def batch(self, pixels: np.ndarray, outputs: dict[str, np.ndarray]) -> "ExplainBatch":
+        """A batch's share: the Grad-CAM of its top classes (none without class activation maps), from the
+        layer's activations in `outputs` (the render's own run) through the head alone where the head can
+        be cut there, else by running the whole graph with its gradient on `pixels`; and the parts layers'
+        maps, factorized when an image first asks (`ExplainBatch.parts`)."""
+        cam = None
+        if self.cam_layer is not None:
+            if self.cam_layer in outputs:
+                cam = self.explainer.gradcam_of_maps(outputs[self.cam_layer], self.cam_layer, self.k)
+            if cam is None:
+                cam = self.explainer.gradcam(pixels, self.cam_layer, self.k)
+        names = self.layers + ([self.joint_layer.name] if self.joint_layer is not None else [])
+        return ExplainBatch(cam, {name: outputs[name] for name in names}, self)
 
-    def image(self, write: Callable[[str, bytes], str], rgb: np.ndarray, cam: CamBatch | None, n: int,
-              maps: dict[str, np.ndarray], layer_index: dict[str, int], folder: str,
-              atlas: Callable[[str, int], str | None] | None = None) -> dict:
+    def image(self, write: Callable[[str, bytes], str], rgb: np.ndarray, batch: "ExplainBatch", n: int,
+              layer_index: dict[str, int], folder: str, atlas: Callable[[str, int], str | None] | None = None) -> dict:
         """Image `n` of a batch: its pictures through `write(name, bytes)`, and its summary entry."""
         entry: dict = {}
-        if cam is not None:
-            entry["cam"] = self._cam_entry(write, rgb, cam, n)
+        if batch.cam is not None:
+            entry["cam"] = self._cam_entry(write, rgb, batch.cam, n)
         elif self.cam_note:
             entry["cam"] = {"note": self.cam_note}
         parts = []
-        for layer in self.parts_layers:
-            c, h, w = layer.shape[1:]
-            found = factorize_maps(maps[layer.name][None], self._parts(layer), render_sweeps(h * w, c), RENDER_PASSES)
+        for layer, found in zip(self.parts_layers, batch.parts(n)):
             tops = found.maps.max(axis=(0, 2, 3))
             file = write(f"{FOLDER}/layer-{layer_index[layer.name]}.jpg", _jpeg(parts_overlay(rgb, found.maps[0], tops)))
             parts.append(self._parts_entry(layer, layer_index[layer.name], found, file, atlas))
@@ -165,7 +164,7 @@ class RenderExplainer:
         if self.joint_layer is not None:
             with self.lock:
                 self.joint_images.append((folder, rgb))
-                self.joint.append(np.asarray(maps[self.joint_layer.name], np.float32))
+                self.joint.append(np.array(batch.maps[self.joint_layer.name][n], np.float32))
         return entry
 
     def _cam_entry(self, write, rgb: np.ndarray, cam: CamBatch, n: int) -> dict:
@@ -228,6 +227,28 @@ class RenderExplainer:
             entry["note"] = f"the first {len(kept)} of {len(self.joint)} images (a joint factorization holds at most " \
                             f"{JOINT_VALUES} activations)"
         return entry
+
+
+class ExplainBatch:
+    """One batch's explanations: its Grad-CAM (`cam`), and its images' parts, factorized for the whole
+    batch in one pass (`factorize_each`) by the first of its images that asks, in a painting thread."""
+
+    def __init__(self, cam: CamBatch | None, maps: dict[str, np.ndarray], owner: RenderExplainer) -> None:
+        self.cam, self.maps, self.owner = cam, maps, owner
+        self._parts: list[list[Parts]] | None = None
+        self._lock = threading.Lock()
+
+    def parts(self, n: int) -> list[Parts]:
+        """Image `n`'s parts of each parts layer (one `Parts` each, in `owner.parts_layers` order)."""
+        with self._lock:
+            if self._parts is None:
+                owner = self.owner
+                self._parts = []
+                for layer in owner.parts_layers:
+                    c, h, w = layer.shape[1:]
+                    self._parts.append(factorize_each(self.maps[layer.name], owner._parts(layer),
+                                                      render_sweeps(h * w, c), RENDER_PASSES))
+        return [per_layer[n] for per_layer in self._parts]
 
 
 def _png(rgb: np.ndarray) -> bytes:

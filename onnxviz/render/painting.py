@@ -66,8 +66,8 @@ class Painter:
         its folder and renames it into place. Returns a future per image of `items` ((path, folder
         name), in batch order), each giving (ImageResult, its drawing, encoding and writing times);
         `share`: each image's part of the batch's reading and inference. The first call takes
-        the first layer's filters, read meanwhile by `filters_job`. `cam`: the batch's class activation
-        maps (`explain.explainer.CamBatch`), when the run shows them."""
+        the first layer's filters, read meanwhile by `filters_job`. `cam`: the batch's explanations
+        (`explain.pages.ExplainBatch`: class activation maps and parts), when the run shows them."""
         if self.filters_job is not None:
             self.filters = self.filters_job.result()
             self.filters_png = encoding.encode_png(self.filters.image) if self.filters is not None else None
@@ -200,8 +200,7 @@ class _Image:
         self.painter, self.path, self.folder_name, self.n = painter, path, folder_name, n
         self.pixels, self.share = pixels, share
         self.predictions = outputs[painter.info.prediction_output][n] if painter.info.prediction_output in outputs else None
-        self.cam = cam
-        self.explain_maps = {name: outputs[name][n] for name in painter.explain.layers} if painter.explain else {}
+        self.cam = cam  # explain.pages.ExplainBatch
         self.final = painter.output / folder_name
         self.layers: list[_Drawn | None] = [None] * len(painter.chosen)
         self.clock = store.StageTimes()
@@ -228,7 +227,7 @@ class _Image:
         else:
             self.future.set_result((result, self.clock))
         finally:
-            self.pixels = self.layers = self.cam = self.explain_maps = None
+            self.pixels = self.layers = self.cam = None
 
     def _input(self, writer: store.ImageWriter) -> None:
         painter, clock = self.painter, self.clock
@@ -257,7 +256,7 @@ class _Image:
             atlas = lambda name, c: (f"{page}#l={painter.atlas_layers[name]}&c={c}"  # noqa: E731
                                      if name in painter.atlas_layers else None)
         entry = painter.explain.image(writer.write, self.pixels[self.n].astype(np.uint8), self.cam, self.n,
-                                      self.explain_maps, painter.index_of, self.folder_name, atlas)
+                                      painter.index_of, self.folder_name, atlas)
         self.clock.drawing += time.perf_counter() - t
         return entry
 
