@@ -24,11 +24,12 @@ from onnxviz.model.info import LayerInfo, ModelInfo
 
 CAM_CLASSES = 3  # maps per image: the top 3 classes (at most render's top_k)
 STRONGEST = 6  # channels listed per part
-# Render's default parts layers leave out the stages of more positions than this: the early stages' parts
-# are edges and textures, and their factorization cost the most (VGG16's 224 x 224 and 112 x 112: 300 s for
-# 100 photos, benchmarks/RESULTS.md 26.1; its 56 x 56 block3_conv3 or ResNet50's conv2, 40% of the rest,
-# RESULTS 28); --parts-layers chooses any.
-PARTS_MAX_POSITIONS = 28 * 28
+# Render's default parts layers are the deep stages', of at most this many positions, where parts are
+# objects and their pieces (earlier ones are edges and textures) and the factorization is cheap enough
+# for every image: with the 28 x 28 stage as well, ResNet50's render of 100 photos took 1.27x the time
+# without explanations, its parts 1.24x alone; VGG16's 56 x 56 to 224 x 224 stages cost 300 s more
+# (benchmarks/RESULTS.md 26.1, 28). --parts-layers chooses any layer.
+PARTS_MAX_POSITIONS = 14 * 14
 # The parts on an image's page get a budget: RENDER_SWEEPS sweeps of 3 accelerated passes, more for a layer
 # of fewer than RENDER_WORK / RENDER_SWEEPS activations (a sweep of a small layer costs little), at most
 # MAX_ITER, fewer once they converge. The API's and the run page's run until they converge. On VGG16's
@@ -102,7 +103,7 @@ class RenderExplainer:
         if options.parts:
             if options.parts_layers:
                 chosen = select_layers(info, options.parts_layers, where)
-            else:  # one layer per stage, from the first of at most 28 x 28 positions on (else the deepest)
+            else:  # one layer per stage, from the first of at most 14 x 14 positions on (else the deepest)
                 stages = default_layers(info)
                 chosen = [layer for layer in stages if not isinstance(layer.shape[2], int)
                           or not isinstance(layer.shape[3], int) or layer.shape[2] * layer.shape[3] <= PARTS_MAX_POSITIONS]
