@@ -114,6 +114,7 @@ class RenderExplainer:
         self.joint_layer = self._joint_layer()
         self.joint: list[np.ndarray] = []  # the joint layer's maps of every image so far, in order
         self.joint_images: list[tuple[str, np.ndarray]] = []  # (folder, pixels) for its pictures
+        self.joint_found: tuple[list[int], Parts] | None = None  # (images, their joint factorization)
         self.lock = threading.Lock()
         self.scale = _png(heat_scale())  # the colour scale's picture, beside every image's maps
 
@@ -133,7 +134,7 @@ class RenderExplainer:
 
     # ------------------------------------------------------------ per batch and per image
 
-    def batch(self, pixels: np.ndarray, outputs: dict[str, np.ndarray]) -> "ExplainBatch":
+    def batch(self, pixels: np.ndarray, outputs: dict[str, np.ndarray], folders: list[str]) -> "ExplainBatch":
         """A batch's share: the Grad-CAM of its top classes (none without class activation maps), from the
         layer's activations in `outputs` (the render's own run) through the head alone where the head can
         be cut there, else by running the whole graph with its gradient on `pixels`; and the parts layers'
@@ -144,8 +145,12 @@ class RenderExplainer:
                 cam = self.explainer.gradcam_of_maps(outputs[self.cam_layer], self.cam_layer, self.k)
             if cam is None:
                 cam = self.explainer.gradcam(pixels, self.cam_layer, self.k)
-        names = self.layers + ([self.joint_layer.name] if self.joint_layer is not None else [])
-        return ExplainBatch(cam, {name: outputs[name] for name in names}, self)
+        if self.joint_layer is not None:  # the run's joint factorization, made once every batch has run
+            with self.lock:
+                for n, folder in enumerate(folders):
+                    self.joint_images.append((folder, np.asarray(pixels[n], np.uint8)))
+                    self.joint.append(np.array(outputs[self.joint_layer.name][n], np.float32))
+        return ExplainBatch(cam, {name: outputs[name] for name in self.layers}, self)
 
     def image(self, write: Callable[[str, bytes], str], rgb: np.ndarray, batch: "ExplainBatch", n: int,
               layer_index: dict[str, int], folder: str, atlas: Callable[[str, int], str | None] | None = None) -> dict:
@@ -162,10 +167,6 @@ class RenderExplainer:
             parts.append(self._parts_entry(layer, layer_index[layer.name], found, file, atlas))
         if parts:
             entry["parts"] = parts
-        if self.joint_layer is not None:
-            with self.lock:
-                self.joint_images.append((folder, rgb))
-                self.joint.append(np.array(batch.maps[self.joint_layer.name][n], np.float32))
         return entry
 
     def _cam_entry(self, write, rgb: np.ndarray, cam: CamBatch, n: int) -> dict:
@@ -203,18 +204,37 @@ class RenderExplainer:
 
     # ------------------------------------------------------------ the run
 
+    def _joint_of(self, folders: list[str]) -> tuple[list[int], Parts | None]:
+        """Which of the collected images the joint factorization of `folders` holds (at most JOINT_VALUES
+        activations), and the factorization: made once, again only for other images."""
+        by_folder = {folder: k for k, (folder, _) in enumerate(self.joint_images)}
+        kept = [by_folder[f] for f in folders if f in by_folder]
+        per_image = int(np.prod(self.joint_layer.shape[1:]))
+        if len(kept) * per_image > JOINT_VALUES:
+            kept = kept[:max(1, JOINT_VALUES // per_image)]
+        if self.joint_found is None or self.joint_found[0] != kept:
+            maps = np.stack([self.joint[k] for k in kept])
+            self.joint_found = (kept, factorize_maps(maps, self._parts(self.joint_layer), JOINT_SWEEPS, RENDER_PASSES))
+        return self.joint_found
+
+    def prepare_run(self) -> None:
+        """Factorize the images of every batch jointly now (render calls it once the last batch has run,
+        while its images are still being drawn), so that `run` need not."""
+        if self.joint_layer is not None and self.joint:
+            self._joint_of([folder for folder, _ in self.joint_images])
+
     def run(self, write: Callable[[str, bytes], str], order: list[str], index: dict[str, int]) -> dict | None:
         """The joint factorization of the run's images (in `order`, their folders), or None."""
         layer = self.joint_layer
         if layer is None or not self.joint:
             return None
-        by_folder = {folder: k for k, (folder, _) in enumerate(self.joint_images)}
-        kept = [by_folder[f] for f in order if f in by_folder]
-        per_image = int(np.prod(layer.shape[1:]))
-        if len(kept) * per_image > JOINT_VALUES:
-            kept = kept[:max(1, JOINT_VALUES // per_image)]
-        maps = np.stack([self.joint[k] for k in kept])
-        found = factorize_maps(maps, self._parts(layer), JOINT_SWEEPS, RENDER_PASSES)
+        collected = {folder for folder, _ in self.joint_images}
+        in_order = [folder for folder in order if folder in collected]
+        # the images of this render in the order they ran, as prepare_run factorized them, when they all completed
+        ran = [folder for folder, _ in self.joint_images]
+        kept, found = self._joint_of(ran if sorted(in_order) == sorted(ran) else in_order)
+        if not kept:
+            return None
         tops = found.maps.max(axis=(0, 2, 3))
         images = []
         for i, k in enumerate(kept):
@@ -224,8 +244,8 @@ class RenderExplainer:
         entry = self._parts_entry(layer, index[layer.name], found, "", None)
         entry.pop("file")
         entry["images"] = images
-        if len(kept) < len(self.joint):
-            entry["note"] = f"the first {len(kept)} of {len(self.joint)} images (a joint factorization holds at most " \
+        if len(kept) < len(in_order):
+            entry["note"] = f"the first {len(kept)} of {len(in_order)} images (a joint factorization holds at most " \
                             f"{JOINT_VALUES} activations)"
         return entry
 

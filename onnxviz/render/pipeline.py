@@ -362,7 +362,8 @@ class _Loop:
                 continue
             t = time.perf_counter()
             outputs = self.session.run(item.pixels, self.outputs)
-            cam = self.explain.batch(item.pixels, outputs) if self.explain is not None else None
+            cam = (self.explain.batch(item.pixels, outputs, [self.plan.folders[path] for path in item.paths])
+                   if self.explain is not None else None)
             infer_s = time.perf_counter() - t
             self.timings.inference += infer_s
             share = store.StageTimes(read=item.read_s / len(item.paths), inference=infer_s / len(item.paths))
@@ -376,6 +377,8 @@ class _Loop:
                 self.pending.append((path, job))
             self._collect(block=False)
             del outputs
+        if self.explain is not None:  # the run's joint parts, while the last images are drawn
+            self.explain.prepare_run()
         self._collect(block=True)
 
     def _collect(self, block: bool) -> None:

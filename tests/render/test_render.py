@@ -33,9 +33,9 @@ def test_render_writes_every_file_with_the_real_activations(tmp_path, model_path
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     # the three small layers share one stylesheet
     # explain/: the class activation maps of the top 3 classes, their colour scale, the parts of one layer per
-    # stage, and this image in the run's joint parts
+    # stage of at most 14 x 14 positions, and this image in the run's joint parts
     assert names == ["explain/cam-0.jpg", "explain/cam-1.jpg", "explain/cam-2.jpg", "explain/joint.jpg",
-                     "explain/layer-1.jpg", "explain/layer-2.jpg", "explain/scale.png", "filters.png", "index.html", "input.png",
+                     "explain/layer-2.jpg", "explain/scale.png", "filters.png", "index.html", "input.png",
                      "maps/000-002.css", "summary.js", "summary.json"]
     assert sorted(p.name for p in out.iterdir()) == ["assets", "index.html", "photo", "run.js", "run.json"]
     summary = json.loads((folder / "summary.json").read_text())
