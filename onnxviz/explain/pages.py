@@ -135,22 +135,24 @@ class RenderExplainer:
     # ------------------------------------------------------------ per batch and per image
 
     def batch(self, pixels: np.ndarray, outputs: dict[str, np.ndarray], folders: list[str]) -> "ExplainBatch":
-        """A batch's share: the Grad-CAM of its top classes (none without class activation maps), from the
-        layer's activations in `outputs` (the render's own run) through the head alone where the head can
-        be cut there, else by running the whole graph with its gradient on `pixels`; and the parts layers'
-        maps, factorized when an image first asks (`ExplainBatch.parts`)."""
-        cam = None
-        if self.cam_layer is not None:
-            if self.cam_layer in outputs:
-                cam = self.explainer.gradcam_of_maps(outputs[self.cam_layer], self.cam_layer, self.k)
-            if cam is None:
-                cam = self.explainer.gradcam(pixels, self.cam_layer, self.k)
+        """A batch's share, made when an image first asks (`ExplainBatch`): the Grad-CAM of its top classes
+        (none without class activation maps), from the layer's activations in `outputs` (the render's own
+        run) through the head alone where the head can be cut there, else by running the whole graph with
+        its gradient on `pixels`; and its parts layers' factorizations. The joint layer's maps are kept
+        for the run's."""
+        cam_maps = outputs[self.cam_layer] if self.cam_layer in outputs else None
         if self.joint_layer is not None:  # the run's joint factorization, made once every batch has run
             with self.lock:
                 for n, folder in enumerate(folders):
                     self.joint_images.append((folder, np.asarray(pixels[n], np.uint8)))
                     self.joint.append(np.array(outputs[self.joint_layer.name][n], np.float32))
-        return ExplainBatch(cam, {name: outputs[name] for name in self.layers}, self)
+        return ExplainBatch(pixels, cam_maps, {name: outputs[name] for name in self.layers}, self)
+
+    def _gradcam(self, pixels: np.ndarray, maps: np.ndarray | None) -> CamBatch | None:
+        if self.cam_layer is None:
+            return None
+        cam = self.explainer.gradcam_of_maps(maps, self.cam_layer, self.k) if maps is not None else None
+        return cam if cam is not None else self.explainer.gradcam(pixels, self.cam_layer, self.k)
 
     def image(self, write: Callable[[str, bytes], str], rgb: np.ndarray, batch: "ExplainBatch", n: int,
               layer_index: dict[str, int], folder: str, atlas: Callable[[str, int], str | None] | None = None) -> dict:
@@ -251,13 +253,25 @@ class RenderExplainer:
 
 
 class ExplainBatch:
-    """One batch's explanations: its Grad-CAM (`cam`), and its images' parts, factorized for the whole
-    batch in one pass (`factorize_each`) by the first of its images that asks, in a painting thread."""
+    """One batch's explanations, made by the first of its images that asks, in a painting thread (off
+    render's inference thread: VGG16's Grad-CAM head runs while the next batch's network does): its
+    Grad-CAM (`cam`), and its images' parts, factorized for the whole batch in one pass
+    (`factorize_each`)."""
 
-    def __init__(self, cam: CamBatch | None, maps: dict[str, np.ndarray], owner: RenderExplainer) -> None:
-        self.cam, self.maps, self.owner = cam, maps, owner
+    def __init__(self, pixels: np.ndarray, cam_maps: np.ndarray | None, maps: dict[str, np.ndarray],
+                 owner: RenderExplainer) -> None:
+        self.pixels, self.cam_maps, self.maps, self.owner = pixels, cam_maps, maps, owner
+        self._cam: tuple[CamBatch | None] | None = None
         self._parts: list[list[Parts]] | None = None
-        self._lock = threading.Lock()
+        self._cam_lock, self._lock = threading.Lock(), threading.Lock()
+
+    @property
+    def cam(self) -> CamBatch | None:
+        """The batch's Grad-CAM (None without class activation maps)."""
+        with self._cam_lock:
+            if self._cam is None:
+                self._cam = (self.owner._gradcam(self.pixels, self.cam_maps),)
+        return self._cam[0]
 
     def parts(self, n: int) -> list[Parts]:
         """Image `n`'s parts of each parts layer (one `Parts` each, in `owner.parts_layers` order)."""
