@@ -122,7 +122,8 @@ def gradient(model: Path, repeats: int) -> dict:
 def _mu(v: np.ndarray, k: int, sweeps: int = 200) -> float:
     from onnxviz.explain.factorize import nndsvda
 
-    w, h = nndsvda(v, k)
+    wt, h = nndsvda(v, k)  # W's columns as rows
+    w = np.ascontiguousarray(wt.T)
     for _ in range(sweeps):
         h *= (w.T @ v) / np.maximum(w.T @ w @ h, 1e-12)
         w *= (v @ h.T) / np.maximum(w @ (h @ h.T), 1e-12)

@@ -142,10 +142,10 @@ def nmf_each(v: np.ndarray, k: int, max_iter: int = MAX_ITER, tol: float = TOL,
 def _nmf(v: np.ndarray, k: int, max_iter: int, tol: float, inner: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """HALS; with `inner` > 1 accelerated (Gillis & Glineur 2012): each sweep makes the two products
     with V, the costly part, once, and passes `inner` times over each factor with them (k x k and
-    k x m work). For a small budget of sweeps: on VGG16's and ResNet50's layers, 10 sweeps of 3 end
-    within 0.7% (VGG16) and 9% (ResNet50) of the error of 200 plain ones (benchmarks/RESULTS.md 28),
-    in about half the time of 30 plain ones. Run to
-    convergence, plain HALS stays nearer scikit-learn's minimum (MobileNet's 64 x 256 conv_pw_13:
+    k x m work). For a small budget of sweeps: on VGG16's and ResNet50's layers of at most 28 x 28
+    positions, 10 sweeps of 3 end within 0.7% (VGG16) and 9% (ResNet50) of the error of 200 plain
+    ones (benchmarks/RESULTS.md 28). Run to convergence, plain HALS stays nearer scikit-learn's
+    minimum (MobileNet's 64 x 256 conv_pw_13, tests/explain/test_factorize.py:
     1.0000x its error, against 1.0201x with 2 or 3 passes): the default."""
     b, n, m = v.shape
     norms = np.linalg.norm(v, axis=(1, 2)).astype(np.float64)

@@ -149,3 +149,19 @@ def test_render_budget_of_sweeps_comes_near_the_converged_error(mobilenet_onnx, 
             kept = np.maximum(maps[i:i + 1], 0)
             assert quick.error == pytest.approx(np.linalg.norm(approx - kept) / np.linalg.norm(kept), rel=1e-3)
     assert render_sweeps(28 * 28, 512) == 10 and render_sweeps(4 * 4, 256) == 160
+
+
+def test_a_batch_factorized_in_one_pass_gives_each_image_its_own_parts():
+    """Render factorizes a batch's images in one pass (`factorize_each`): each image gets what it gets
+    alone, whatever else is in the batch."""
+    from onnxviz.explain.factorize import factorize_each
+
+    maps = np.concatenate([_maps(seed, n=1, c=48, h=9, w=7) for seed in range(4)])
+    maps[2] = -np.abs(maps[2])  # all clipped: nothing to factorize
+    together = factorize_each(maps, 4, 10, 3)
+    for i, found in enumerate(together):
+        alone = factorize_maps(maps[i:i + 1], 4, 10, 3)
+        np.testing.assert_array_equal(found.maps, alone.maps)
+        np.testing.assert_array_equal(found.channels, alone.channels)
+        assert found.error == alone.error and found.zero == alone.zero
+    assert together[2].zero and not together[0].zero
