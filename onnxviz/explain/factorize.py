@@ -102,9 +102,9 @@ def nndsvda(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return w, h
 
 
-def _hals(x: np.ndarray, numerator: np.ndarray, gram: np.ndarray) -> None:
-    """One sweep of hierarchical alternating least squares over the rows of each `x` [B, k, m] (in
-    place): row j minimises ||V - W H||_F with the others fixed, clipped at 0. With the rows of the
+def _hals(x: np.ndarray, numerator: np.ndarray, gram: np.ndarray, passes: int = 1) -> None:
+    """`passes` sweeps of hierarchical alternating least squares over the rows of each `x` [B, k, m]
+    (in place): row j minimises ||V - W H||_F with the others fixed, clipped at 0. With the rows of the
     Gram matrix [B, k, k] and of the numerator divided by its diagonal, row j's step is
     `x_j + (a_j - g_j x) / g_jj = a_j / g_jj - (g_j / g_jj - e_j) x`; a part whose diagonal is 0 (zero
     everywhere) keeps its row."""
@@ -115,9 +115,16 @@ def _hals(x: np.ndarray, numerator: np.ndarray, gram: np.ndarray) -> None:
     a = (numerator * scale).astype(x.dtype)
     g = (gram * scale).astype(x.dtype)
     g[:, np.arange(k), np.arange(k)] -= 1
-    for j in range(k):
-        step = np.maximum(a[:, j:j + 1] - g[:, j:j + 1] @ x, EPS)  # [B, 1, m]
-        x[:, j:j + 1] = np.where(live[:, j, None, None], step, x[:, j:j + 1])
+    every = bool(live.all())
+    for _ in range(passes):
+        for j in range(k):
+            row = x[:, j:j + 1]  # [B, 1, m], a view: the step is written in place
+            if every:
+                np.subtract(a[:, j:j + 1], g[:, j:j + 1] @ x, out=row)
+                np.maximum(row, EPS, out=row)
+            else:
+                step = np.maximum(a[:, j:j + 1] - g[:, j:j + 1] @ x, EPS)
+                row[...] = np.where(live[:, j, None, None], step, row)
 
 
 def nmf(v: np.ndarray, k: int, max_iter: int = MAX_ITER, tol: float = TOL,
@@ -154,8 +161,8 @@ def _nmf(v: np.ndarray, k: int, max_iter: int, tol: float, inner: int) -> tuple[
     vt = np.swapaxes(v, 1, 2)
     previous = None
     for it in range(max_iter):
-        _hals_all(h, wt @ v, wt @ np.swapaxes(wt, 1, 2), inner)  # H's rows, each the exact least-squares step
-        _hals_all(wt, h @ vt, h @ np.swapaxes(h, 1, 2), inner)
+        _hals(h, wt @ v, wt @ np.swapaxes(wt, 1, 2), inner)  # H's rows, each the exact least-squares step
+        _hals(wt, h @ vt, h @ np.swapaxes(h, 1, 2), inner)
         if it % 10 == 9 and it + 1 < max_iter:
             error = _relative_error(v, wt, h, norms)
             if previous is not None and np.all(previous - error < tol):
@@ -163,11 +170,6 @@ def _nmf(v: np.ndarray, k: int, max_iter: int, tol: float, inner: int) -> tuple[
             previous = error
     wt[zero], h[zero] = 0, 0
     return wt, h, np.where(zero, 0.0, _relative_error(v, wt, h, norms))
-
-
-def _hals_all(x: np.ndarray, numerator: np.ndarray, gram: np.ndarray, passes: int) -> None:
-    for _ in range(passes):
-        _hals(x, numerator, gram)
 
 
 def _relative_error(v: np.ndarray, wt: np.ndarray, h: np.ndarray, norms: np.ndarray) -> np.ndarray:

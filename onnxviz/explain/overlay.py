@@ -21,15 +21,34 @@ def upsample(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     return out.reshape(*lead, height, width)
 
 
+def _table(colours: np.ndarray) -> np.ndarray:
+    """RGB colours as a 256-entry table for `cv2.applyColorMap(levels, table)` (which then gives RGB)."""
+    return np.ascontiguousarray(np.resize(np.asarray(colours, np.uint8), (256, 3)).reshape(256, 1, 3))
+
+
+HEAT_TABLE = _table(cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], HEAT)[:, 0, ::-1])
+PARTS_TABLE = _table(PALETTE)  # level j: PALETTE[j % 10]
+
+
+def _levels(values: np.ndarray) -> np.ndarray:
+    """Values 0..1 (float32) as uint8 levels 0..255, rounded."""
+    return cv2.convertScaleAbs(values, alpha=255)
+
+
 def heat_colors(values: np.ndarray) -> np.ndarray:
     """Values 0..1 `[H, W]` as RGB uint8 through the heat colour scale."""
-    gray = np.clip(np.round(np.asarray(values) * 255), 0, 255).astype(np.uint8)
-    return cv2.applyColorMap(gray, HEAT)[..., ::-1]
+    values = np.clip(np.asarray(values, np.float32), 0, 1)
+    return cv2.applyColorMap(_levels(values), HEAT_TABLE)
 
 
 def heat_scale(width: int = 256, height: int = 12) -> np.ndarray:
     """The colour scale itself, low on the left: RGB uint8 `[height, width, 3]`."""
     return np.repeat(heat_colors(np.linspace(0, 1, width, dtype=np.float32)[None]), height, axis=0)
+
+
+def _blend(colours: np.ndarray, photo: np.ndarray, opacity: np.ndarray) -> np.ndarray:
+    """`colours` over `photo` (RGB uint8), pixel by pixel as opaque as `opacity` `[H, W]` (0..1, float32)."""
+    return cv2.blendLinear(colours, np.ascontiguousarray(photo), opacity, np.float32(1) - opacity)
 
 
 def heat_overlay(rgb: np.ndarray, cam: np.ndarray, top: float | None = None) -> np.ndarray:
@@ -39,31 +58,28 @@ def heat_overlay(rgb: np.ndarray, cam: np.ndarray, top: float | None = None) -> 
     top = float(np.max(cam)) if top is None else float(top)
     low = np.asarray(cam, np.float32) * np.float32(1 / top if top > 0 else 0)  # scaled, then upsampled: the same
     values = np.clip(cv2.resize(low, (width, height), interpolation=cv2.INTER_LINEAR), 0, 1)
-    heat = heat_colors(values).astype(np.float32)
-    photo = rgb.astype(np.float32)
-    alpha = (values * np.float32(ALPHA))[..., None]
-    return np.clip(photo + alpha * (heat - photo), 0, 255).astype(np.uint8)
+    heat = cv2.applyColorMap(_levels(values), HEAT_TABLE)
+    return _blend(heat, rgb, values * np.float32(ALPHA))
 
 
 def parts_overlay(rgb: np.ndarray, maps: np.ndarray, tops: np.ndarray) -> np.ndarray:
     """Factorized parts `[k, h, w]` over the photo: where part j is the strongest, its colour, as
-    opaque as the part is strong there (its map over `tops[j]`, its maximum over the images shown)."""
+    opaque as the part is strong there (its map over `tops[j]`, its maximum over the images shown),
+    over the photo in gray."""
     height, width = rgb.shape[:2]
     k = maps.shape[0]
     # scaled before upsampling (both linear: the same values); the strongest part found plane by plane
     # (numpy's reductions along a short last axis are several times slower)
     low = np.asarray(maps, np.float32) / np.maximum(np.asarray(tops, np.float32), 1e-12).reshape(k, 1, 1)
     best = cv2.resize(low[0], (width, height), interpolation=cv2.INTER_LINEAR)
-    winner = np.zeros((height, width), np.intp)
+    winner = np.zeros((height, width), np.uint8)
     for j in range(1, k):
         plane = cv2.resize(low[j], (width, height), interpolation=cv2.INTER_LINEAR)
-        winner[plane > best] = j  # the first of equal maxima wins, as argmax's
+        winner[plane > best] = j % 256  # the first of equal maxima wins, as argmax's; PARTS_TABLE repeats every 10
         np.maximum(best, plane, out=best)
-    strength = (np.clip(best, 0, 1) * np.float32(0.75))[..., None]
-    colours = np.take(PALETTE.astype(np.float32), winner % len(PALETTE), axis=0)
-    gray = cv2.cvtColor(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB).astype(np.float32)
-    blended = gray * (1 - strength) + colours * strength
-    return np.clip(blended, 0, 255).astype(np.uint8)
+    colours = cv2.applyColorMap(winner, PARTS_TABLE)
+    gray = cv2.cvtColor(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    return _blend(colours, gray, np.clip(best, 0, 1) * np.float32(0.75))
 
 
 def caption(picture: np.ndarray, text: str) -> np.ndarray:

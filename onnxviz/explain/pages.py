@@ -226,8 +226,10 @@ class RenderExplainer:
         if self.joint_layer is not None and self.joint:
             self._joint_of([folder for folder, _ in self.joint_images])
 
-    def run(self, write: Callable[[str, bytes], str], order: list[str], index: dict[str, int]) -> dict | None:
-        """The joint factorization of the run's images (in `order`, their folders), or None."""
+    def run(self, write: Callable[[str, bytes], str], order: list[str], index: dict[str, int],
+            map_: Callable = map) -> dict | None:
+        """The joint factorization of the run's images (in `order`, their folders), or None; each image's
+        picture drawn through `map_` (render's threads)."""
         layer = self.joint_layer
         if layer is None or not self.joint:
             return None
@@ -239,11 +241,13 @@ class RenderExplainer:
         if not kept:
             return None
         tops = found.maps.max(axis=(0, 2, 3))
-        images = []
-        for i, k in enumerate(kept):
-            folder, rgb = self.joint_images[k]
-            images.append({"folder": folder,
-                           "file": write(f"{folder}/{FOLDER}/joint.jpg", _jpeg(parts_overlay(rgb, found.maps[i], tops)))})
+
+        def picture(i: int) -> dict:
+            folder, rgb = self.joint_images[kept[i]]
+            return {"folder": folder,
+                    "file": write(f"{folder}/{FOLDER}/joint.jpg", _jpeg(parts_overlay(rgb, found.maps[i], tops)))}
+
+        images = list(map_(picture, range(len(kept))))
         entry = self._parts_entry(layer, index[layer.name], found, "", None)
         entry.pop("file")
         entry["images"] = images

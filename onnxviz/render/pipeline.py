@@ -422,7 +422,7 @@ class _Loop:
             self.reader.join(timeout=5)
         run = _with_earlier(self.plan.run, self.plan.earlier)
         if self.explain is not None and self.plan.run.images:  # the parts over this render's images
-            run.explain = _explain_run(self.explain, self.plan)
+            run.explain = _explain_run(self.explain, self.plan, self.pool.map)
         _finish_run(self.plan.output, run, self.plan.made_output and not self.results)
 
 
@@ -456,9 +456,9 @@ def _finish_run(output: Path, run: store.Run, remove: bool) -> None:
         raise store.output_error(exc, output / "run.json") from exc
 
 
-def _explain_run(explain, plan: _Plan) -> dict | None:
+def _explain_run(explain, plan: _Plan, map_) -> dict | None:
     """The parts of one layer factorized over the run's images: each image's picture in its folder's
-    explain/joint.jpg, their legend in run.json."""
+    explain/joint.jpg (drawn through `map_`, the pool's), their legend in run.json."""
     from onnxviz.files import write_bytes
 
     def write(name: str, data: bytes) -> str:
@@ -466,7 +466,7 @@ def _explain_run(explain, plan: _Plan) -> dict | None:
         return name
 
     index = {layer.name: i for i, layer in enumerate(plan.info.layers)}
-    return explain.run(write, [image.folder for image in plan.run.images], index)
+    return explain.run(write, [image.folder for image in plan.run.images], index, map_)
 
 
 def _load_filters(model: Path):
