@@ -258,10 +258,10 @@ class RenderExplainer:
 
 
 class ExplainBatch:
-    """One batch's explanations, made by the first of its images that asks, in a painting thread (off
-    render's inference thread: VGG16's Grad-CAM head runs while the next batch's network does): its
-    Grad-CAM (`cam`), and its images' parts, factorized for the whole batch in one pass
-    (`factorize_each`)."""
+    """One batch's explanations, made in a painting thread by `prepare` (queued ahead of the batch's
+    layers) or by the first of its images that asks, off render's inference thread (VGG16's Grad-CAM
+    head runs while the next batch's network does): its Grad-CAM (`cam`), and its images' parts,
+    factorized for the whole batch in one pass (`factorize_each`)."""
 
     def __init__(self, pixels: np.ndarray, cam_maps: np.ndarray | None, maps: dict[str, np.ndarray],
                  owner: RenderExplainer) -> None:
@@ -277,6 +277,12 @@ class ExplainBatch:
             if self._cam is None:
                 self._cam = (self.owner._gradcam(self.pixels, self.cam_maps),)
         return self._cam[0]
+
+    def prepare(self) -> None:
+        """Make the batch's Grad-CAM and parts now (render queues this ahead of the batch's layers);
+        a failure is raised again to the image that asks."""
+        _ = self.cam
+        self.parts(0)
 
     def parts(self, n: int) -> list[Parts]:
         """Image `n`'s parts of each parts layer (one `Parts` each, in `owner.parts_layers` order)."""

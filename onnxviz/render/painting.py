@@ -73,6 +73,8 @@ class Painter:
             self.filters_png = encoding.encode_png(self.filters.image) if self.filters is not None else None
             self.filters_job = None
         batch = _PaintBatch(self, pool, items, pixels, outputs, share, cam)
+        if cam is not None:  # made while the layers are drawn, before the images' pages need it
+            pool.submit(cam.prepare)
         if not self.chosen:
             batch.layers_done()
         for task in range(len(self.chosen)):
