@@ -5,6 +5,7 @@ the layer factorization against scikit-learn's NMF, render with and without them
     KERAS_HOME=/tmp/keras_home onnxviz export mobilenet --alpha 0.25 --input-size 128 -o /tmp/mobilenet.onnx
     python benchmarks/explain_cost.py --tiny-resnet /tmp/tiny_resnet.onnx     # exports it once (TensorFlow)
     python benchmarks/explain_cost.py /tmp/mobilenet.onnx /tmp/tiny_resnet.onnx --photos /tmp/photos16
+    python benchmarks/explain_cost.py resnet50.onnx vgg16.onnx --photos photos100 --render-only --render-repeats 4
 
 1. `gradient`: Grad-CAM of the top 3 classes of a batch of 8 photos at the default layer: the
    file's Grad-CAM graph (`explain.explainer.Explainer.gradcam`: one ONNX Runtime run giving the
@@ -15,7 +16,8 @@ the layer factorization against scikit-learn's NMF, render with and without them
    5 parts: `explain.factorize.nmf` (HALS) and Lee & Seung's multiplicative updates (200 sweeps,
    the same start) against `sklearn.decomposition.NMF(5, init="nndsvda")`: error ratio and time.
 3. `render`: `onnxviz render` of the photos with the defaults (class activation maps and 5 parts of
-   one layer per stage) against `--no-cam --parts 0`, each in its own process, alternating.
+   one layer per stage) against `--no-cam --parts 0`, each in its own process, alternating: wall and
+   CPU seconds, each pair's ratio and the ratio of the medians.
 """
 from __future__ import annotations
 
@@ -165,19 +167,30 @@ def nmf(model: Path, repeats: int) -> list[dict]:
 
 
 def render(model: Path, photos: Path, repeats: int) -> dict:
+    """Render with the explanations against without, alternating fresh processes: wall and CPU seconds
+    (user + system) of each, the ratio of each pair, their median and the ratio of the medians."""
+    import resource
+
     runs: dict[str, list[float]] = {"plain": [], "explained": []}
+    cpu: dict[str, list[float]] = {"plain": [], "explained": []}
     flags = {"plain": ["--no-cam", "--parts", "0"], "explained": []}
     for _ in range(repeats):
         for kind in ("plain", "explained"):
             out = Path(tempfile.mkdtemp(prefix="explain_cost_"))
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "onnxviz", "render", str(model), str(photos), "-o", str(out / "o"),
                             "--provider", "cpu", *flags[kind]], check=True, capture_output=True, cwd=ROOT)
             runs[kind].append(time.perf_counter() - t)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[kind].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
             shutil.rmtree(out)
     plain, explained = _median(runs["plain"]), _median(runs["explained"])
+    pairs = [e / p for p, e in zip(runs["plain"], runs["explained"])]
     return {"model": model.name, "photos": len(list(photos.iterdir())), "plain_s": [round(v, 2) for v in runs["plain"]],
-            "explained_s": [round(v, 2) for v in runs["explained"]], "ratio": round(explained / plain, 3)}
+            "explained_s": [round(v, 2) for v in runs["explained"]], "plain_cpu_s": [round(v, 1) for v in cpu["plain"]],
+            "explained_cpu_s": [round(v, 1) for v in cpu["explained"]], "pair_ratios": [round(r, 3) for r in pairs],
+            "median_pair_ratio": round(_median(pairs), 3), "ratio": round(explained / plain, 3)}
 
 
 def main() -> None:
@@ -187,12 +200,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--render-repeats", type=int, default=3)
     parser.add_argument("--tiny-resnet", type=Path, help="export the ResNet-style test network here and stop")
+    parser.add_argument("--render-only", action="store_true", help="time the renders alone (3.), with --photos")
     args = parser.parse_args()
     if args.tiny_resnet:
         tiny_resnet(args.tiny_resnet)
         return
-    result = {"gradient": [gradient(m, args.repeats) for m in args.models],
-              "nmf": [row for m in args.models for row in nmf(m, max(1, args.repeats // 2))]}
+    result = {} if args.render_only else {
+        "gradient": [gradient(m, args.repeats) for m in args.models],
+        "nmf": [row for m in args.models for row in nmf(m, max(1, args.repeats // 2))]}
     if args.photos:
         result["render"] = [render(m, args.photos, args.render_repeats) for m in args.models]
     print(json.dumps(result, indent=1))
