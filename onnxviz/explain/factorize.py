@@ -22,25 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxviz.errors import OptionError
-
-_BLAS: list = []  # threadpoolctl's controller, made once: making one reads the loaded libraries
-
-
-def one_blas_thread():
-    """BLAS on one thread while the block runs. These products are small (positions x channels x
-    parts): OpenBLAS's threads cost more than they give, 7.9x on 2 busy cores (4096 x 32, 5 parts,
-    50 sweeps: 0.13 s against 1.01 s), and they would take the cores ONNX Runtime and the painting
-    threads use during a render."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - a dependency; without it BLAS keeps its threads
-        import contextlib
-
-        return contextlib.nullcontext()
-    if not _BLAS:
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
-
+from onnxviz.run.threads import one_blas_thread
 
 MAX_ITER = 200
 TOL = 1e-4  # stop when 10 sweeps improve the relative error by less than this

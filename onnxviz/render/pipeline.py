@@ -31,6 +31,7 @@ from onnxviz.render import store
 from onnxviz.errors import ImageError, OptionError, OutputError
 from onnxviz.files import clean_stages, ensure_dir, safe_name
 from onnxviz.run.images import IMAGE_SUFFIXES, FoundImage, find_images, read_batch
+from onnxviz.run.threads import one_blas_thread
 from onnxviz.model.info import LayerInfo, ModelInfo, load_info
 from onnxviz.model.labels import Prediction
 from onnxviz.model.selection import select_layers
@@ -168,7 +169,7 @@ def render(model: Path, inputs: list[Path], output: Path, options: RenderOptions
     options.check()
     started = time.perf_counter()
     plan = _plan(Path(model), list(inputs), Path(output), options)
-    with ThreadPoolExecutor(max_workers=plan.workers) as pool:
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=plan.workers) as pool:
         loop = _Loop(plan, pool, progress)
         try:
             loop.open()
