@@ -75,7 +75,7 @@ def parts_overlay(rgb: np.ndarray, maps: np.ndarray, tops: np.ndarray) -> np.nda
     winner = np.zeros((height, width), np.uint8)
     for j in range(1, k):
         plane = cv2.resize(low[j], (width, height), interpolation=cv2.INTER_LINEAR)
-        winner[plane > best] = j % 256  # the first of equal maxima wins, as argmax's; PARTS_TABLE repeats every 10
+        winner[plane > best] = j % len(PALETTE)  # the first of equal maxima wins, as argmax's
         np.maximum(best, plane, out=best)
     colours = cv2.applyColorMap(winner, PARTS_TABLE)
     gray = cv2.cvtColor(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)

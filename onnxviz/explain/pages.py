@@ -2,9 +2,10 @@
 classes and the factorized parts of a few layers, as pictures and a summary entry; per run, the
 parts of one layer factorized over every image at once (the same part has the same colour).
 
-`RenderExplainer` is made once per run (`check` fails early on bad options); `batch` runs the
-Grad-CAM graph on a batch (ONNX Runtime, beside render's own session); `image` turns one image's
-share into files and the `explain` entry of its summary; `run` writes the joint factorization.
+`RenderExplainer` is made once per run (`check` fails early on bad options); `batch` hands back a
+batch's share (`ExplainBatch`: its Grad-CAM, run by ONNX Runtime beside render's own session, and its
+parts, made in a painting thread); `image` turns one image's share into files and the `explain`
+entry of its summary; `run` writes the joint factorization.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ STRONGEST = 6  # channels listed per part
 PARTS_MAX_POSITIONS = 14 * 14
 # The parts on an image's page get a budget: RENDER_SWEEPS sweeps of 3 accelerated passes, more for a layer
 # of fewer than RENDER_WORK / RENDER_SWEEPS activations (a sweep of a small layer costs little), at most
-# MAX_ITER, fewer once they converge. The API's and the run page's run until they converge. On VGG16's
+# MAX_ITER, fewer once they converge (the API's runs until it converges, the run page's joint parts get
+# JOINT_SWEEPS). On VGG16's
 # and ResNet50's layers of at most 28 x 28 positions an image's error ends within 0.7% and 9% of the
 # converged one, on MobileNet's default layers within 3% (benchmarks/RESULTS.md 28, tests); the page
 # shows the error it reached.
@@ -258,42 +260,40 @@ class RenderExplainer:
 
 
 class ExplainBatch:
-    """One batch's explanations, made in a painting thread by `prepare` (queued ahead of the batch's
-    layers) or by the first of its images that asks, off render's inference thread (VGG16's Grad-CAM
-    head runs while the next batch's network does): its Grad-CAM (`cam`), and its images' parts,
-    factorized for the whole batch in one pass (`factorize_each`)."""
+    """One batch's explanations: its Grad-CAM (`cam`) and its images' parts, factorized for the whole
+    batch in one pass (`factorize_each`). Made once, in a painting thread, by `prepare` (render queues
+    it ahead of the batch's layers) or by the first image that asks, off render's inference thread
+    (VGG16's Grad-CAM head runs while the next batch's network does)."""
 
     def __init__(self, pixels: np.ndarray, cam_maps: np.ndarray | None, maps: dict[str, np.ndarray],
                  owner: RenderExplainer) -> None:
         self.pixels, self.cam_maps, self.maps, self.owner = pixels, cam_maps, maps, owner
-        self._cam: tuple[CamBatch | None] | None = None
-        self._parts: list[list[Parts]] | None = None
-        self._cam_lock, self._lock = threading.Lock(), threading.Lock()
+        self._made = False
+        self._cam: CamBatch | None = None
+        self._parts: list[list[Parts]] = []  # per parts layer, per image
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Make the batch's Grad-CAM and parts, once; a failure is raised again to the next that asks."""
+        with self._lock:
+            if self._made:
+                return
+            owner = self.owner
+            self._cam = owner._gradcam(self.pixels, self.cam_maps)
+            self._parts = [factorize_each(self.maps[layer.name], owner._parts(layer),
+                                          render_sweeps(layer.shape[2] * layer.shape[3], layer.shape[1]), RENDER_PASSES)
+                           for layer in owner.parts_layers]
+            self._made = True
 
     @property
     def cam(self) -> CamBatch | None:
         """The batch's Grad-CAM (None without class activation maps)."""
-        with self._cam_lock:
-            if self._cam is None:
-                self._cam = (self.owner._gradcam(self.pixels, self.cam_maps),)
-        return self._cam[0]
-
-    def prepare(self) -> None:
-        """Make the batch's Grad-CAM and parts now (render queues this ahead of the batch's layers);
-        a failure is raised again to the image that asks."""
-        _ = self.cam
-        self.parts(0)
+        self.prepare()
+        return self._cam
 
     def parts(self, n: int) -> list[Parts]:
         """Image `n`'s parts of each parts layer (one `Parts` each, in `owner.parts_layers` order)."""
-        with self._lock:
-            if self._parts is None:
-                owner = self.owner
-                self._parts = []
-                for layer in owner.parts_layers:
-                    c, h, w = layer.shape[1:]
-                    self._parts.append(factorize_each(self.maps[layer.name], owner._parts(layer),
-                                                      render_sweeps(h * w, c), RENDER_PASSES))
+        self.prepare()
         return [per_layer[n] for per_layer in self._parts]
 
 
