@@ -43,11 +43,7 @@ def main() -> None:
     from onnxviz.explain.factorize import factorize_each
     from onnxviz.explain.pages import JOINT_SWEEPS, RENDER_PASSES, render_sweeps
 
-    photos = sorted(p for p in args.photos.iterdir() if p.suffix in (".png", ".jpg"))[:4] * 2
-    for path in args.models:
-        model = onnxviz.load(path, provider="cpu")
-        layers = [layer for layer in default_layers(model._session.info) if layer.shape[2] * layer.shape[3] <= 56 * 56]
-        acts = model.activations(photos, [layer.name for layer in layers])
+    for path, layers, acts in _activations(args, onnxviz, default_layers):
         for layer in layers:
             maps = acts[layer.name]
             c, h, w = maps.shape[1:]
@@ -70,12 +66,17 @@ def main() -> None:
                           "error_over_converged": round(ratio, 4)}), flush=True)
 
 
-def _before(args, onnxviz, pages, factorize_maps, default_layers) -> None:
+def _activations(args, onnxviz, default_layers):
+    """(model path, its stage layers of at most 56 x 56 positions, their maps of the 8 photos) per model."""
     photos = sorted(p for p in args.photos.iterdir() if p.suffix in (".png", ".jpg"))[:4] * 2
     for path in args.models:
         model = onnxviz.load(path, provider="cpu")
         layers = [layer for layer in default_layers(model._session.info) if layer.shape[2] * layer.shape[3] <= 56 * 56]
-        acts = model.activations(photos, [layer.name for layer in layers])
+        yield path, layers, model.activations(photos, [layer.name for layer in layers])
+
+
+def _before(args, onnxviz, pages, factorize_maps, default_layers) -> None:
+    for path, layers, acts in _activations(args, onnxviz, default_layers):
         for layer in layers:
             maps = acts[layer.name]
             c, h, w = maps.shape[1:]

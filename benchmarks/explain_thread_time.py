@@ -4,8 +4,8 @@
     python benchmarks/explain_thread_time.py render MODEL.onnx PHOTOS -o OUT
 
 Prints one line: {part: (CPU seconds, calls)} for the explainer's setup, each batch's share
-(Grad-CAM and its parts' factorization, made ahead by `ExplainBatch.prepare` or by an image page;
-calls count every look), each image's pictures and the run's joint parts. Compare
+(Grad-CAM and its parts' factorization, made ahead by `ExplainBatch.prepare` or by an image page),
+each image's pictures and the run's joint parts. Compare
 the process's user + system time with and without `--no-cam --parts 0` for the whole.
 """
 from __future__ import annotations
@@ -41,18 +41,12 @@ def main() -> None:
     R = pages.RenderExplainer
     for owner, name, label in ((R, "__init__", "setup"), (R, "prepare_run", "joint parts, factorized"),
                                (R, "run", "joint parts, pictures"),
-                               (pages.ExplainBatch, "cam", "batches: Grad-CAM"),
-                               (pages.ExplainBatch, "parts", "batches: parts, factorized"),
+                               (R, "_gradcam", "batches: Grad-CAM"),
+                               (pages, "factorize_each", "batches: parts, factorized"),
                                (R, "image", "image pages: pictures and entries"),
                                (R, "_cam_entry", "  of which class activation maps' pictures"),
                                (pages, "parts_overlay", "  of which parts' pictures (and the joint's)")):
-        if isinstance(getattr(owner, name, None), property):
-            prop = getattr(owner, name)
-            holder = type("Holder", (), {"f": staticmethod(prop.fget)})
-            timed(holder, "f", label)
-            setattr(owner, name, property(holder.f))
-        else:
-            timed(owner, name, label)
+        timed(owner, name, label)
     atexit.register(lambda: print({k: (round(v[0], 2), v[1]) for k, v in spent.items()}, "(CPU s, calls)"))
     sys.argv = ["onnxviz"] + sys.argv[1:]
     app()
