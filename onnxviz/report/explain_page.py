@@ -19,13 +19,20 @@ def _src(path: str) -> str:
     return _esc(quote(path))
 
 
-def _channels(part: dict[str, Any], layer: dict[str, Any], digits: int, run: bool, shown: set) -> str:
-    """A part's channels, each a link to the page's view of it where the page shows the layer."""
+def _channels(part: dict[str, Any], layer: dict[str, Any], digits: int, run: bool,
+              shown: dict[int, set | None]) -> str:
+    """A part's channels, each a link to the page's view of it where the page shows it: `shown` maps the
+    layers the page draws to the channels it stored (None: any, the run page's compare view says which
+    images hold one)."""
     links = []
     atlas = part.get("atlas") or [None] * len(part["channels"])
+    stored = shown.get(layer["index"], set())
     for c, atlas_link in zip(part["channels"], atlas):
         if layer["index"] not in shown:  # a layer render factorized but does not draw (--layers): no view
             link = str(c)
+        elif stored is not None and c not in stored:  # drawn, but not this channel (--max-channels)
+            link = (f"<span title='channel {c} is not stored for this image: render with --max-channels or "
+                    f"--channels to see it'>{c}</span>")
         elif run:  # the run page's compare view shows a channel in every image
             link = f"<a href='#compare={layer['index']}:{c}'>{c}</a>"
         else:
@@ -37,7 +44,7 @@ def _channels(part: dict[str, Any], layer: dict[str, Any], digits: int, run: boo
     return ", ".join(links)
 
 
-def _legend(layer: dict[str, Any], digits: int, shown: set, run: bool = False) -> str:
+def _legend(layer: dict[str, Any], digits: int, shown: dict[int, set | None], run: bool = False) -> str:
     items = "".join(
         f"<li><i class=swatch style='background:{_esc(p['colour'])}'></i>part {j + 1} "
         f"<small>({p['share'] * 100:.0f}% of the layer)</small>: channels {_channels(p, layer, digits, run, shown)}</li>"
@@ -72,7 +79,7 @@ def image_section(summary: dict[str, Any], digits: int) -> str:
     if not explain:
         return ""
     parts = ""
-    shown = {entry["index"] for entry in summary.get("layers", [])}
+    shown = {entry["index"]: set(entry.get("channels") or []) for entry in summary.get("layers", [])}
     for layer in explain.get("parts", []):
         parts += (f"<div class=parts><figure><img src='{_src(layer['file'])}' width={SHOWN} "
                   f"alt='parts of {_esc(layer['layer'])}'><figcaption>{_esc(layer['layer'])} "
@@ -80,7 +87,7 @@ def image_section(summary: dict[str, Any], digits: int) -> str:
                   f"{_legend(layer, digits, shown)}</div>")
     if parts:
         parts = ("<h3>What layers see as parts <small>non-negative factorization of positions &times; "
-                 "channels; click a channel to open it</small></h3>" + parts)
+                 "channels; click a channel to open it (a plain number: not stored for this image)</small></h3>" + parts)
     cam = cam_section(explain["cam"]) if "cam" in explain else ""
     return f"<section class=explain id=explain><h2>Where the network looks</h2>{cam}{parts}</section>"
 
@@ -95,5 +102,5 @@ def run_section(run: dict[str, Any]) -> str:
         for image in joint["images"])
     return (f"<section class=explain id=explain><h2>Parts of {_esc(joint['layer'])} over the last render's images "
             f"<small>one factorization for all of them: a colour is the same part everywhere</small></h2>"
-            f"<div class=joint>{figures}</div>{_legend(joint, 3, {l['index'] for l in run.get('layers', [])}, run=True)}"
+            f"<div class=joint>{figures}</div>{_legend(joint, 3, {l['index']: None for l in run.get('layers', [])}, run=True)}"
             f"</section>")

@@ -143,3 +143,20 @@ def test_the_pages_show_it_from_file_with_and_without_javascript(tmp_path):
             assert errors == []
             context.close()
         browser.close()
+
+
+def test_a_parts_channel_links_to_the_viewer_only_where_it_was_stored():
+    """A part's strongest channel that render did not store for the image (past --max-channels) is
+    named, not linked to a view that does not hold it; the run page's compare view takes any."""
+    from onnxviz.report.explain_page import image_section, run_section
+
+    part = {"colour": "#1f77b4", "share": 1.0, "channels": [1, 70], "atlas": None}
+    layer = {"layer": "conv", "index": 5, "shape": [128, 4, 4], "file": "explain/layer-5.jpg", "error": 0.3,
+             "parts": [part]}
+    html = image_section({"layers": [{"index": 5, "channels": list(range(64))}], "explain": {"parts": [layer]}}, 3)
+    assert "data-open='5:1'" in html and "data-open='5:70'" not in html
+    assert "channel 70 is not stored for this image" in html
+    joint = dict(layer, images=[{"folder": "a", "file": "a/explain/joint.jpg"}])
+    joint.pop("file")
+    run_html = run_section({"layers": [{"index": 5}], "explain": joint})
+    assert "#compare=5:70" in run_html and "#compare=5:1" in run_html
